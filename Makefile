@@ -1,0 +1,35 @@
+# pg_ha: PGXS build.
+#
+# The extension module (pg_ha.so) is built from src/*.c.  The etcd client
+# (src/etcd*.c) is plain C on libcurl + cJSON so that the command-line
+# companion and the fuzz targets can link it without a postgres backend.
+
+MODULE_big = pg_ha
+EXTENSION  = pg_ha
+DATA       = sql/pg_ha--1.0.sql
+PGFILEDESC = "pg_ha - high availability for PostgreSQL from inside postgres"
+
+OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
+
+PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wextra -Werror -Wno-unused-parameter \
+              -Wno-missing-field-initializers
+SHLIB_LINK  = -lcurl -lcjson -luring
+
+# pg_regress: the SQL surface and GUC validation, on a temporary instance
+# that preloads pg_ha (see test/regress.conf).
+REGRESS      = guc_validation sql_surface
+REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check_regress \
+               --temp-config=$(srcdir)/test/regress.conf \
+               --inputdir=$(srcdir)/test/regress --outputdir=$(CURDIR)/test/regress
+
+# TAP suites: real etcd, real postgres nodes (test/perl holds the harness).
+TAP_TESTS   = 1
+PROVE_FLAGS = -I $(srcdir)/test/perl --timer
+PROVE_TESTS = $(if $(T),$(T),test/t/*.pl)
+
+EXTRA_CLEAN = tmp_check tmp_check_regress test/regress/results \
+              test/regress/regression.diffs test/regress/regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
