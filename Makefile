@@ -19,16 +19,14 @@ SHLIB_LINK  = -lcurl -lcjson -luring
 # that preloads pg_ha (see test/regress.conf).
 REGRESS      = guc_validation sql_surface
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check_regress \
-               --temp-config=$(srcdir)/test/regress.conf \
-               --inputdir=$(srcdir)/test/regress --outputdir=$(CURDIR)/test/regress
+               --temp-config=$(srcdir)/test/regress.conf
 
 # TAP suites: real etcd, real postgres nodes (test/perl holds the harness).
 TAP_TESTS   = 1
 PROVE_FLAGS = -I $(srcdir)/test/perl --timer
 PROVE_TESTS = $(if $(T),$(T),test/t/*.pl)
 
-EXTRA_CLEAN = tmp_check tmp_check_regress test/regress/results \
-              test/regress/regression.diffs test/regress/regression.out
+EXTRA_CLEAN = tmp_check tmp_check_regress results log
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

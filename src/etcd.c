@@ -74,9 +74,13 @@ struct EtcdWatch
 	Buffer		line;			/* bytes of the message being received */
 	EtcdEventList pending;		/* events parsed, not yet handed out */
 	int			socket;			/* the stream's socket, -1 when none */
+	bool		established;	/* etcd confirmed the watch */
 	bool		ended;
 	char		errbuf[ETCD_ERRMSG_LEN];
 };
+
+static void set_error(char *errbuf, size_t errlen, const char *fmt,...)
+			__attribute__((format(printf, 3, 4)));
 
 static void
 set_error(char *errbuf, size_t errlen, const char *fmt,...)
@@ -817,6 +821,7 @@ watch_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 			watch->ended = true;
 			return 0;
 		}
+		watch->established = true;
 	}
 	if (start < len && buffer_append(&watch->line, ptr + start, len - start) != len - start)
 	{
@@ -934,6 +939,12 @@ int
 etcd_watch_socket(EtcdWatch *watch)
 {
 	return watch->ended ? -1 : watch->socket;
+}
+
+bool
+etcd_watch_established(const EtcdWatch *watch)
+{
+	return watch->established;
 }
 
 const char *

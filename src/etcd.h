@@ -203,6 +203,8 @@ extern EtcdWatch *etcd_watch_start(EtcdClient *client, const char *key,
 								   bool prefix, int64_t start_revision);
 extern EtcdStatus etcd_watch_poll(EtcdWatch *watch, EtcdEventList *events);
 extern int	etcd_watch_socket(EtcdWatch *watch);
+/* True once etcd has answered the watch request (the stream is live). */
+extern bool etcd_watch_established(const EtcdWatch *watch);
 extern const char *etcd_watch_error(const EtcdWatch *watch);
 extern void etcd_watch_free(EtcdWatch *watch);
 

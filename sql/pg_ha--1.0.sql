@@ -1,0 +1,60 @@
+-- pg_ha 1.0: SQL surface.
+\echo Use "CREATE EXTENSION pg_ha" to load this file. \quit
+
+-- The schema is named like the extension, as the SQL functions are
+-- documented (pg_ha.status() ...).  Names starting with "pg_" are reserved
+-- for system schemas, so creating it needs allow_system_table_mods for the
+-- length of this script (the extension is superuser-only).  The schema
+-- belongs to the extension and goes away with DROP EXTENSION.
+SET LOCAL allow_system_table_mods = on;
+CREATE SCHEMA pg_ha;
+RESET allow_system_table_mods;
+GRANT USAGE ON SCHEMA pg_ha TO PUBLIC;
+
+-- One row describing this node as its HA worker last saw it (shared memory;
+-- never blocks on etcd).
+CREATE FUNCTION pg_ha.status(
+    OUT node text,
+    OUT cluster text,
+    OUT role text,
+    OUT state text,
+    OUT leader text,
+    OUT lease_held boolean,
+    OUT lease_seconds_left double precision,
+    OUT timeline integer,
+    OUT lsn pg_lsn,
+    OUT etcd_reachable boolean,
+    OUT etcd_endpoint text,
+    OUT etcd_last_ok timestamptz,
+    OUT last_error text,
+    OUT worker_pid integer)
+RETURNS record
+LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'pg_ha_status';
+
+-- One row per member key under /<namespace>/<cluster>/members/, read from
+-- etcd at call time (bounded by pg_ha.etcd_timeout).
+CREATE FUNCTION pg_ha.members(
+    OUT name text,
+    OUT role text,
+    OUT state text,
+    OUT is_leader boolean,
+    OUT conn_url text,
+    OUT api_url text,
+    OUT timeline integer,
+    OUT lsn pg_lsn,
+    OUT receive_lsn pg_lsn,
+    OUT replay_lsn pg_lsn,
+    OUT replication_state text,
+    OUT tags jsonb,
+    OUT data jsonb)
+RETURNS SETOF record
+LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'pg_ha_members';
+
+-- Control and status functions are not for PUBLIC; monitoring roles may
+-- read status.
+REVOKE ALL ON FUNCTION pg_ha.status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ha.members() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pg_ha.status() TO pg_monitor;
+GRANT EXECUTE ON FUNCTION pg_ha.members() TO pg_monitor;

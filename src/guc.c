@@ -1,0 +1,350 @@
+/*
+ * guc.c - pg_ha's configuration parameters and their validation.
+ *
+ * Every value is checked when it is set (postgresql.conf, ALTER SYSTEM,
+ * SET): a bad one is refused with a message naming the parameter and what
+ * is wrong, rather than discovered later by the worker.  The reference for
+ * each parameter is docs/configuration.md.
+ *
+ * Settings that name this node in etcd (cluster, namespace, node name, TTL)
+ * need a restart: changing them under a running worker would orphan its
+ * keys.  etcd connection settings are reloadable.
+ */
+#include "pg_ha.h"
+
+#include <unistd.h>
+
+#include "miscadmin.h"
+#include "postmaster/postmaster.h"
+#include "utils/guc.h"
+
+char	   *pg_ha_etcd_endpoints = NULL;
+char	   *pg_ha_etcd_cacert = NULL;
+char	   *pg_ha_etcd_cert = NULL;
+char	   *pg_ha_etcd_key = NULL;
+char	   *pg_ha_etcd_user = NULL;
+char	   *pg_ha_etcd_password = NULL;
+int			pg_ha_etcd_timeout_ms = 2000;
+char	   *pg_ha_namespace = NULL;
+char	   *pg_ha_cluster = NULL;
+char	   *pg_ha_node_name = NULL;
+int			pg_ha_ttl = 10;
+char	   *pg_ha_connect_address = NULL;
+char	   *pg_ha_api_listen = NULL;
+
+static bool
+check_endpoints(char **newval, void **extra, GucSource source)
+{
+	char		err[256];
+
+	if (etcd_parse_endpoints(*newval, NULL, ETCD_MAX_ENDPOINTS, err, sizeof(err)) < 0)
+	{
+		GUC_check_errdetail("%s.", err);
+		GUC_check_errhint("Use a comma-separated list such as \"http://10.0.0.1:2379,http://10.0.0.2:2379\".");
+		return false;
+	}
+	return true;
+}
+
+/* A name used in etcd keys: letters, digits, '_', '-', '.'. */
+static bool
+valid_name(const char *name, bool allow_empty, const char *what)
+{
+	size_t		len = strlen(name);
+
+	if (len == 0)
+	{
+		if (allow_empty)
+			return true;
+		GUC_check_errdetail("The %s must not be empty.", what);
+		return false;
+	}
+	if (len >= PG_HA_NAME_LEN)
+	{
+		GUC_check_errdetail("The %s must be shorter than %d bytes.", what, PG_HA_NAME_LEN);
+		return false;
+	}
+	for (const char *p = name; *p; p++)
+	{
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			  (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.'))
+		{
+			GUC_check_errdetail("The %s \"%s\" contains '%c'; only letters, digits, '_', '-' and '.' are allowed.",
+								what, name, *p);
+			return false;
+		}
+	}
+	return true;
+}
+
+static bool
+check_cluster(char **newval, void **extra, GucSource source)
+{
+	return valid_name(*newval, true, "cluster name");
+}
+
+static bool
+check_node_name(char **newval, void **extra, GucSource source)
+{
+	return valid_name(*newval, true, "node name");
+}
+
+static bool
+check_namespace(char **newval, void **extra, GucSource source)
+{
+	const char *ns = *newval;
+	size_t		len = strlen(ns);
+
+	if (len == 0 || ns[0] != '/')
+	{
+		GUC_check_errdetail("The namespace must start with '/', like \"/service\".");
+		return false;
+	}
+	if (len > 128)
+	{
+		GUC_check_errdetail("The namespace must be at most 128 bytes.");
+		return false;
+	}
+	for (const char *p = ns; *p; p++)
+	{
+		if (p[0] == '/' && p[1] == '/')
+		{
+			GUC_check_errdetail("The namespace must not contain \"//\".");
+			return false;
+		}
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			  (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.' || *p == '/'))
+		{
+			GUC_check_errdetail("The namespace contains '%c'; only letters, digits, '_', '-', '.' and '/' are allowed.", *p);
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * "host:port" or "[v6addr]:port".  Returns false with a GUC detail message.
+ * allow_empty: "" is accepted (derived or disabled).
+ */
+static bool
+valid_host_port(const char *value, bool allow_empty, const char *example)
+{
+	const char *colon;
+	char	   *end;
+	long		port;
+
+	if (value[0] == '\0')
+	{
+		if (allow_empty)
+			return true;
+		GUC_check_errdetail("The value must not be empty.");
+		return false;
+	}
+	if (strlen(value) > 255)
+	{
+		GUC_check_errdetail("The value must be at most 255 bytes.");
+		return false;
+	}
+	colon = strrchr(value, ':');
+	if (colon == NULL || colon == value)
+	{
+		GUC_check_errdetail("\"%s\" is not of the form host:port.", value);
+		GUC_check_errhint("For example \"%s\".", example);
+		return false;
+	}
+	for (const char *p = value; p < colon; p++)
+	{
+		if (*p <= ' ' || *p == '/' || *p == '@' || *p == '"' || *p == '\'' ||
+			*p == '\\' || (unsigned char) *p >= 0x7f)
+		{
+			GUC_check_errdetail("The host part of \"%s\" contains an invalid character.", value);
+			return false;
+		}
+	}
+	port = strtol(colon + 1, &end, 10);
+	if (colon[1] == '\0' || *end != '\0' || port < 1 || port > 65535)
+	{
+		GUC_check_errdetail("The port in \"%s\" must be a number from 1 to 65535.", value);
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_connect_address(char **newval, void **extra, GucSource source)
+{
+	return valid_host_port(*newval, true, "10.0.0.11:5432");
+}
+
+static bool
+check_api_listen(char **newval, void **extra, GucSource source)
+{
+	return valid_host_port(*newval, true, "0.0.0.0:8008");
+}
+
+static bool
+check_file_path(char **newval, void **extra, GucSource source)
+{
+	if ((*newval)[0] != '\0' && (*newval)[0] != '/')
+	{
+		GUC_check_errdetail("\"%s\" is not an absolute path.", *newval);
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_etcd_user(char **newval, void **extra, GucSource source)
+{
+	for (const char *p = *newval; *p; p++)
+	{
+		if ((unsigned char) *p < 0x20)
+		{
+			GUC_check_errdetail("The etcd user name contains a control character.");
+			return false;
+		}
+	}
+	return true;
+}
+
+/* SHOW and pg_settings never reveal the password, even to superusers. */
+static const char *
+show_password(void)
+{
+	return (pg_ha_etcd_password && pg_ha_etcd_password[0]) ? "********" : "";
+}
+
+void
+pg_ha_define_gucs(void)
+{
+	DefineCustomStringVariable("pg_ha.etcd_endpoints",
+							   "Comma-separated etcd client URLs (http:// or https://).",
+							   "The client sticks to the endpoint that last answered and moves on to the next when it fails.",
+							   &pg_ha_etcd_endpoints, "http://127.0.0.1:2379",
+							   PGC_SIGHUP, 0, check_endpoints, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.etcd_cacert",
+							   "CA certificate file used to verify etcd's TLS certificate.",
+							   "Empty uses the system's trusted CAs.",
+							   &pg_ha_etcd_cacert, "",
+							   PGC_SIGHUP, 0, check_file_path, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.etcd_cert",
+							   "Client certificate file for etcd TLS client authentication.",
+							   NULL,
+							   &pg_ha_etcd_cert, "",
+							   PGC_SIGHUP, 0, check_file_path, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.etcd_key",
+							   "Private key file of pg_ha.etcd_cert.",
+							   NULL,
+							   &pg_ha_etcd_key, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_file_path, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.etcd_user",
+							   "etcd user name for password authentication (empty: none).",
+							   NULL,
+							   &pg_ha_etcd_user, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_etcd_user, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.etcd_password",
+							   "Password of pg_ha.etcd_user.",
+							   "Never shown by SHOW or pg_settings, never logged.",
+							   &pg_ha_etcd_password, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, show_password);
+	DefineCustomIntVariable("pg_ha.etcd_timeout",
+							"Upper bound on one etcd request, all endpoints included.",
+							"Keep it well below pg_ha.ttl / 3 so that a lease renewal can be retried before the lease runs out.",
+							&pg_ha_etcd_timeout_ms, 2000, 100, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.namespace",
+							   "etcd key prefix above the cluster (Patroni's \"namespace\").",
+							   NULL,
+							   &pg_ha_namespace, "/service",
+							   PGC_POSTMASTER, 0, check_namespace, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.cluster",
+							   "Cluster name (Patroni's \"scope\"); empty uses cluster_name.",
+							   NULL,
+							   &pg_ha_cluster, "",
+							   PGC_POSTMASTER, 0, check_cluster, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.node_name",
+							   "This node's member name; empty uses the host name.",
+							   NULL,
+							   &pg_ha_node_name, "",
+							   PGC_POSTMASTER, 0, check_node_name, NULL, NULL);
+	DefineCustomIntVariable("pg_ha.ttl",
+							"Leader lease time to live.",
+							"A primary that cannot renew its lease loses leadership within this time; a failed primary is replaced after it.",
+							&pg_ha_ttl, 10, 5, 3600,
+							PGC_POSTMASTER, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.connect_address",
+							   "host:port other nodes and clients use to reach this postgres (conn_url).",
+							   "Empty uses the host name and the port setting.",
+							   &pg_ha_connect_address, "",
+							   PGC_POSTMASTER, 0, check_connect_address, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.api_listen",
+							   "host:port of the HTTP health API (api_url); empty disables it.",
+							   NULL,
+							   &pg_ha_api_listen, "0.0.0.0:8008",
+							   PGC_POSTMASTER, 0, check_api_listen, NULL, NULL);
+
+	MarkGUCPrefixReserved("pg_ha");
+}
+
+const char *
+pg_ha_effective_cluster(void)
+{
+	if (pg_ha_cluster && pg_ha_cluster[0])
+		return pg_ha_cluster;
+	return cluster_name ? cluster_name : "";
+}
+
+const char *
+pg_ha_effective_node_name(void)
+{
+	static char hostname[PG_HA_NAME_LEN];
+
+	if (pg_ha_node_name && pg_ha_node_name[0])
+		return pg_ha_node_name;
+	if (hostname[0] == '\0' && gethostname(hostname, sizeof(hostname) - 1) != 0)
+		hostname[0] = '\0';
+	hostname[sizeof(hostname) - 1] = '\0';
+	return hostname;
+}
+
+void
+pg_ha_effective_connect_address(char *buf, size_t len)
+{
+	char		host[256];
+
+	if (pg_ha_connect_address && pg_ha_connect_address[0])
+	{
+		strlcpy(buf, pg_ha_connect_address, len);
+		return;
+	}
+	if (gethostname(host, sizeof(host) - 1) != 0)
+		strlcpy(host, "localhost", sizeof(host));
+	host[sizeof(host) - 1] = '\0';
+	snprintf(buf, len, "%s:%d", host, PostPortNumber);
+}
+
+void
+pg_ha_etcd_config(EtcdConfig *config)
+{
+	memset(config, 0, sizeof(*config));
+	config->endpoints = pg_ha_etcd_endpoints;
+	config->cacert = pg_ha_etcd_cacert;
+	config->cert = pg_ha_etcd_cert;
+	config->key = pg_ha_etcd_key;
+	config->user = pg_ha_etcd_user;
+	config->password = pg_ha_etcd_password;
+	config->timeout_ms = pg_ha_etcd_timeout_ms;
+}
+
+char *
+pg_ha_key(const char *suffix)
+{
+	const char *ns = pg_ha_namespace;
+	size_t		nslen = strlen(ns);
+
+	/* "/service/" and "/service" name the same namespace */
+	while (nslen > 0 && ns[nslen - 1] == '/')
+		nslen--;
+	return psprintf("%.*s/%s/%s", (int) nslen, ns, pg_ha_effective_cluster(), suffix);
+}

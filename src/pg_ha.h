@@ -1,0 +1,157 @@
+/*
+ * pg_ha.h - declarations shared by pg_ha's subsystems: configuration
+ * (guc.c), shared state (shmem.c), the HA worker (ha_worker.c, ha_state.c),
+ * the member document (member.c) and the SQL functions (sql_status.c).
+ */
+#ifndef PG_HA_H
+#define PG_HA_H
+
+#include "postgres.h"
+
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+
+#include "etcd.h"
+
+#define PG_HA_VERSION "1.0.0"
+#define PG_HA_NAME_LEN 64		/* node and cluster names, including NUL */
+#define PG_HA_ERROR_LEN 256
+
+/* ---------- configuration (guc.c) ---------- */
+
+extern char *pg_ha_etcd_endpoints;
+extern char *pg_ha_etcd_cacert;
+extern char *pg_ha_etcd_cert;
+extern char *pg_ha_etcd_key;
+extern char *pg_ha_etcd_user;
+extern char *pg_ha_etcd_password;
+extern int	pg_ha_etcd_timeout_ms;
+extern char *pg_ha_namespace;
+extern char *pg_ha_cluster;
+extern char *pg_ha_node_name;
+extern int	pg_ha_ttl;
+extern char *pg_ha_connect_address;
+extern char *pg_ha_api_listen;
+
+extern void pg_ha_define_gucs(void);
+
+/* Effective names: the GUC, or its documented fallback. */
+extern const char *pg_ha_effective_cluster(void);
+extern const char *pg_ha_effective_node_name(void);
+/* "host:port" this node advertises to its peers. */
+extern void pg_ha_effective_connect_address(char *buf, size_t len);
+/* Fills an EtcdConfig from the GUCs (pointers into GUC storage). */
+extern void pg_ha_etcd_config(EtcdConfig *config);
+/* "/<namespace>/<cluster>/<suffix>", palloc'd. */
+extern char *pg_ha_key(const char *suffix);
+
+/* ---------- shared state (shmem.c) ---------- */
+
+typedef enum PgHaRole
+{
+	PG_HA_ROLE_UNKNOWN = 0,
+	PG_HA_ROLE_PRIMARY,
+	PG_HA_ROLE_REPLICA
+} PgHaRole;
+
+/* States of the HA worker; ha_state.c holds the transition table. */
+typedef enum HaState
+{
+	HA_STARTING = 0,			/* worker up, etcd not contacted yet */
+	HA_ETCD_UNREACHABLE,		/* no etcd endpoint answers */
+	HA_LEADER,					/* primary holding the leader key */
+	HA_PRIMARY_NOT_LEADER,		/* primary, but another node holds the key */
+	HA_REPLICA,					/* standby, publishing its position */
+	HA_MISCONFIGURED,			/* cannot run: bad config or foreign cluster */
+	HA_STOPPING,				/* releasing keys on shutdown */
+	HA_NUM_STATES
+} HaState;
+
+/*
+ * PgHaShared: the one shared-memory struct.
+ *
+ * Lock discipline:
+ *   - lease_deadline_us and state are atomics, read without a lock: they are
+ *     on hot paths (commit-time fence, health answers) that must never wait
+ *     behind the HA worker.  Only the HA worker writes them.
+ *   - Every other field is guarded by `lock` (one LWLock from tranche
+ *     "pg_ha").  The HA worker takes it exclusively to publish a consistent
+ *     snapshot; readers (SQL functions, later the HTTP listener) take it
+ *     shared and copy out.  Nobody does I/O or etcd calls while holding it.
+ */
+typedef struct PgHaShared
+{
+	/* --- lock-free --- */
+	/* CLOCK_MONOTONIC microseconds until which the leader lease is ours; 0 = none */
+	pg_atomic_uint64 lease_deadline_us;
+	pg_atomic_uint32 state;		/* HaState */
+
+	/* --- guarded by lock --- */
+	LWLock	   *lock;
+	pid_t		worker_pid;
+	Latch	   *worker_latch;
+	PgHaRole	role;
+	char		node[PG_HA_NAME_LEN];
+	char		cluster[PG_HA_NAME_LEN];
+	char		leader[PG_HA_NAME_LEN]; /* "" when the key is absent */
+	bool		leader_known;	/* false until etcd has been read once */
+	bool		is_leader;		/* the leader key holds our name and lease */
+	int64		lease_id;
+	TimeLineID	timeline;
+	XLogRecPtr	lsn;
+	bool		etcd_reachable;
+	char		etcd_endpoint[ETCD_MAX_URL];
+	TimestampTz etcd_last_ok;
+	char		last_error[PG_HA_ERROR_LEN];
+	uint64		etcd_requests;
+	uint64		etcd_errors;
+	uint64		etcd_latency_us;
+} PgHaShared;
+
+extern PgHaShared *pg_ha_shared;
+
+extern void pg_ha_shmem_request(void);
+extern void pg_ha_shmem_startup(void);
+extern int64 pg_ha_monotonic_us(void);
+
+/* ---------- HA worker (ha_worker.c, ha_state.c) ---------- */
+
+typedef enum HaEvent
+{
+	HA_EV_ETCD_FAILED,
+	HA_EV_GOT_LEADER_KEY,		/* primary: leader key is ours */
+	HA_EV_LEADER_KEY_TAKEN,		/* primary: another node holds the key */
+	HA_EV_FOLLOWING,			/* standby: published our member key */
+	HA_EV_BAD_CONFIG,
+	HA_EV_SHUTDOWN,
+	HA_NUM_EVENTS
+} HaEvent;
+
+extern const char *ha_state_name(HaState state);
+extern const char *ha_event_name(HaEvent event);
+/* Applies event to the current state, logging the transition if any. */
+extern HaState ha_transition(HaState current, HaEvent event, const char *detail);
+
+extern void pg_ha_register_worker(void);
+extern PGDLLEXPORT void pg_ha_worker_main(Datum arg);
+
+/* ---------- this node's member document (member.c) ---------- */
+
+typedef struct NodeSnapshot
+{
+	bool		in_recovery;
+	TimeLineID	timeline;
+	XLogRecPtr	lsn;			/* primary: flushed; standby: max(receive, replay) */
+	XLogRecPtr	receive_lsn;
+	XLogRecPtr	replay_lsn;
+	bool		streaming;
+} NodeSnapshot;
+
+extern void node_take_snapshot(NodeSnapshot *snap);
+/* Patroni-compatible compact JSON for members/<name>, palloc'd. */
+extern char *member_document(const NodeSnapshot *snap);
+
+#endif							/* PG_HA_H */

@@ -1,0 +1,54 @@
+/*
+ * shmem.c - pg_ha's shared memory: one PgHaShared struct and its LWLock.
+ *
+ * The lock discipline is documented on PgHaShared in pg_ha.h.  PG15 requires
+ * the space and the lock tranche to be requested from shmem_request_hook
+ * (asking from _PG_init is a FATAL there).
+ */
+#include "pg_ha.h"
+
+#include <time.h>
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
+
+PgHaShared *pg_ha_shared = NULL;
+
+void
+pg_ha_shmem_request(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(PgHaShared)));
+	RequestNamedLWLockTranche("pg_ha", 1);
+}
+
+void
+pg_ha_shmem_startup(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	pg_ha_shared = ShmemInitStruct("pg_ha", sizeof(PgHaShared), &found);
+	if (!found)
+	{
+		memset(pg_ha_shared, 0, sizeof(PgHaShared));
+		pg_atomic_init_u64(&pg_ha_shared->lease_deadline_us, 0);
+		pg_atomic_init_u32(&pg_ha_shared->state, HA_STARTING);
+		pg_ha_shared->lock = &(GetNamedLWLockTranche("pg_ha"))->lock;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * CLOCK_MONOTONIC is system-wide, so a deadline computed by the HA worker
+ * means the same instant to every backend.  It does not jump with wall-clock
+ * changes, which the lease rule depends on.
+ */
+int64
+pg_ha_monotonic_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
