@@ -187,9 +187,7 @@ etcd_parse_endpoints(const char *list, char urls[][ETCD_MAX_URL], int max_urls,
 		end = p;
 		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
 			end--;
-		while (end > start && end[-1] == '/')
-			end--;
-		len = (size_t) (end - start);
+		len = (size_t) (end - start);	/* as written, for messages */
 		if (strncmp(start, "http://", 7) == 0)
 			host = start + 7;
 		else if (strncmp(start, "https://", 8) == 0)
@@ -200,7 +198,7 @@ etcd_parse_endpoints(const char *list, char urls[][ETCD_MAX_URL], int max_urls,
 					  (int) (len > 100 ? 100 : len), start);
 			return -1;
 		}
-		if (host >= end || *host == ':' || *host == '/')
+		if (host >= end || *host == ':' || *host == '/' || *host == ',')
 		{
 			set_error(errbuf, errlen, "etcd endpoint \"%.*s\" has no host",
 					  (int) (len > 100 ? 100 : len), start);
@@ -216,6 +214,9 @@ etcd_parse_endpoints(const char *list, char urls[][ETCD_MAX_URL], int max_urls,
 				return -1;
 			}
 		}
+		/* "http://h:2379/" is the same endpoint as "http://h:2379" */
+		while (end > host && end[-1] == '/')
+			end--;
 		if (memchr(host, '/', (size_t) (end - host)) != NULL)
 		{
 			set_error(errbuf, errlen, "etcd endpoint \"%.*s\" must not have a path",
@@ -234,8 +235,8 @@ etcd_parse_endpoints(const char *list, char urls[][ETCD_MAX_URL], int max_urls,
 		}
 		if (urls != NULL)
 		{
-			memcpy(urls[n], start, len);
-			urls[n][len] = '\0';
+			memcpy(urls[n], start, (size_t) (end - start));
+			urls[n][end - start] = '\0';
 		}
 		n++;
 	}

@@ -1,0 +1,52 @@
+-- The SQL surface: schema, functions, privileges, and what status() says
+-- when etcd cannot be reached (this instance points at a dead port).
+CREATE EXTENSION pg_ha;
+
+SELECT p.proname, pg_get_function_result(p.oid) LIKE 'SETOF%' AS returns_set
+  FROM pg_proc p WHERE p.pronamespace = 'pg_ha'::regnamespace ORDER BY 1;
+
+-- nothing is executable by PUBLIC; pg_monitor may read status
+SELECT p.proname, a.grantee::regrole AS grantee, a.privilege_type
+  FROM pg_proc p, aclexplode(p.proacl) a
+ WHERE p.pronamespace = 'pg_ha'::regnamespace AND a.grantee <> p.proowner
+ ORDER BY 1, 2::text;
+
+-- wait (bounded) until the worker has tried etcd once
+DO $$
+BEGIN
+  FOR i IN 1..100 LOOP
+    EXIT WHEN (SELECT state <> 'starting' FROM pg_ha.status());
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+END $$;
+
+SELECT node, cluster, role, state, leader, lease_held, lease_seconds_left,
+       timeline, lsn IS NOT NULL AS has_lsn, etcd_reachable,
+       last_error LIKE 'lease grant failed: etcd endpoint http://127.0.0.1:9: %' AS error_says_why,
+       worker_pid > 0 AS worker_running
+  FROM pg_ha.status();
+
+-- members() reads etcd: unreachable is a clear error, not a hang
+\set VERBOSITY terse
+DO $$
+BEGIN
+  PERFORM * FROM pg_ha.members();
+EXCEPTION WHEN connection_failure THEN
+  RAISE NOTICE 'members() failed: %', split_part(SQLERRM, ':', 1) || ':' || split_part(SQLERRM, ':', 2);
+END $$;
+\set VERBOSITY default
+
+CREATE ROLE regress_pg_ha_nobody;
+CREATE ROLE regress_pg_ha_monitor IN ROLE pg_monitor;
+SET ROLE regress_pg_ha_nobody;
+SELECT node FROM pg_ha.status();
+SELECT name FROM pg_ha.members();
+RESET ROLE;
+SET ROLE regress_pg_ha_monitor;
+SELECT node, role FROM pg_ha.status();
+RESET ROLE;
+DROP ROLE regress_pg_ha_nobody;
+DROP ROLE regress_pg_ha_monitor;
+
+DROP EXTENSION pg_ha;
+SELECT count(*) AS pg_ha_schemas_left FROM pg_namespace WHERE nspname = 'pg_ha';
