@@ -28,6 +28,22 @@ PROVE_TESTS = $(if $(T),$(T),test/t/*.pl)
 
 EXTRA_CLEAN = tmp_check tmp_check_regress results log
 
+# Fuzzing (libFuzzer, clang): `make fuzz FUZZ_SECONDS=600`.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_FLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -I$(srcdir)/src
+FUZZ_TARGETS  = test/fuzz/build/fuzz_etcd_reply
+
+test/fuzz/build/fuzz_etcd_reply: test/fuzz/fuzz_etcd_reply.c src/etcd_json.c src/etcd.c src/etcd.h
+	@mkdir -p test/fuzz/build
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ test/fuzz/fuzz_etcd_reply.c src/etcd_json.c src/etcd.c -lcjson -lcurl
+
+.PHONY: fuzz
+fuzz: $(FUZZ_TARGETS)
+	@mkdir -p test/fuzz/corpus-work/etcd_reply
+	test/fuzz/build/fuzz_etcd_reply -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		test/fuzz/corpus-work/etcd_reply $(srcdir)/test/fuzz/corpus/etcd_reply
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

@@ -135,6 +135,12 @@ etcd_base64_decode(const char *text, size_t *len)
 				return NULL;
 			}
 		}
+		/* canonical form only: the bits padding drops must be zero */
+		if (last && ((pad == 2 && (v[1] & 0x0f) != 0) || (pad == 1 && (v[2] & 0x03) != 0)))
+		{
+			free(out);
+			return NULL;
+		}
 		out[o++] = (char) ((v[0] << 2) | (v[1] >> 4));
 		if (!(last && pad == 2))
 			out[o++] = (char) (((v[1] & 0x0f) << 4) | (v[2] >> 2));
