@@ -11,6 +11,13 @@ PGFILEDESC = "pg_ha - high availability for PostgreSQL from inside postgres"
 
 OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 
+# Command-line programs: one src/bin/<name>.c each, linked with the
+# backend-free parts of src/ (FRONTEND_OBJS must not use backend symbols).
+PROGRAMS      = $(patsubst src/bin/%.c,%,$(wildcard src/bin/*.c))
+FRONTEND_OBJS = src/etcd.o src/etcd_json.o
+PROGRAM_LIBS  = -lcurl -lcjson -lpq
+SCRIPTS_built = $(PROGRAMS)
+
 PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wextra -Werror -Wno-unused-parameter \
               -Wno-missing-field-initializers
 SHLIB_LINK  = -lcurl -lcjson -luring
@@ -26,7 +33,7 @@ TAP_TESTS   = 1
 PROVE_FLAGS = -I $(srcdir)/test/perl --timer
 PROVE_TESTS = $(if $(T),$(T),test/t/*.pl)
 
-EXTRA_CLEAN = tmp_check tmp_check_regress results log
+EXTRA_CLEAN = tmp_check tmp_check_regress results log $(PROGRAMS) test/fuzz/build
 
 # Fuzzing (libFuzzer, clang): `make fuzz FUZZ_SECONDS=600`.
 FUZZ_SECONDS ?= 60
@@ -47,3 +54,7 @@ fuzz: $(FUZZ_TARGETS)
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# after PGXS: CFLAGS and CPPFLAGS are known here
+$(PROGRAMS): %: src/bin/%.c $(FRONTEND_OBJS)
+	$(CC) $(CFLAGS) $(CPPFLAGS) -I$(includedir) -o $@ $< $(FRONTEND_OBJS) $(LDFLAGS) $(PROGRAM_LIBS)

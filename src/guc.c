@@ -283,8 +283,6 @@ pg_ha_define_gucs(void)
 							   NULL,
 							   &pg_ha_api_listen, "0.0.0.0:8008",
 							   PGC_POSTMASTER, 0, check_api_listen, NULL, NULL);
-
-	MarkGUCPrefixReserved("pg_ha");
 }
 
 const char *

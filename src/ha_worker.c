@@ -138,6 +138,9 @@ publish_shared(const NodeSnapshot *snap, bool etcd_ok)
 		pg_ha_shared->role = snap->in_recovery ? PG_HA_ROLE_REPLICA : PG_HA_ROLE_PRIMARY;
 		pg_ha_shared->timeline = snap->timeline;
 		pg_ha_shared->lsn = snap->lsn;
+		pg_ha_shared->receive_lsn = snap->receive_lsn;
+		pg_ha_shared->replay_lsn = snap->replay_lsn;
+		pg_ha_shared->streaming = snap->streaming;
 	}
 	strlcpy(pg_ha_shared->leader, worker.leader, sizeof(pg_ha_shared->leader));
 	pg_ha_shared->leader_known = worker.leader_known;

@@ -8,6 +8,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "utils/guc.h"
 
 PG_MODULE_MAGIC;
 
@@ -45,7 +46,9 @@ _PG_init(void)
 				 errmsg("pg_ha must be loaded via shared_preload_libraries"),
 				 errhint("Add pg_ha to shared_preload_libraries in postgresql.conf and restart the server.")));
 
+	/* each subsystem defines its parameters, then the prefix is closed */
 	pg_ha_define_gucs();
+	MarkGUCPrefixReserved("pg_ha");
 
 	if (!etcd_global_init())
 		ereport(ERROR,

@@ -102,6 +102,14 @@ typedef struct PgHaShared
 	int64		lease_id;
 	TimeLineID	timeline;
 	XLogRecPtr	lsn;
+	XLogRecPtr	receive_lsn;	/* standby only */
+	XLogRecPtr	replay_lsn;		/* standby only */
+	bool		streaming;		/* standby: WAL receiver connected */
+	XLogRecPtr	cluster_optime;	/* leader's last published position (status key) */
+	bool		paused;			/* maintenance mode: no automatic failover */
+	bool		fenced;			/* writes refused: lease lost or demoting */
+	bool		nofailover;		/* tags published in the member key */
+	bool		noloadbalance;
 	bool		etcd_reachable;
 	char		etcd_endpoint[ETCD_MAX_URL];
 	TimestampTz etcd_last_ok;
@@ -116,6 +124,14 @@ extern PgHaShared *pg_ha_shared;
 extern void pg_ha_shmem_request(void);
 extern void pg_ha_shmem_startup(void);
 extern int64 pg_ha_monotonic_us(void);
+/* Safety margin kept between the local lease deadline and its real end. */
+extern int64 pg_ha_lease_margin_us(void);
+/*
+ * Does this node hold write authority right now: the worker holds the
+ * leader key and the lease deadline minus the margin is still ahead?
+ * Lock-free; safe to call on hot paths and from any process.
+ */
+extern bool pg_ha_lease_valid(int64 now_us);
 
 /* ---------- HA worker (ha_worker.c, ha_state.c) ---------- */
 

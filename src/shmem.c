@@ -52,3 +52,29 @@ pg_ha_monotonic_us(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
+
+/*
+ * The margin covers what separates "our deadline passed" from "another node
+ * may act": clock rate drift between this host and the etcd leader over one
+ * TTL (ppm: microseconds), the time a commit that passed the check needs to
+ * finish, and scheduling delay of the process that checks.  One second, or a
+ * tenth of the TTL when that is larger, covers all three with room to spare.
+ */
+int64
+pg_ha_lease_margin_us(void)
+{
+	int64		tenth = (int64) pg_ha_ttl * 100000;
+
+	return Max(1000000, tenth);
+}
+
+bool
+pg_ha_lease_valid(int64 now_us)
+{
+	uint64		deadline;
+
+	if (pg_ha_shared == NULL)
+		return false;
+	deadline = pg_atomic_read_u64(&pg_ha_shared->lease_deadline_us);
+	return deadline != 0 && now_us < (int64) deadline - pg_ha_lease_margin_us();
+}
