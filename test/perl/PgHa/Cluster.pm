@@ -89,7 +89,7 @@ sub new_replica
 	if ($p{start} // 1)
 	{
 		$node->start;
-		$from->wait_for_catchup($node, 'replay', $from->lsn('insert'));
+		$from->wait_for_catchup($node, 'replay');
 	}
 	return $node;
 }
