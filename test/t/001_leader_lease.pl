@@ -47,15 +47,9 @@ ok($st->{worker_pid}, 'status: worker_pid set');
 # The worker has no database connection, so it is not in pg_stat_activity:
 # check the process itself.
 my $wpid = $st->{worker_pid} // 0;
-my $title = '';
-if ($wpid && open my $fh, '<', "/proc/$wpid/cmdline")
-{
-	local $/;
-	$title = <$fh> // '';
-	$title =~ s/\0+/ /g;
-}
+my $title = ($wpid && PgHa::Node::process_title($wpid)) // '';
 like($title, qr/pg_ha/, "worker_pid is the running pg_ha worker ($title)");
-is(PgHa::Node::_ppid($wpid), $node->postmaster_pid,
+is(PgHa::Node::parent_pid($wpid), $node->postmaster_pid,
 	'worker_pid is a child of the postmaster');
 
 wait_ok(sub { defined $etcd->get($member_key) }, 'member key of the primary exists');

@@ -218,8 +218,23 @@ sub postmaster_pid
 	return $pid =~ /^\d+$/ ? $pid : undef;
 }
 
-# Processes whose parent is $ppid (Linux /proc).
-sub _children_of
+# Process helpers (Linux /proc), usable from tests:
+#   PgHa::Node::children_of($ppid), parent_pid($pid), process_title($pid).
+
+sub process_title
+{
+	my ($pid) = @_;
+	open my $fh, '<', "/proc/$pid/cmdline" or return undef;
+	local $/;
+	my $c = <$fh> // '';
+	close $fh;
+	$c =~ s/\0+/ /g;
+	$c =~ s/\s+$//;
+	return $c;
+}
+
+# Processes whose parent is $ppid.
+sub children_of
 {
 	my ($ppid) = @_;
 	my @kids;
@@ -240,7 +255,7 @@ sub _children_of
 }
 
 # Parent PID of $pid (undef if gone).
-sub _ppid
+sub parent_pid
 {
 	my ($pid) = @_;
 	open my $fh, '<', "/proc/$pid/stat" or return undef;
@@ -294,7 +309,7 @@ sub kill9
 		$self->{_pid} = undef;
 		return ();
 	}
-	my @kids = _children_of($pid);
+	my @kids = children_of($pid);
 	note "### Killing node \"$name\" postmaster $pid using signal 9 (children: @kids)";
 	kill 'KILL', $pid;
 	for (1 .. 100)
