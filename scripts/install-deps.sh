@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Install what pg_ha needs to build and to run its tests (Debian 12).
+#
+#   sudo ./scripts/install-deps.sh
+#
+# Idempotent: when every package is already installed it changes nothing
+# (no apt-get update either).  Services that the packages would start at
+# install time (the etcd on 2379, a postgresql "main" cluster on 5432) are
+# not started: the tests and the demo run their own servers on free ports.
+# An etcd service that this script installed is also disabled.
+#
+# Not root: prints the command to run with sudo, exits 1 if something is
+# missing, 0 otherwise.
+set -euo pipefail
+
+PACKAGES=(
+	build-essential          # gcc, make
+	pkg-config
+	postgresql-15            # server, initdb, pg_ctl, psql, pg_basebackup
+	postgresql-server-dev-15 # PGXS, headers, pg_regress, TAP modules
+	libcurl4-openssl-dev     # etcd (JSON gateway) and S3 over HTTP
+	libcjson-dev             # JSON
+	liburing-dev             # async I/O
+	libzstd-dev
+	liblz4-dev
+	libhttp-parser-dev       # HTTP request parsing (health API)
+	libpq-dev                # command-line programs
+	etcd-server              # a real etcd in every test
+	etcd-client              # etcdctl, used by the tests and the demo
+	libipc-run-perl          # PostgreSQL::Test::Cluster
+	perl                     # prove, Test::More
+	curl
+	iproute2                 # ss
+	procps                   # pgrep, ps
+	util-linux               # setpriv, runuser
+	ca-certificates
+)
+
+names=()
+for p in "${PACKAGES[@]}"; do names+=("${p%%#*}"); done
+
+missing=()
+for p in "${names[@]}"; do
+	if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != "installed" ]; then
+		missing+=("$p")
+	fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "install-deps: all ${#names[@]} packages already installed"
+	exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing packages: ${missing[*]}" >&2
+	echo "install-deps: run as root:" >&2
+	echo "  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y ${missing[*]}" >&2
+	echo "  (or: sudo $0)" >&2
+	exit 1
+fi
+
+echo "install-deps: installing: ${missing[*]}"
+
+etcd_was_installed=0
+if [ "$(dpkg-query -W -f='${db:Status-Status}' etcd-server 2>/dev/null)" = "installed" ]; then
+	etcd_was_installed=1
+fi
+
+# Keep maintainer scripts from starting services during the install: a
+# policy-rc.d that denies every action, unless the machine already has one.
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\n# pg_ha install-deps: no service starts during package installation\nexit 101\n' >"$policy"
+	chmod 755 "$policy"
+	own_policy=1
+fi
+cleanup() { if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi; }
+trap cleanup EXIT
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+cleanup
+own_policy=0
+
+# An etcd service we just installed must not hold 2379 (or restart at boot):
+# pg_ha's tests and demo start their own etcd.
+if [ "$etcd_was_installed" = 0 ] && command -v systemctl >/dev/null 2>&1 \
+	&& [ -d /run/systemd/system ]; then
+	systemctl disable --now etcd.service >/dev/null 2>&1 || true
+fi
+
+# Check.
+still=()
+for p in "${names[@]}"; do
+	if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != "installed" ]; then
+		still+=("$p")
+	fi
+done
+if [ ${#still[@]} -ne 0 ]; then
+	echo "install-deps: still missing after apt-get: ${still[*]}" >&2
+	exit 1
+fi
+echo "install-deps: done"
