@@ -14,13 +14,13 @@ OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 # Command-line programs: one src/bin/<name>.c each, linked with the
 # backend-free parts of src/ (FRONTEND_OBJS must not use backend symbols).
 PROGRAMS      = $(patsubst src/bin/%.c,%,$(wildcard src/bin/*.c))
-FRONTEND_OBJS = src/etcd.o src/etcd_json.o
-PROGRAM_LIBS  = -lcurl -lcjson -lpq
+FRONTEND_OBJS = src/etcd.o src/etcd_json.o src/archive_repo.o
+PROGRAM_LIBS  = -lcurl -lcjson -lpq -lzstd -llz4 -luring
 SCRIPTS_built = $(PROGRAMS)
 
 PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wextra -Werror -Wno-unused-parameter \
               -Wno-missing-field-initializers
-SHLIB_LINK  = -lcurl -lcjson -luring
+SHLIB_LINK  = -lcurl -lcjson -luring -lzstd -llz4
 
 # pg_regress: the SQL surface and GUC validation, on a temporary instance
 # that preloads pg_ha (see test/regress.conf).

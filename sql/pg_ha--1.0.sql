@@ -58,3 +58,42 @@ REVOKE ALL ON FUNCTION pg_ha.status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ha.members() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pg_ha.status() TO pg_monitor;
 GRANT EXECUTE ON FUNCTION pg_ha.members() TO pg_monitor;
+
+-- ---------------------------------------------------------------------------
+-- WAL archive (archive_library = 'pg_ha'; src/archive_*.c, docs/archive.md)
+-- ---------------------------------------------------------------------------
+
+-- What the archive module has stored, what is waiting in pg_wal, how far
+-- behind it is and how fast it goes.  Counters start at zero with the server.
+CREATE FUNCTION pg_ha.archive_status(
+    OUT repo text,
+    OUT compression text,
+    OUT parallel integer,
+    OUT enabled boolean,
+    OUT archived_count bigint,
+    OUT archived_bytes bigint,
+    OUT stored_bytes bigint,
+    OUT compression_ratio double precision,
+    OUT pushed_ahead bigint,
+    OUT lookahead_hits bigint,
+    OUT already_archived bigint,
+    OUT failed_count bigint,
+    OUT mismatch_count bigint,
+    OUT corrupt_count bigint,
+    OUT in_flight integer,
+    OUT pending_count integer,
+    OUT pending_bytes bigint,
+    OUT lag_seconds double precision,
+    OUT files_per_second double precision,
+    OUT bytes_per_second double precision,
+    OUT last_archived_wal text,
+    OUT last_archived_time timestamptz,
+    OUT last_failed_wal text,
+    OUT last_failed_time timestamptz,
+    OUT last_error text)
+RETURNS record
+LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'pg_ha_archive_status';
+
+REVOKE ALL ON FUNCTION pg_ha.archive_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pg_ha.archive_status() TO pg_monitor;

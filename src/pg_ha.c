@@ -4,6 +4,7 @@
  * registers the background workers.
  */
 #include "pg_ha.h"
+#include "archive.h"
 
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -23,6 +24,7 @@ pg_ha_shmem_request_hook(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	pg_ha_shmem_request();
+	pg_ha_archive_shmem_request();
 }
 
 static void
@@ -31,6 +33,7 @@ pg_ha_shmem_startup_hook(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	pg_ha_shmem_startup();
+	pg_ha_archive_shmem_startup();
 }
 
 void
@@ -48,6 +51,7 @@ _PG_init(void)
 
 	/* each subsystem defines its parameters, then the prefix is closed */
 	pg_ha_define_gucs();
+	pg_ha_archive_define_gucs();
 	MarkGUCPrefixReserved("pg_ha");
 
 	if (!etcd_global_init())
@@ -60,4 +64,5 @@ _PG_init(void)
 	shmem_startup_hook = pg_ha_shmem_startup_hook;
 
 	pg_ha_register_worker();
+	pg_ha_archive_register_workers();
 }
