@@ -195,7 +195,7 @@ if [ "$regress_rc" != 0 ]; then
 		printf '\n----- regression.diffs -----\n'
 		cat "$SRC/regression.diffs"
 	fi
-	show "$SRC/tmp_check_regress/log/postmaster.log" "$LINES_N"
+	show "$SRC/log/postmaster.log" "$LINES_N"
 fi
 
 if [ "$tap_rc" != 0 ] && [ -d "$SRC/tmp_check/log" ]; then
