@@ -346,6 +346,17 @@ sub _tail
 	return join '', map { "  | $_" } @l;
 }
 
+# True unless $pid is a zombie (or gone).
+sub _not_zombie
+{
+	my ($pid) = @_;
+	open my $fh, '<', "/proc/$pid/stat" or return 0;
+	my $st = <$fh> // '';
+	close $fh;
+	my ($state) = $st =~ /\)\s+(\S)/;
+	return (defined $state && $state ne 'Z' && $state ne 'X') ? 1 : 0;
+}
+
 sub _wait_exit
 {
 	my ($self, $m, $timeout) = @_;
@@ -487,7 +498,7 @@ sub _kvs
 		  {
 			key             => decode_base64($kv->{key}),
 			value           => decode_base64($kv->{value} // ''),
-			lease           => $lease ? sprintf('%x', "$lease") : '',
+			lease           => $lease ? sprintf('%016x', "$lease") : '',
 			create_revision => "" . ($kv->{create_revision} // 0),
 			mod_revision    => "" . ($kv->{mod_revision}    // 0),
 			version         => "" . ($kv->{version}         // 0),
@@ -503,7 +514,7 @@ that "absent" is never confused with "unreachable").
 
 =item $etcd->get_kv($key)
 
-Hash (key, value, lease (hex, '' if none), create_revision, mod_revision,
+Hash (key, value, lease (16 hex digits as etcdctl prints it, '' if none), create_revision, mod_revision,
 version) or undef.
 
 =item $etcd->get_prefix($prefix)

@@ -74,7 +74,9 @@ sub setup_pg_ha
 		$conf .= "listen_addresses = '127.0.0.1'\n";
 		$conf .= "max_connections = 20\n";
 		$conf .= "wal_log_hints = on\n";
-		$conf .= "log_min_messages = " . ($ENV{PG_HA_TEST_LOG_LEVEL} // 'info') . "\n";
+		# PG_HA_TEST_LOG_LEVEL=debug1 (etc.) for more server output.
+		$conf .= "log_min_messages = $ENV{PG_HA_TEST_LOG_LEVEL}\n"
+		  if $ENV{PG_HA_TEST_LOG_LEVEL};
 		if ($ha->{preload})
 		{
 			$conf .= "shared_preload_libraries = 'pg_ha'\n";
