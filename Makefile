@@ -16,11 +16,13 @@ OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 PROGRAMS      = $(patsubst src/bin/%.c,%,$(wildcard src/bin/*.c))
 FRONTEND_OBJS = src/etcd.o src/etcd_json.o src/archive_repo.o
 PROGRAM_LIBS  = -lcurl -lcjson -lpq -lzstd -llz4 -luring
+ifneq ($(PROGRAMS),)
 SCRIPTS_built = $(PROGRAMS)
+endif
 
-PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wextra -Werror -Wno-unused-parameter \
+PG_CPPFLAGS = -I$(srcdir)/src -I$(shell $(PG_CONFIG) --includedir) -Wall -Wextra -Werror -Wno-unused-parameter \
               -Wno-missing-field-initializers
-SHLIB_LINK  = -lcurl -lcjson -luring -lzstd -llz4
+SHLIB_LINK  = -lcurl -lcjson -luring -lpq -lzstd -llz4 -lhttp_parser
 
 # pg_regress: the SQL surface and GUC validation, on a temporary instance
 # that preloads pg_ha (see test/regress.conf).

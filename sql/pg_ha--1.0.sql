@@ -27,7 +27,9 @@ CREATE FUNCTION pg_ha.status(
     OUT etcd_endpoint text,
     OUT etcd_last_ok timestamptz,
     OUT last_error text,
-    OUT worker_pid integer)
+    OUT worker_pid integer,
+    OUT paused boolean,
+    OUT fenced boolean)
 RETURNS record
 LANGUAGE C STRICT VOLATILE
 AS 'MODULE_PATHNAME', 'pg_ha_status';
@@ -51,6 +53,32 @@ CREATE FUNCTION pg_ha.members(
 RETURNS SETOF record
 LANGUAGE C STRICT VOLATILE
 AS 'MODULE_PATHNAME', 'pg_ha_members';
+
+-- Hand leadership to a replica (the most advanced eligible one when no
+-- candidate is given), now or at scheduled_at; waits until done.
+CREATE FUNCTION pg_ha.switchover(candidate text DEFAULT NULL,
+                                 scheduled_at timestamptz DEFAULT NULL)
+RETURNS text
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'pg_ha_switchover';
+
+-- Make candidate the leader when there is no healthy leader.
+CREATE FUNCTION pg_ha.failover(candidate text)
+RETURNS text
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'pg_ha_failover';
+
+-- Maintenance mode, stored in etcd for every node: no automatic failover
+-- or demotion while paused.  The commit fence still holds.
+CREATE FUNCTION pg_ha.pause() RETURNS void
+LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'pg_ha_pause';
+CREATE FUNCTION pg_ha.resume() RETURNS void
+LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'pg_ha_resume';
+
+REVOKE ALL ON FUNCTION pg_ha.switchover(text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ha.failover(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ha.pause() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ha.resume() FROM PUBLIC;
 
 -- Control and status functions are not for PUBLIC; monitoring roles may
 -- read status.

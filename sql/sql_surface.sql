@@ -48,5 +48,36 @@ RESET ROLE;
 DROP ROLE regress_pg_ha_nobody;
 DROP ROLE regress_pg_ha_monitor;
 
+-- with fencing on (the default) a primary without a leader lease refuses
+-- every commit that wrote; reads and ALTER SYSTEM (no XID) still work
+ALTER SYSTEM SET pg_ha.fencing = on;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SELECT fenced FROM pg_ha.status();
+CREATE TABLE fence_probe(i int);
+BEGIN;
+CREATE TEMP TABLE fence_probe_tmp(i int);
+COMMIT;
+SELECT count(*) AS visible_probe_tables FROM pg_class WHERE relname LIKE 'fence_probe%';
+ALTER SYSTEM RESET pg_ha.fencing;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SELECT fenced FROM pg_ha.status();
+
+-- control functions check their arguments before touching etcd
+SELECT pg_ha.switchover('no such/name');
+SELECT pg_ha.failover(NULL);
+SELECT pg_ha.failover('');
+SELECT pg_ha.switchover('n2', 'infinity');
+-- with etcd unreachable they fail clearly, within pg_ha.etcd_timeout
+\set VERBOSITY terse
+DO $$
+BEGIN
+  PERFORM pg_ha.pause();
+EXCEPTION WHEN connection_failure THEN
+  RAISE NOTICE 'pause() failed: %', split_part(SQLERRM, ':', 1) || ':' || split_part(SQLERRM, ':', 2);
+END $$;
+\set VERBOSITY default
+
 DROP EXTENSION pg_ha;
 SELECT count(*) AS pg_ha_schemas_left FROM pg_namespace WHERE nspname = 'pg_ha';

@@ -12,6 +12,7 @@
  */
 #include "pg_ha.h"
 
+#include <limits.h>
 #include <unistd.h>
 
 #include "miscadmin.h"
@@ -31,6 +32,13 @@ char	   *pg_ha_node_name = NULL;
 int			pg_ha_ttl = 10;
 char	   *pg_ha_connect_address = NULL;
 char	   *pg_ha_api_listen = NULL;
+bool		pg_ha_fencing = true;
+int			pg_ha_maximum_lag_on_failover = 1024;
+bool		pg_ha_nofailover = false;
+bool		pg_ha_noloadbalance = false;
+int			pg_ha_failover_priority = 1;
+char	   *pg_ha_database = NULL;
+char	   *pg_ha_replication_conninfo = NULL;
 
 static bool
 check_endpoints(char **newval, void **extra, GucSource source)
@@ -283,6 +291,41 @@ pg_ha_define_gucs(void)
 							   NULL,
 							   &pg_ha_api_listen, "0.0.0.0:8008",
 							   PGC_POSTMASTER, 0, check_api_listen, NULL, NULL);
+	DefineCustomBoolVariable("pg_ha.fencing",
+							 "Refuse commits on a primary that does not hold a valid leader lease.",
+							 "Turning this off lets a primary cut off from etcd keep accepting writes while another node may be promoted: two primaries.",
+							 &pg_ha_fencing, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_ha.maximum_lag_on_failover",
+							"A replica further behind the last known leader position than this does not take over.",
+							NULL,
+							&pg_ha_maximum_lag_on_failover, 1024, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomBoolVariable("pg_ha.nofailover",
+							 "Never promote this node automatically (tag nofailover).",
+							 NULL,
+							 &pg_ha_nofailover, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("pg_ha.noloadbalance",
+							 "Keep this replica out of read load balancing (tag noloadbalance).",
+							 NULL,
+							 &pg_ha_noloadbalance, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_ha.failover_priority",
+							"Among equally advanced replicas, the higher priority takes over; 0 never does.",
+							NULL,
+							&pg_ha_failover_priority, 1, 0, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.database",
+							   "Database the HA worker connects to (for ALTER SYSTEM and status reads).",
+							   NULL,
+							   &pg_ha_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.replication_conninfo",
+							   "Connection options a replica uses to stream from the leader, without host and port.",
+							   "pg_ha adds host, port and application_name from the leader's member key. Empty keeps the options of the current primary_conninfo, or connects as the bootstrap superuser.",
+							   &pg_ha_replication_conninfo, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 }
 
 const char *

@@ -1,33 +1,46 @@
 /*
  * ha_worker.c - the HA background worker: this node's lease in etcd, the
- * leader key on the primary, the member key on every node, and a watch on
- * the leader key.
+ * leader key, the member key, failover, switchover and demotion.
  *
  * Loop: every renew interval (a third of the granted TTL) one "cycle" renews
- * the node's lease and publishes what changed; between cycles the worker
- * sleeps on its latch and on the watch socket, so a change of the leader key
- * is seen as soon as etcd sends it.  Every etcd call is bounded by
+ * the node's lease and acts on the cluster as it stands; between cycles the
+ * worker sleeps on its latch and on a watch of the whole cluster prefix, so
+ * a change (leader key gone, switchover requested, pause) starts a cycle at
+ * once instead of waiting for the interval.  Every etcd call is bounded by
  * pg_ha.etcd_timeout, so the loop never blocks longer than that.
  *
- * The lease rule (the safety argument every later fence relies on):
+ * The lease rule (the safety argument every fence relies on):
  *   t_send is read from CLOCK_MONOTONIC *before* a grant or keepalive is
  *   sent.  etcd starts the TTL no earlier than it receives the request, and
  *   etcd leader changes only extend leases, so when the reply grants TTL T
- *   no other node can create the leader key before t_send + T (our clock,
- *   drift over T seconds is negligible against the margin).  The worker
- *   publishes that instant as lease_deadline_us while it holds the leader
- *   key; it only moves forward on a successful renewal.  A worker that
- *   stops renewing (etcd down, worker hung) lets the deadline pass by
- *   itself: nothing has to run for the node to lose its authority, which is
- *   what the commit-time fence checks.
+ *   no other node can create the leader key before t_send + T (our clock;
+ *   drift over T is covered by the margin, shmem.c).  The worker publishes
+ *   that instant as lease_deadline_us while it holds the leader key, and
+ *   moves it only forward, only on a successful renewal.  A worker that
+ *   stops renewing (etcd down, worker hung or stopped) lets the deadline
+ *   pass by itself: nothing has to run for the node to lose its authority,
+ *   which is what every backend checks at commit (fence.c).
  *
- * One lease per node carries both the member key and (on the primary) the
- * leader key, so a dead node's keys all vanish one TTL after its last
- * renewal, and a clean shutdown revokes it at once.
+ * Never two primaries:
+ *   - a node writes only while it holds the leader key with a live lease
+ *     (fence.c), and the key is created with create-if-absent, so at most
+ *     one node holds it;
+ *   - a replica promotes only after it has created the key itself;
+ *   - a primary that sees another node holding the key demotes (unless the
+ *     cluster is paused; it stays fenced meanwhile);
+ *   - a primary never takes the key while etcd's history says the cluster
+ *     has moved to a newer timeline than its own (a stale former leader).
+ *
+ * One lease per node carries both the member key and (on the leader) the
+ * leader key, so a dead node's keys vanish one TTL after its last renewal,
+ * and a clean shutdown revokes it at once.
  */
 #include "pg_ha.h"
 
+#include "access/xact.h"
 #include "access/xlog.h"
+#include "access/xlogrecovery.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -36,12 +49,21 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+
+#include "ha_cluster.h"
+#include "ha_control.h"
 
 #define ETCD_RETRY_US (1000 * 1000)	/* retry pace while etcd is unreachable */
 #define WATCH_RETRY_US (1000 * 1000)
+#define RACE_COLLECT_US (1000 * 1000)	/* how long peers get to publish fresh positions */
+#define FAST_CYCLE_US (50 * 1000)	/* pace while a hand-over or race is in progress */
+#define HANDOVER_CATCHUP_US (5 * 1000 * 1000)
 #define MAX_SLEEP_MS 1000
 
 typedef struct HaWorker
@@ -50,25 +72,31 @@ typedef struct HaWorker
 	EtcdWatch  *watch;
 	int64		watch_retry_at;
 	HaState		state;
+	ClusterView view;
+	char	   *prefix;			/* "/<namespace>/<cluster>/" */
 
 	/* this node's lease */
 	int64		lease_id;
 	int64		lease_ttl;		/* seconds, as granted */
-	int64		lease_deadline;	/* t_send + TTL of the last renewal */
-
-	/* leader key as last read or watched */
-	bool		leader_known;
-	char		leader[PG_HA_NAME_LEN];
-	int64		leader_revision;
+	int64		lease_deadline; /* t_send + TTL of the last renewal */
 	bool		is_leader;
+
+	/* failover race */
+	int64		leader_gone_revision;	/* revision at which the key vanished */
+	int64		race_started;	/* 0 = no race running */
+	bool		promoting;
+	TimeLineID	promoted_from;
+	char		promote_reason[64];
 
 	bool		initialize_checked;
 	char	   *published_member;	/* last member document written */
-
+	char		followed[PG_HA_NAME_LEN];	/* leader primary_conninfo points at */
 	char	   *leader_key;
 	char	   *member_key;
 	char	   *status_key;
 	char	   *initialize_key;
+	char	   *failover_key;
+	char	   *history_key;
 	char		node[PG_HA_NAME_LEN];
 	char		last_error[PG_HA_ERROR_LEN];
 	bool		releasing;
@@ -86,8 +114,7 @@ abort_etcd_call(void *arg)
 	return (ShutdownRequestPending && !worker.releasing) ? 1 : 0;
 }
 
-static void
-remember_error(const char *fmt,...) pg_attribute_printf(1, 2);
+static void remember_error(const char *fmt,...) pg_attribute_printf(1, 2);
 
 static void
 remember_error(const char *fmt,...)
@@ -106,6 +133,15 @@ set_state(HaEvent event, const char *detail)
 	pg_atomic_write_u32(&pg_ha_shared->state, (uint32) worker.state);
 }
 
+static void
+soon(int64 delay_us)
+{
+	int64		at = pg_ha_monotonic_us() + delay_us;
+
+	if (worker.next_cycle > at)
+		worker.next_cycle = at;
+}
+
 /*
  * The deadline backends see.  Zero unless we hold the leader key: a primary
  * without the key has no write authority to advertise.
@@ -119,19 +155,29 @@ publish_lease_deadline(void)
 }
 
 static void
+raise_fence(const char *why)
+{
+	if (pg_atomic_exchange_u32(&pg_ha_shared->fence, 1) == 0)
+		ereport(LOG, (errmsg("pg_ha: fenced: commits refused (%s)", why)));
+}
+
+static void
 lose_leadership(const char *why)
 {
 	if (!worker.is_leader)
 		return;
 	worker.is_leader = false;
 	publish_lease_deadline();
-	set_state(HA_EV_LEADER_KEY_TAKEN, why);
+	if (!RecoveryInProgress())
+		set_state(HA_EV_LEADER_KEY_TAKEN, why);
 }
 
 /* Copies the worker's view into shared memory for readers. */
 static void
 publish_shared(const NodeSnapshot *snap, bool etcd_ok)
 {
+	const char *leader = worker.view.loaded ? cluster_leader(&worker.view) : "";
+
 	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
 	if (snap)
 	{
@@ -142,10 +188,17 @@ publish_shared(const NodeSnapshot *snap, bool etcd_ok)
 		pg_ha_shared->replay_lsn = snap->replay_lsn;
 		pg_ha_shared->streaming = snap->streaming;
 	}
-	strlcpy(pg_ha_shared->leader, worker.leader, sizeof(pg_ha_shared->leader));
-	pg_ha_shared->leader_known = worker.leader_known;
+	strlcpy(pg_ha_shared->leader, leader, sizeof(pg_ha_shared->leader));
+	pg_ha_shared->leader_known = worker.view.loaded;
 	pg_ha_shared->is_leader = worker.is_leader;
 	pg_ha_shared->lease_id = worker.lease_id;
+	if (worker.view.loaded)
+	{
+		pg_ha_shared->paused = cluster_paused(&worker.view);
+		pg_ha_shared->cluster_optime = cluster_optime(&worker.view);
+	}
+	pg_ha_shared->nofailover = pg_ha_nofailover || pg_ha_failover_priority == 0;
+	pg_ha_shared->noloadbalance = pg_ha_noloadbalance;
 	pg_ha_shared->etcd_reachable = etcd_ok;
 	if (etcd_ok)
 		pg_ha_shared->etcd_last_ok = GetCurrentTimestamp();
@@ -161,17 +214,7 @@ publish_shared(const NodeSnapshot *snap, bool etcd_ok)
 	LWLockRelease(pg_ha_shared->lock);
 }
 
-static void
-set_leader(const char *value, size_t len)
-{
-	if (len >= sizeof(worker.leader))
-		len = sizeof(worker.leader) - 1;
-	memcpy(worker.leader, value, len);
-	worker.leader[len] = '\0';
-	worker.leader_known = true;
-}
-
-/* ---------- etcd client lifetime ---------- */
+/* ---------- etcd client and cluster view ---------- */
 
 static bool
 ensure_client(void)
@@ -205,8 +248,98 @@ static void
 reset_client(void)
 {
 	drop_watch(0);
+	cluster_reset(&worker.view);
 	etcd_client_free(worker.etcd);
 	worker.etcd = NULL;
+}
+
+/*
+ * Reads the whole cluster prefix and watches it from the next revision on,
+ * so no change between the read and the watch is missed.
+ */
+static bool
+load_view(void)
+{
+	EtcdKVList	kvs;
+	EtcdStatus	st;
+
+	if (worker.view.loaded && worker.watch)
+		return true;
+	drop_watch(0);
+	st = etcd_get(worker.etcd, worker.prefix, true, &kvs);
+	if (st != ETCD_OK && st != ETCD_NOT_FOUND)
+	{
+		remember_error("cannot read cluster keys: %s", etcd_last_error(worker.etcd));
+		return false;
+	}
+	cluster_load(&worker.view, &kvs, strlen(worker.prefix));
+	if (cluster_leader(&worker.view)[0] == '\0' && worker.leader_gone_revision == 0)
+		worker.leader_gone_revision = worker.view.kvs.revision;
+	worker.watch = etcd_watch_start(worker.etcd, worker.prefix, true,
+									worker.view.kvs.revision + 1);
+	if (worker.watch == NULL)
+		worker.watch_retry_at = pg_ha_monotonic_us() + WATCH_RETRY_US;
+	return true;
+}
+
+static void
+handle_event(EtcdEvent *ev)
+{
+	bool		is_leader_key = strcmp(ev->kv.key, worker.leader_key) == 0;
+	bool		is_failover_key = strcmp(ev->kv.key, worker.failover_key) == 0;
+	bool		is_config_key = strlen(ev->kv.key) > strlen(worker.prefix) &&
+		strcmp(ev->kv.key + strlen(worker.prefix), "config") == 0;
+
+	if (is_leader_key)
+	{
+		if (ev->type == ETCD_EVENT_DELETE)
+		{
+			worker.leader_gone_revision = ev->kv.mod_revision;
+			if (worker.is_leader)
+				lose_leadership("leader key deleted");
+			ereport(LOG, (errmsg("pg_ha: leader key deleted")));
+		}
+		else if (worker.is_leader &&
+				 (ev->kv.value_len != strlen(worker.node) ||
+				  strcmp(ev->kv.value, worker.node) != 0 || ev->kv.lease != worker.lease_id))
+			lose_leadership("leader key overwritten");
+		else if (ev->type == ETCD_EVENT_PUT)
+			worker.race_started = 0;
+	}
+	cluster_apply_event(&worker.view, ev);
+	/* what the cycle acts on changed: act now rather than at the interval */
+	if (is_leader_key || is_failover_key || is_config_key)
+		soon(0);
+}
+
+static void
+service_watch(void)
+{
+	EtcdEventList events;
+	EtcdStatus	st;
+
+	if (worker.watch == NULL)
+	{
+		if (worker.etcd == NULL || worker.state == HA_ETCD_UNREACHABLE ||
+			pg_ha_monotonic_us() < worker.watch_retry_at)
+			return;
+		/* re-read everything: events may have been missed meanwhile */
+		cluster_reset(&worker.view);
+		if (!load_view())
+			return;
+		soon(0);
+		if (worker.watch == NULL)
+			return;
+	}
+	st = etcd_watch_poll(worker.watch, &events);
+	for (int i = 0; i < events.count; i++)
+		handle_event(&events.events[i]);
+	etcd_eventlist_free(&events);
+	if (st != ETCD_OK)
+	{
+		ereport(DEBUG1, (errmsg("pg_ha: cluster watch ended: %s", etcd_watch_error(worker.watch))));
+		drop_watch(pg_ha_monotonic_us() + WATCH_RETRY_US);
+	}
 }
 
 /* ---------- the lease ---------- */
@@ -242,7 +375,8 @@ renew_lease(void)
 						(long long) worker.lease_id)));
 		worker.lease_id = 0;
 		worker.lease_deadline = 0;
-		pfree(worker.published_member);
+		if (worker.published_member)
+			pfree(worker.published_member);
 		worker.published_member = NULL;
 		lose_leadership("lease expired");
 		t_send = pg_ha_monotonic_us();
@@ -277,7 +411,7 @@ check_initialize_key(void)
 		return true;
 	snprintf(sysid, sizeof(sysid), UINT64_FORMAT, GetSystemIdentifier());
 	st = etcd_create(worker.etcd, worker.initialize_key, sysid, 0, &current);
-	if (st == ETCD_NOT_FOUND && strcmp(current.value, sysid) != 0)
+	if (st == ETCD_NOT_FOUND && current.value && strcmp(current.value, sysid) != 0)
 	{
 		remember_error("etcd key %s holds system identifier %s, this node has %s",
 					   worker.initialize_key, current.value, sysid);
@@ -311,7 +445,6 @@ acquire_leader_key(void)
 	if (st == ETCD_OK)
 	{
 		worker.is_leader = true;
-		set_leader(worker.node, strlen(worker.node));
 		return true;
 	}
 	if (st != ETCD_NOT_FOUND)
@@ -319,7 +452,7 @@ acquire_leader_key(void)
 		remember_error("cannot create leader key: %s", etcd_last_error(worker.etcd));
 		return false;
 	}
-	if (current.key != NULL && strcmp(current.value, worker.node) == 0)
+	if (current.key != NULL && strcmp(current.value, worker.node) == 0 && !RecoveryInProgress())
 	{
 		EtcdCompare cmp = {worker.leader_key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL, current.mod_revision};
 		EtcdOp		put = {ETCD_OP_PUT, worker.leader_key, worker.node, worker.lease_id, false};
@@ -333,35 +466,52 @@ acquire_leader_key(void)
 			return false;
 		}
 		worker.is_leader = succeeded;
-		if (succeeded)
-			set_leader(worker.node, strlen(worker.node));
 		return true;
 	}
-	if (current.key != NULL)
-		set_leader(current.value, current.value_len);
 	etcd_kv_free(&current);
 	return true;
 }
 
-/*
- * Publish the member key (and on the leader the status key) when the
- * document changed.  The leader writes inside a transaction that checks it
- * still holds the leader key with its lease, which doubles as a check that
- * nobody replaced the key behind the watch's back.
- */
-static bool
-publish_member(const NodeSnapshot *snap)
+/* Patroni-style tags for the member document. */
+static char *
+member_document_with_tags(const NodeSnapshot *snap)
 {
 	char	   *doc = member_document(snap);
+	StringInfoData buf;
+	bool		nofailover = pg_ha_nofailover || pg_ha_failover_priority == 0;
+
+	if (!nofailover && !pg_ha_noloadbalance && pg_ha_failover_priority == 1)
+		return doc;
+	/* the document is a compact JSON object: add "tags" before its '}' */
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, doc, strlen(doc) - 1);
+	appendStringInfo(&buf, ",\"tags\":{\"failover_priority\":%d%s%s}}",
+					 nofailover ? 0 : pg_ha_failover_priority,
+					 nofailover ? ",\"nofailover\":true" : "",
+					 pg_ha_noloadbalance ? ",\"noloadbalance\":true" : "");
+	pfree(doc);
+	return buf.data;
+}
+
+/*
+ * Publish the member key (and on the leader the status key) when the
+ * document changed, or always when force is set (a failover race wants
+ * fresh positions).  The leader writes inside a transaction that checks it
+ * still holds the leader key with its lease.
+ */
+static bool
+publish_member(const NodeSnapshot *snap, bool force)
+{
+	char	   *doc = member_document_with_tags(snap);
 	EtcdStatus	st;
 	bool		succeeded = true;
 
-	if (worker.published_member && strcmp(doc, worker.published_member) == 0)
+	if (!force && worker.published_member && strcmp(doc, worker.published_member) == 0)
 	{
 		pfree(doc);
 		return true;
 	}
-	if (worker.is_leader)
+	if (worker.is_leader && !snap->in_recovery)
 	{
 		char		status[64];
 		EtcdCompare cmps[2] = {
@@ -389,10 +539,416 @@ publish_member(const NodeSnapshot *snap)
 	worker.published_member = MemoryContextStrdup(TopMemoryContext, doc);
 	pfree(doc);
 	if (!succeeded)
-	{
-		worker.leader_known = false;	/* re-read it with the watch */
 		lose_leadership("leader key no longer carries this node's name and lease");
+	return true;
+}
+
+/* ---------- primary side ---------- */
+
+static void
+current_time_text(char *buf, size_t len)
+{
+	strlcpy(buf, timestamptz_to_str(GetCurrentTimestamp()), len);
+}
+
+/*
+ * After a promotion: record it in `history` and clear the request that led
+ * to it.  A lost update here only loses a line of history, never safety:
+ * the compare on mod_revision keeps concurrent writers from clobbering.
+ */
+static void
+record_promotion(const NodeSnapshot *snap)
+{
+	const EtcdKV *kv = cluster_get(&worker.view, "history");
+	XLogRecPtr	switch_lsn = timeline_switch_point(snap->timeline);
+	char		when[64];
+	char	   *value;
+	EtcdCompare cmp = {worker.history_key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL,
+	kv ? kv->mod_revision : 0};
+	EtcdOp		ops[2] = {
+		{ETCD_OP_PUT, worker.history_key, NULL, 0, false},
+		{ETCD_OP_DELETE, worker.failover_key, NULL, 0, false},
+	};
+	bool		succeeded;
+
+	current_time_text(when, sizeof(when));
+	value = cluster_history_append(&worker.view, worker.promoted_from ? worker.promoted_from : snap->timeline - 1,
+								   switch_lsn, worker.promote_reason, when, worker.node);
+	ops[0].value = value;
+	if (kv == NULL)
+		cmp.target = ETCD_CMP_CREATE;
+	if (etcd_txn(worker.etcd, &cmp, 1, ops, 2, &ops[1], 1, &succeeded, NULL) != ETCD_OK)
+		remember_error("cannot record promotion in history: %s", etcd_last_error(worker.etcd));
+	pfree(value);
+	ereport(LOG,
+			(errmsg("pg_ha: promoted: now leader on timeline %u (switched at %X/%X, %s)",
+					snap->timeline, LSN_FORMAT_ARGS(switch_lsn), worker.promote_reason)));
+	worker.promoting = false;
+}
+
+/* flush position of the standby streaming as application_name = name */
+static XLogRecPtr
+standby_flush_lsn(const char *name)
+{
+	XLogRecPtr	flush = InvalidXLogRecPtr;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+
+	args[0] = CStringGetTextDatum(name);
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute_with_args("SELECT max(flush_lsn) FROM pg_stat_replication WHERE application_name = $1",
+							  1, argtypes, args, NULL, true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			flush = DatumGetLSN(d);
 	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return flush;
+}
+
+/*
+ * Switchover, old leader's part.  Order matters:
+ *   1. raise the fence and end client sessions: no more commits here;
+ *   2. wait (bounded) until the candidate has flushed all our WAL;
+ *   3. in one etcd transaction that checks we still hold the key: delete
+ *      the leader key and mark the request handed over with our final
+ *      position, which the candidate must reach before it promotes;
+ *   4. restart as the candidate's standby.
+ * The candidate thus promotes on a timeline that forks at or after our
+ * last WAL, so this node follows it without pg_rewind.
+ */
+static void
+hand_over(const FailoverRequest *req)
+{
+	MemberInfo	cand;
+	char		host[256];
+	char		port[16];
+	XLogRecPtr	final_lsn;
+	int64		give_up = pg_ha_monotonic_us() + HANDOVER_CATCHUP_US;
+	char		value[512];
+	EtcdCompare cmp = {worker.leader_key, ETCD_CMP_VALUE, ETCD_CMP_EQUAL, worker.node, 0};
+	EtcdOp		ops[2] = {
+		{ETCD_OP_DELETE, worker.leader_key, NULL, 0, false},
+		{ETCD_OP_PUT, worker.failover_key, value, 0, false},
+	};
+	bool		succeeded;
+
+	if (!cluster_member(&worker.view, req->member, &cand) || !cand.is_replica ||
+		!conn_url_host_port(cand.conn_url, host, sizeof(host), port, sizeof(port)))
+	{
+		ereport(WARNING,
+				(errmsg("pg_ha: switchover to \"%s\" abandoned: not a running replica", req->member)));
+		snprintf(value, sizeof(value), "{\"leader\":\"%s\",\"member\":\"%s\",\"aborted\":\"candidate is not a running replica\"}",
+				 worker.node, req->member);
+		etcd_put(worker.etcd, worker.failover_key, value, 0);
+		return;
+	}
+	ereport(LOG, (errmsg("pg_ha: switchover: handing leadership to \"%s\"", req->member)));
+	raise_fence("switchover");
+	terminate_client_backends();
+
+	for (;;)
+	{
+		XLogRecPtr	mine = GetFlushRecPtr(NULL);
+		XLogRecPtr	theirs = standby_flush_lsn(req->member);
+
+		if (theirs != InvalidXLogRecPtr && theirs >= mine)
+			break;
+		if (pg_ha_monotonic_us() > give_up)
+		{
+			ereport(LOG,
+					(errmsg("pg_ha: switchover: \"%s\" has flushed %X/%X of %X/%X; it will fetch the rest after the restart",
+							req->member, LSN_FORMAT_ARGS(theirs), LSN_FORMAT_ARGS(mine))));
+			break;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	final_lsn = GetFlushRecPtr(NULL);
+	snprintf(value, sizeof(value),
+			 "{\"leader\":\"%s\",\"member\":\"%s\",\"final_lsn\":" UINT64_FORMAT ",\"handed_over\":true}",
+			 worker.node, req->member, (uint64) final_lsn);
+	if (etcd_txn(worker.etcd, &cmp, 1, ops, 2, NULL, 0, &succeeded, NULL) != ETCD_OK || !succeeded)
+	{
+		/* the fence stays up: the next cycle demotes or retries */
+		remember_error("switchover: cannot release the leader key: %s", etcd_last_error(worker.etcd));
+		return;
+	}
+	worker.is_leader = false;
+	publish_lease_deadline();
+	demote_and_restart(req->member, host, port, "switchover");
+}
+
+/* A primary that lost the race to another node: fence, then demote. */
+static void
+yield_to(const char *leader, const char *why)
+{
+	MemberInfo	m;
+	char		host[256];
+	char		port[16];
+
+	raise_fence(why);
+	if (cluster_paused(&worker.view))
+		return;					/* paused: stay fenced, do not demote */
+	if (cluster_member(&worker.view, leader, &m) &&
+		conn_url_host_port(m.conn_url, host, sizeof(host), port, sizeof(port)))
+		demote_and_restart(leader, host, port, why);
+	demote_and_restart(leader, NULL, NULL, why);
+}
+
+static bool
+primary_cycle(const NodeSnapshot *snap)
+{
+	const char *leader;
+	FailoverRequest req;
+
+	if (!check_initialize_key())
+		return worker.state != HA_MISCONFIGURED ? false : true;
+
+	if (worker.promoting && worker.is_leader)
+		record_promotion(snap);
+
+	if (!worker.is_leader)
+	{
+		TimeLineID	cluster_tl = cluster_history_timeline(&worker.view, 0, NULL);
+
+		leader = cluster_leader(&worker.view);
+		if (leader[0] != '\0' && strcmp(leader, worker.node) != 0)
+		{
+			publish_member(snap, false);
+			set_state(HA_EV_LEADER_KEY_TAKEN, leader);
+			yield_to(leader, psprintf("\"%s\" holds the leader key", leader));
+			return true;
+		}
+		if (cluster_tl > snap->timeline)
+		{
+			/* a stale former leader: the cluster moved on without us */
+			char	   *why = psprintf("the cluster is on timeline %u, this node on %u",
+									   cluster_tl, snap->timeline);
+
+			remember_error("not taking the leader key: %s", why);
+			set_state(HA_EV_LEADER_KEY_TAKEN, why);
+			yield_to("", why);
+			return true;
+		}
+		if (!acquire_leader_key())
+			return false;
+		if (!worker.is_leader)
+		{
+			soon(0);			/* someone else won: look again at once */
+			return true;
+		}
+	}
+
+	/* we hold the key: writes are allowed again if a fence was up */
+	publish_lease_deadline();
+	if (pg_atomic_exchange_u32(&pg_ha_shared->fence, 0) != 0)
+		ereport(LOG, (errmsg("pg_ha: fence lifted: this node holds the leader lease")));
+	if (!publish_member(snap, false))
+		return false;
+	if (!worker.is_leader)
+		return true;
+	set_state(HA_EV_GOT_LEADER_KEY, worker.leader_key);
+
+	if (cluster_failover_request(&worker.view, &req) && !req.handed_over &&
+		strcmp(req.leader, worker.node) == 0 && req.member[0] != '\0' &&
+		strcmp(req.member, worker.node) != 0 &&
+		cluster_get(&worker.view, "failover") != NULL &&
+		strstr(cluster_get(&worker.view, "failover")->value, "\"aborted\"") == NULL)
+	{
+		TimestampTz at = 0;
+
+		if (req.scheduled_at[0] != '\0')
+			at = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+														 CStringGetDatum(req.scheduled_at),
+														 ObjectIdGetDatum(InvalidOid),
+														 Int32GetDatum(-1)));
+		if (at <= GetCurrentTimestamp())
+			hand_over(&req);
+	}
+	return true;
+}
+
+/* ---------- standby side ---------- */
+
+static void
+begin_promotion(const char *reason, TimeLineID from)
+{
+	worker.promoting = true;
+	worker.promoted_from = from;
+	strlcpy(worker.promote_reason, reason, sizeof(worker.promote_reason));
+	ereport(LOG, (errmsg("pg_ha: promoting: took the leader key (%s)", reason)));
+	promote_now();
+	soon(FAST_CYCLE_US);
+}
+
+/*
+ * Leader key absent: decide whether to race for it.  A failover request
+ * names who may take it; otherwise every replica publishes a fresh position,
+ * waits for its peers' (bounded), and only the best eligible one races.
+ */
+static void
+failover_race(const NodeSnapshot *snap)
+{
+	FailoverRequest req;
+	MemberInfo	members[PG_HA_MAX_MEMBERS];
+	MemberInfo	peers[PG_HA_MAX_MEMBERS];
+	int			n;
+	int			npeers = 0;
+	bool		all_fresh = true;
+	RaceInput	in;
+	char		why[256];
+	int64		now = pg_ha_monotonic_us();
+	bool		requested = cluster_failover_request(&worker.view, &req) && req.member[0] != '\0';
+
+	if (requested && strcmp(req.member, worker.node) != 0 &&
+		(worker.race_started == 0 || now - worker.race_started < worker.lease_ttl * 1000000))
+	{
+		/* someone else was asked to take over: give them one TTL */
+		if (worker.race_started == 0)
+			worker.race_started = now;
+		soon(FAST_CYCLE_US * 4);
+		return;
+	}
+	if (requested && strcmp(req.member, worker.node) == 0)
+	{
+		/* switchover / manual failover to us: catch up, then take it */
+		if (req.handed_over && snap->replay_lsn < req.final_lsn &&
+			(worker.race_started == 0 || now - worker.race_started < worker.lease_ttl * 1000000))
+		{
+			if (worker.race_started == 0)
+				worker.race_started = now;
+			soon(FAST_CYCLE_US / 5);
+			return;
+		}
+		if (!acquire_leader_key())
+			return;
+		if (worker.is_leader)
+			begin_promotion(req.handed_over ? "switchover" : "manual failover", snap->timeline);
+		return;
+	}
+	if (cluster_paused(&worker.view))
+		return;
+
+	if (worker.race_started == 0)
+	{
+		worker.race_started = now;
+		publish_member(snap, true);
+		ereport(LOG, (errmsg("pg_ha: leader key gone: collecting member positions")));
+	}
+	n = cluster_members(&worker.view, members, PG_HA_MAX_MEMBERS);
+	for (int i = 0; i < n; i++)
+	{
+		if (strcmp(members[i].name, worker.node) == 0 || !members[i].is_replica)
+			continue;
+		if (members[i].mod_revision <= worker.leader_gone_revision)
+		{
+			all_fresh = false;
+			continue;			/* position from before the leader vanished */
+		}
+		peers[npeers++] = members[i];
+	}
+	if (!all_fresh && now - worker.race_started < RACE_COLLECT_US)
+	{
+		soon(FAST_CYCLE_US);
+		return;
+	}
+
+	memset(&in, 0, sizeof(in));
+	if (!cluster_member(&worker.view, worker.node, &in.self))
+	{
+		soon(FAST_CYCLE_US);
+		return;
+	}
+	in.self.lsn = snap->lsn;
+	in.self.timeline = snap->timeline;
+	in.peers = peers;
+	in.npeers = npeers;
+	in.leader_optime = cluster_optime(&worker.view);
+	in.cluster_timeline = cluster_history_timeline(&worker.view, 0, NULL);
+	in.maximum_lag_bytes = (uint64) pg_ha_maximum_lag_on_failover * 1024;
+
+	switch (failover_decide(&in, why, sizeof(why)))
+	{
+		case RACE_TAKE:
+			if (!acquire_leader_key())
+				return;
+			if (worker.is_leader)
+				begin_promotion("failover", snap->timeline);
+			break;
+		case RACE_DEFER:
+			/* the better candidate gets one TTL; then everyone races again */
+			if (now - worker.race_started > worker.lease_ttl * 1000000)
+				worker.race_started = 0;
+			soon(FAST_CYCLE_US * 4);
+			break;
+		case RACE_INELIGIBLE:
+			remember_error("not taking over: %s", why);
+			break;
+	}
+}
+
+/* Point primary_conninfo at the leader if it does not already. */
+static void
+follow(const char *leader)
+{
+	MemberInfo	m;
+	char		host[256];
+	char		port[16];
+
+	if (!cluster_member(&worker.view, leader, &m) ||
+		!conn_url_host_port(m.conn_url, host, sizeof(host), port, sizeof(port)))
+		return;
+	if (primary_conninfo_points_at(host, port))
+	{
+		strlcpy(worker.followed, leader, sizeof(worker.followed));
+		return;
+	}
+	if (strcmp(worker.followed, leader) == 0 && PrimaryConnInfo && PrimaryConnInfo[0])
+		return;					/* already asked; the reload is on its way */
+	follow_leader(leader, host, port);
+	strlcpy(worker.followed, leader, sizeof(worker.followed));
+}
+
+static bool
+standby_cycle(const NodeSnapshot *snap)
+{
+	const char *leader = cluster_leader(&worker.view);
+
+	if (!publish_member(snap, false))
+		return false;
+	if (worker.promoting)
+	{
+		soon(FAST_CYCLE_US);	/* waiting for the startup process */
+		return true;
+	}
+
+	if (leader[0] == '\0')
+		failover_race(snap);
+	else if (strcmp(leader, worker.node) == 0)
+	{
+		/* a standby never holds the key: a leftover of our previous life */
+		if (etcd_delete_if_value(worker.etcd, worker.leader_key, worker.node) == ETCD_OK)
+			ereport(LOG, (errmsg("pg_ha: released a leader key left from before this node became a standby")));
+		worker.is_leader = false;
+	}
+	else
+	{
+		worker.race_started = 0;
+		follow(leader);
+	}
+	set_state(HA_EV_FOLLOWING, leader[0] ? leader : NULL);
 	return true;
 }
 
@@ -406,132 +962,24 @@ ha_cycle(void)
 
 	node_take_snapshot(&snap);
 	worker.last_error[0] = '\0';
+	worker.next_cycle = INT64_MAX;
 
-	ok = ensure_client() && renew_lease();
-	if (ok && !snap.in_recovery)
-	{
-		ok = check_initialize_key();
-		if (!ok && worker.state == HA_MISCONFIGURED)
-		{
-			publish_shared(&snap, true);
-			return;
-		}
-		if (ok && !worker.is_leader)
-			ok = acquire_leader_key();
-		if (ok && worker.is_leader)
-		{
-			publish_lease_deadline();
-			ok = publish_member(&snap);
-			if (worker.is_leader)
-				set_state(HA_EV_GOT_LEADER_KEY, worker.leader_key);
-		}
-		else if (ok)
-		{
-			ok = publish_member(&snap);
-			set_state(HA_EV_LEADER_KEY_TAKEN, worker.leader);
-		}
-	}
-	else if (ok)
-	{
-		/* a standby never holds the leader key */
-		if (worker.is_leader)
-		{
-			etcd_delete_if_value(worker.etcd, worker.leader_key, worker.node);
-			lose_leadership("in recovery");
-		}
-		ok = publish_member(&snap);
-		if (ok)
-			set_state(HA_EV_FOLLOWING, worker.leader_known ? worker.leader : NULL);
-	}
-
-	if (!ok)
-		set_state(HA_EV_ETCD_FAILED, worker.last_error);
-	publish_shared(&snap, ok);
-
+	ok = ensure_client() && renew_lease() && load_view();
 	if (ok)
-		worker.next_cycle = pg_ha_monotonic_us() + worker.lease_ttl * 1000000 / 3;
-	else
-		worker.next_cycle = pg_ha_monotonic_us() + ETCD_RETRY_US;
-}
-
-/* ---------- the leader key watch ---------- */
-
-static void
-start_watch(void)
-{
-	EtcdKVList	kvs;
-	EtcdStatus	st;
-
-	st = etcd_get(worker.etcd, worker.leader_key, false, &kvs);
-	if (st != ETCD_OK && st != ETCD_NOT_FOUND)
 	{
-		worker.watch_retry_at = pg_ha_monotonic_us() + WATCH_RETRY_US;
-		return;
-	}
-	if (kvs.count > 0)
-		set_leader(kvs.kvs[0].value, kvs.kvs[0].value_len);
-	else
-		set_leader("", 0);
-	worker.leader_revision = kvs.revision;
-	etcd_kvlist_free(&kvs);
-	/* from the next revision on: nothing between the read and the watch is missed */
-	worker.watch = etcd_watch_start(worker.etcd, worker.leader_key, false,
-									worker.leader_revision + 1);
-	if (worker.watch == NULL)
-		worker.watch_retry_at = pg_ha_monotonic_us() + WATCH_RETRY_US;
-}
-
-static void
-handle_leader_event(const EtcdEvent *ev)
-{
-	if (ev->type == ETCD_EVENT_DELETE)
-	{
-		set_leader("", 0);
 		if (worker.is_leader)
-		{
-			lose_leadership("leader key deleted");
-			worker.next_cycle = 0;	/* try to take it back now */
-		}
-		ereport(DEBUG1, (errmsg("pg_ha: leader key deleted")));
+			publish_lease_deadline();
+		ok = snap.in_recovery ? standby_cycle(&snap) : primary_cycle(&snap);
 	}
-	else
+	if (!ok)
 	{
-		set_leader(ev->kv.value, ev->kv.value_len);
-		if (worker.is_leader &&
-			(strcmp(worker.leader, worker.node) != 0 || ev->kv.lease != worker.lease_id))
-			lose_leadership("leader key overwritten");
-	}
-	worker.leader_revision = ev->kv.mod_revision;
-}
-
-static void
-service_watch(void)
-{
-	EtcdEventList events;
-	EtcdStatus	st;
-
-	if (worker.etcd == NULL)
-		return;
-	if (worker.watch == NULL)
-	{
-		if (worker.state == HA_ETCD_UNREACHABLE || pg_ha_monotonic_us() < worker.watch_retry_at)
-			return;
-		start_watch();
-		if (worker.watch == NULL)
-			return;
-		publish_shared(NULL, true);
-	}
-	st = etcd_watch_poll(worker.watch, &events);
-	for (int i = 0; i < events.count; i++)
-		handle_leader_event(&events.events[i]);
-	if (events.count > 0)
-		publish_shared(NULL, worker.state != HA_ETCD_UNREACHABLE);
-	etcd_eventlist_free(&events);
-	if (st != ETCD_OK)
-	{
-		ereport(DEBUG1, (errmsg("pg_ha: leader watch ended: %s", etcd_watch_error(worker.watch))));
+		if (worker.state != HA_MISCONFIGURED)
+			set_state(HA_EV_ETCD_FAILED, worker.last_error);
 		drop_watch(pg_ha_monotonic_us() + WATCH_RETRY_US);
+		cluster_reset(&worker.view);
 	}
+	publish_shared(&snap, ok);
+	soon(ok ? worker.lease_ttl * 1000000 / 3 : ETCD_RETRY_US);
 }
 
 /* ---------- shutdown ---------- */
@@ -588,7 +1036,7 @@ pg_ha_register_worker(void)
 	BackgroundWorker bgw;
 
 	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	/* consistent state: runs on hot standbys and keeps running across promotion */
 	bgw.bgw_start_time = BgWorkerStart_ConsistentState;
 	bgw.bgw_restart_time = 5;
@@ -621,6 +1069,12 @@ configuration_usable(void)
 	return true;
 }
 
+static char *
+key_copy(const char *suffix)
+{
+	return MemoryContextStrdup(TopMemoryContext, pg_ha_key(suffix));
+}
+
 void
 pg_ha_worker_main(Datum arg)
 {
@@ -631,11 +1085,13 @@ pg_ha_worker_main(Datum arg)
 	memset(&worker, 0, sizeof(worker));
 	worker.state = HA_STARTING;
 	strlcpy(worker.node, pg_ha_effective_node_name(), sizeof(worker.node));
-	worker.leader_key = MemoryContextStrdup(TopMemoryContext, pg_ha_key("leader"));
-	worker.member_key = MemoryContextStrdup(TopMemoryContext,
-											pg_ha_key(psprintf("members/%s", worker.node)));
-	worker.status_key = MemoryContextStrdup(TopMemoryContext, pg_ha_key("status"));
-	worker.initialize_key = MemoryContextStrdup(TopMemoryContext, pg_ha_key("initialize"));
+	worker.prefix = key_copy("");
+	worker.leader_key = key_copy("leader");
+	worker.member_key = key_copy(psprintf("members/%s", worker.node));
+	worker.status_key = key_copy("status");
+	worker.initialize_key = key_copy("initialize");
+	worker.failover_key = key_copy("failover");
+	worker.history_key = key_copy("history");
 
 	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
 	pg_ha_shared->worker_pid = MyProcPid;
@@ -662,6 +1118,10 @@ pg_ha_worker_main(Datum arg)
 		}
 		proc_exit(0);
 	}
+
+	/* for ALTER SYSTEM and pg_stat_replication; works on a hot standby too */
+	BackgroundWorkerInitializeConnection(pg_ha_database, NULL, 0);
+	pgstat_report_appname("pg_ha worker");
 
 	ereport(LOG,
 			(errmsg("pg_ha: worker started for node \"%s\" in cluster \"%s\" (leader key %s)",

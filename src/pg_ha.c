@@ -63,6 +63,7 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = pg_ha_shmem_startup_hook;
 
+	pg_ha_install_fence();
 	pg_ha_register_worker();
 	pg_ha_archive_register_workers();
 }

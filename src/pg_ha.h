@@ -35,6 +35,13 @@ extern char *pg_ha_node_name;
 extern int	pg_ha_ttl;
 extern char *pg_ha_connect_address;
 extern char *pg_ha_api_listen;
+extern bool pg_ha_fencing;
+extern int	pg_ha_maximum_lag_on_failover;	/* kB */
+extern bool pg_ha_nofailover;
+extern bool pg_ha_noloadbalance;
+extern int	pg_ha_failover_priority;
+extern char *pg_ha_database;
+extern char *pg_ha_replication_conninfo;
 
 extern void pg_ha_define_gucs(void);
 
@@ -88,6 +95,7 @@ typedef struct PgHaShared
 	/* CLOCK_MONOTONIC microseconds until which the leader lease is ours; 0 = none */
 	pg_atomic_uint64 lease_deadline_us;
 	pg_atomic_uint32 state;		/* HaState */
+	pg_atomic_uint32 fence;		/* nonzero: worker-raised write fence (fence.c) */
 
 	/* --- guarded by lock --- */
 	LWLock	   *lock;
@@ -107,7 +115,6 @@ typedef struct PgHaShared
 	bool		streaming;		/* standby: WAL receiver connected */
 	XLogRecPtr	cluster_optime;	/* leader's last published position (status key) */
 	bool		paused;			/* maintenance mode: no automatic failover */
-	bool		fenced;			/* writes refused: lease lost or demoting */
 	bool		nofailover;		/* tags published in the member key */
 	bool		noloadbalance;
 	bool		etcd_reachable;
@@ -132,6 +139,12 @@ extern int64 pg_ha_lease_margin_us(void);
  * Lock-free; safe to call on hot paths and from any process.
  */
 extern bool pg_ha_lease_valid(int64 now_us);
+
+/* ---------- write fence (fence.c) ---------- */
+
+extern void pg_ha_install_fence(void);
+/* Why writes are refused on this node now, or NULL when they are allowed. */
+extern const char *pg_ha_fence_reason(void);
 
 /* ---------- HA worker (ha_worker.c, ha_state.c) ---------- */
 

@@ -34,6 +34,7 @@ pg_ha_shmem_startup(void)
 		memset(pg_ha_shared, 0, sizeof(PgHaShared));
 		pg_atomic_init_u64(&pg_ha_shared->lease_deadline_us, 0);
 		pg_atomic_init_u32(&pg_ha_shared->state, HA_STARTING);
+		pg_atomic_init_u32(&pg_ha_shared->fence, 0);
 		pg_ha_shared->lock = &(GetNamedLWLockTranche("pg_ha"))->lock;
 	}
 	LWLockRelease(AddinShmemInitLock);

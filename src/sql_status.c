@@ -46,8 +46,8 @@ Datum
 pg_ha_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[14];
-	bool		nulls[14];
+	Datum		values[16];
+	bool		nulls[16];
 	PgHaShared	copy;
 	HaState		state;
 	int64		deadline;
@@ -94,6 +94,9 @@ pg_ha_status(PG_FUNCTION_ARGS)
 	nulls[12] = (copy.last_error[0] == '\0');
 	values[13] = Int32GetDatum((int32) copy.worker_pid);
 	nulls[13] = (copy.worker_pid == 0);
+	values[14] = BoolGetDatum(copy.paused);
+	/* fenced as a backend would see it at commit; a standby cannot commit anyway */
+	values[15] = BoolGetDatum(copy.role == PG_HA_ROLE_PRIMARY && pg_ha_fence_reason() != NULL);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

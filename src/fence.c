@@ -1,0 +1,106 @@
+/*
+ * fence.c - refuse writes on a primary that has no write authority.
+ *
+ * Safety argument.  A primary may acknowledge a write only while no other
+ * node can have become leader.  Another node can take the leader key no
+ * earlier than t_send + TTL of this node's last successful lease renewal
+ * (the lease rule, ha_worker.c).  The HA worker publishes that instant as
+ * lease_deadline_us; pg_ha_lease_valid() says yes only until the deadline
+ * minus a margin (shmem.c argues the margin).  So:
+ *
+ *   - Every backend checks pg_ha_lease_valid() itself when a transaction
+ *     that wrote (it has an XID) is about to commit or prepare, and raises
+ *     ERROR otherwise: the transaction aborts, nothing is acknowledged.  The
+ *     check runs in the committing backend, not in the HA worker, so a
+ *     stopped, hung or dead worker cannot extend the node's authority: the
+ *     deadline simply passes.
+ *   - COMMIT PREPARED writes its commit record during the statement, before
+ *     the surrounding (XID-less) transaction commits, so it is checked at
+ *     the statement, in the utility hook.
+ *   - The worker also raises an explicit fence (pg_ha_shared->fenced) while
+ *     it hands leadership over or demotes; it only ever adds refusals.
+ *
+ * Transactions without an XID (reads, and the worker's own ALTER SYSTEM)
+ * are not fenced: they acknowledge nothing a new leader would lack.
+ *
+ * pg_ha.fencing = off turns all of this off, for the DBA who must run a
+ * primary with etcd gone and accepts the risk of two primaries.
+ */
+#include "pg_ha.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
+
+static ProcessUtility_hook_type prev_process_utility = NULL;
+
+/* Why writes are refused right now, or NULL when they are allowed. */
+const char *
+pg_ha_fence_reason(void)
+{
+	if (!pg_ha_fencing || pg_ha_shared == NULL)
+		return NULL;
+	if (pg_atomic_read_u32(&pg_ha_shared->fence) != 0)
+		return "this node is handing over or giving up leadership";
+	if (!pg_ha_lease_valid(pg_ha_monotonic_us()))
+		return "this node does not hold a valid leader lease";
+	return NULL;
+}
+
+static void
+refuse_if_fenced(const char *what)
+{
+	const char *reason;
+
+	/* a standby cannot write anyway; its own recovery is not ours to stop */
+	if (RecoveryInProgress())
+		return;
+	reason = pg_ha_fence_reason();
+	if (reason != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("pg_ha: %s refused: %s", what, reason),
+				 errdetail("Another node may be or become the leader; acknowledging this write could lose it or split the cluster."),
+				 errhint("Connect to the current leader (see pg_ha.status() or the /primary health check).")));
+}
+
+static void
+fence_xact_callback(XactEvent event, void *arg)
+{
+	if (event != XACT_EVENT_PRE_COMMIT && event != XACT_EVENT_PRE_PREPARE)
+		return;
+	/* only transactions that wrote have something to acknowledge */
+	if (!TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		return;
+	refuse_if_fenced(event == XACT_EVENT_PRE_COMMIT ? "commit" : "prepare");
+}
+
+static void
+fence_process_utility(PlannedStmt *pstmt, const char *queryString,
+					  bool readOnlyTree, ProcessUtilityContext context,
+					  ParamListInfo params, QueryEnvironment *queryEnv,
+					  DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	if (IsA(stmt, TransactionStmt) &&
+		((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+		refuse_if_fenced("COMMIT PREPARED");
+
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context,
+							 params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
+void
+pg_ha_install_fence(void)
+{
+	RegisterXactCallback(fence_xact_callback, NULL);
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = fence_process_utility;
+}

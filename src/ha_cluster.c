@@ -1,0 +1,341 @@
+/*
+ * ha_cluster.c - the HA worker's view of the cluster: a copy of every key
+ * under /<namespace>/<cluster>/, loaded with one range read and kept current
+ * by a watch on the prefix, and the parsing of what those keys mean
+ * (members, pause, failover request, history).
+ *
+ * Keeping the whole prefix costs no polling: etcd pushes each change once.
+ * Every value is parsed defensively: a member key that is not the JSON we
+ * expect is treated as a member we know nothing about (never eligible,
+ * never followed), not as an error.
+ */
+#include "pg_ha.h"
+
+#include <cjson/cJSON.h>
+
+#include "ha_cluster.h"
+
+void
+cluster_reset(ClusterView *view)
+{
+	etcd_kvlist_free(&view->kvs);
+	view->loaded = false;
+}
+
+void
+cluster_load(ClusterView *view, EtcdKVList *range, size_t prefix_len)
+{
+	cluster_reset(view);
+	view->kvs = *range;
+	memset(range, 0, sizeof(*range));
+	view->prefix_len = prefix_len;
+	view->loaded = true;
+}
+
+static int
+cluster_index(const ClusterView *view, const char *suffix)
+{
+	for (int i = 0; i < view->kvs.count; i++)
+	{
+		const char *key = view->kvs.kvs[i].key;
+
+		if (strlen(key) >= view->prefix_len && strcmp(key + view->prefix_len, suffix) == 0)
+			return i;
+	}
+	return -1;
+}
+
+const EtcdKV *
+cluster_get(const ClusterView *view, const char *suffix)
+{
+	int			i = cluster_index(view, suffix);
+
+	return i < 0 ? NULL : &view->kvs.kvs[i];
+}
+
+/* Applies one watch event; takes ownership of the event's kv. */
+void
+cluster_apply_event(ClusterView *view, EtcdEvent *ev)
+{
+	int			i = -1;
+	int64_t		revision = ev->kv.mod_revision;
+
+	for (int k = 0; k < view->kvs.count; k++)
+		if (strcmp(view->kvs.kvs[k].key, ev->kv.key) == 0)
+			i = k;
+	if (ev->type == ETCD_EVENT_DELETE)
+	{
+		if (i >= 0)
+		{
+			etcd_kv_free(&view->kvs.kvs[i]);
+			view->kvs.kvs[i] = view->kvs.kvs[view->kvs.count - 1];
+			view->kvs.count--;
+		}
+		etcd_kv_free(&ev->kv);
+		if (revision > view->kvs.revision)
+			view->kvs.revision = revision;
+		return;
+	}
+	else if (i >= 0)
+	{
+		etcd_kv_free(&view->kvs.kvs[i]);
+		view->kvs.kvs[i] = ev->kv;
+	}
+	else
+	{
+		EtcdKV	   *grown = realloc(view->kvs.kvs, sizeof(EtcdKV) * (view->kvs.count + 1));
+
+		if (grown == NULL)
+		{
+			etcd_kv_free(&ev->kv);
+			view->loaded = false;	/* forces a reload */
+			return;
+		}
+		view->kvs.kvs = grown;
+		view->kvs.kvs[view->kvs.count++] = ev->kv;
+	}
+	memset(&ev->kv, 0, sizeof(ev->kv));
+	if (revision > view->kvs.revision)
+		view->kvs.revision = revision;
+}
+
+/* The leader's name, or "" when the key is absent. */
+const char *
+cluster_leader(const ClusterView *view)
+{
+	const EtcdKV *kv = cluster_get(view, "leader");
+
+	return kv ? kv->value : "";
+}
+
+static double
+json_number(const cJSON *obj, const char *name, double dflt)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+
+	return cJSON_IsNumber(item) ? item->valuedouble : dflt;
+}
+
+static bool
+json_flag(const cJSON *obj, const char *name)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+
+	return cJSON_IsTrue(item) ||
+		(cJSON_IsString(item) && strcmp(item->valuestring, "true") == 0);
+}
+
+static void
+json_string(const cJSON *obj, const char *name, char *out, size_t len)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+
+	out[0] = '\0';
+	if (cJSON_IsString(item) && strlen(item->valuestring) < len)
+		strcpy(out, item->valuestring);
+}
+
+static bool
+parse_member(const EtcdKV *kv, const char *name, MemberInfo *m)
+{
+	cJSON	   *doc = cJSON_ParseWithLength(kv->value, kv->value_len);
+	const cJSON *tags;
+	double		lsn;
+	char		role[32];
+
+	memset(m, 0, sizeof(*m));
+	strlcpy(m->name, name, sizeof(m->name));
+	m->mod_revision = kv->mod_revision;
+	m->failover_priority = 1;
+	if (!cJSON_IsObject(doc))
+	{
+		cJSON_Delete(doc);
+		return false;
+	}
+	json_string(doc, "role", role, sizeof(role));
+	m->is_replica = strcmp(role, "replica") == 0;
+	json_string(doc, "conn_url", m->conn_url, sizeof(m->conn_url));
+	lsn = json_number(doc, "xlog_location", -1);
+	m->lsn = (lsn >= 0 && lsn < 1.8e19) ? (XLogRecPtr) lsn : InvalidXLogRecPtr;
+	m->timeline = (TimeLineID) Max(0, json_number(doc, "timeline", 0));
+	tags = cJSON_GetObjectItemCaseSensitive(doc, "tags");
+	if (cJSON_IsObject(tags))
+	{
+		m->nofailover = json_flag(tags, "nofailover");
+		m->noloadbalance = json_flag(tags, "noloadbalance");
+		m->failover_priority = (int) json_number(tags, "failover_priority", 1);
+		if (m->nofailover)
+			m->failover_priority = 0;
+	}
+	m->valid = m->lsn != InvalidXLogRecPtr && m->conn_url[0] != '\0';
+	cJSON_Delete(doc);
+	return m->valid;
+}
+
+int
+cluster_members(const ClusterView *view, MemberInfo *out, int max)
+{
+	int			n = 0;
+
+	for (int i = 0; i < view->kvs.count && n < max; i++)
+	{
+		const char *key = view->kvs.kvs[i].key;
+
+		if (strlen(key) <= view->prefix_len + 8 ||
+			strncmp(key + view->prefix_len, "members/", 8) != 0)
+			continue;
+		parse_member(&view->kvs.kvs[i], key + view->prefix_len + 8, &out[n]);
+		n++;
+	}
+	return n;
+}
+
+bool
+cluster_member(const ClusterView *view, const char *name, MemberInfo *out)
+{
+	char		suffix[PG_HA_NAME_LEN + 16];
+	const EtcdKV *kv;
+
+	snprintf(suffix, sizeof(suffix), "members/%s", name);
+	kv = cluster_get(view, suffix);
+	if (kv == NULL)
+		return false;
+	return parse_member(kv, name, out);
+}
+
+/* config key: {"pause": true} means maintenance mode. */
+bool
+cluster_paused(const ClusterView *view)
+{
+	const EtcdKV *kv = cluster_get(view, "config");
+	cJSON	   *doc;
+	bool		paused;
+
+	if (kv == NULL)
+		return false;
+	doc = cJSON_ParseWithLength(kv->value, kv->value_len);
+	paused = cJSON_IsObject(doc) && json_flag(doc, "pause");
+	cJSON_Delete(doc);
+	return paused;
+}
+
+/* status key {"optime": N}: the leader's last published position. */
+XLogRecPtr
+cluster_optime(const ClusterView *view)
+{
+	const EtcdKV *kv = cluster_get(view, "status");
+	cJSON	   *doc;
+	double		optime;
+
+	if (kv == NULL)
+		return InvalidXLogRecPtr;
+	doc = cJSON_ParseWithLength(kv->value, kv->value_len);
+	optime = cJSON_IsObject(doc) ? json_number(doc, "optime", 0) : 0;
+	cJSON_Delete(doc);
+	return (optime > 0 && optime < 1.8e19) ? (XLogRecPtr) optime : InvalidXLogRecPtr;
+}
+
+/*
+ * failover key (Patroni's format plus ours): {"leader": old, "member": new,
+ * "scheduled_at": "...", "final_lsn": N, "handed_over": true}.
+ */
+bool
+cluster_failover_request(const ClusterView *view, FailoverRequest *req)
+{
+	const EtcdKV *kv = cluster_get(view, "failover");
+	cJSON	   *doc;
+	double		lsn;
+
+	memset(req, 0, sizeof(*req));
+	if (kv == NULL)
+		return false;
+	doc = cJSON_ParseWithLength(kv->value, kv->value_len);
+	if (!cJSON_IsObject(doc))
+	{
+		cJSON_Delete(doc);
+		return false;
+	}
+	json_string(doc, "leader", req->leader, sizeof(req->leader));
+	json_string(doc, "member", req->member, sizeof(req->member));
+	json_string(doc, "scheduled_at", req->scheduled_at, sizeof(req->scheduled_at));
+	lsn = json_number(doc, "final_lsn", 0);
+	req->final_lsn = (lsn > 0 && lsn < 1.8e19) ? (XLogRecPtr) lsn : InvalidXLogRecPtr;
+	req->handed_over = json_flag(doc, "handed_over");
+	req->mod_revision = kv->mod_revision;
+	cJSON_Delete(doc);
+	return true;
+}
+
+/*
+ * history key: a JSON array of [timeline, switch_lsn, reason, time, leader]
+ * entries, one per promotion (Patroni's layout).  Returns the timeline the
+ * cluster is on according to it (last entry's timeline + 1), 0 if none.
+ * When fork_lsn is not NULL it receives the switch point out of timeline tli.
+ */
+TimeLineID
+cluster_history_timeline(const ClusterView *view, TimeLineID tli, XLogRecPtr *fork_lsn)
+{
+	const EtcdKV *kv = cluster_get(view, "history");
+	cJSON	   *doc;
+	const cJSON *entry;
+	TimeLineID	latest = 0;
+
+	if (fork_lsn)
+		*fork_lsn = InvalidXLogRecPtr;
+	if (kv == NULL)
+		return 0;
+	doc = cJSON_ParseWithLength(kv->value, kv->value_len);
+	if (!cJSON_IsArray(doc))
+	{
+		cJSON_Delete(doc);
+		return 0;
+	}
+	cJSON_ArrayForEach(entry, doc)
+	{
+		const cJSON *t = cJSON_GetArrayItem(entry, 0);
+		const cJSON *l = cJSON_GetArrayItem(entry, 1);
+
+		if (!cJSON_IsArray(entry) || !cJSON_IsNumber(t) || t->valuedouble < 1 ||
+			t->valuedouble > 4294967294.0)
+			continue;
+		if ((TimeLineID) t->valuedouble + 1 > latest)
+			latest = (TimeLineID) t->valuedouble + 1;
+		if (fork_lsn && (TimeLineID) t->valuedouble == tli && cJSON_IsNumber(l) &&
+			l->valuedouble >= 0 && l->valuedouble < 1.8e19)
+			*fork_lsn = (XLogRecPtr) l->valuedouble;
+	}
+	cJSON_Delete(doc);
+	return latest;
+}
+
+/* The history value with one entry appended, palloc'd. */
+char *
+cluster_history_append(const ClusterView *view, TimeLineID old_tli, XLogRecPtr switch_lsn,
+					   const char *reason, const char *when, const char *new_leader)
+{
+	const EtcdKV *kv = cluster_get(view, "history");
+	cJSON	   *doc = kv ? cJSON_ParseWithLength(kv->value, kv->value_len) : NULL;
+	cJSON	   *entry;
+	char	   *text;
+	char	   *result;
+
+	if (!cJSON_IsArray(doc))
+	{
+		cJSON_Delete(doc);
+		doc = cJSON_CreateArray();
+	}
+	entry = cJSON_CreateArray();
+	cJSON_AddItemToArray(entry, cJSON_CreateNumber((double) old_tli));
+	cJSON_AddItemToArray(entry, cJSON_CreateNumber((double) switch_lsn));
+	cJSON_AddItemToArray(entry, cJSON_CreateString(reason));
+	cJSON_AddItemToArray(entry, cJSON_CreateString(when));
+	cJSON_AddItemToArray(entry, cJSON_CreateString(new_leader));
+	cJSON_AddItemToArray(doc, entry);
+	text = cJSON_PrintUnformatted(doc);
+	cJSON_Delete(doc);
+	if (text == NULL)
+		elog(ERROR, "out of memory building the history value");
+	result = pstrdup(text);
+	cJSON_free(text);
+	return result;
+}

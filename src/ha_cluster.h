@@ -1,0 +1,82 @@
+/*
+ * ha_cluster.h - the HA worker's copy of the cluster's etcd keys and the
+ * meaning of each (ha_cluster.c), and the failover decision (ha_failover.c).
+ */
+#ifndef PG_HA_CLUSTER_H
+#define PG_HA_CLUSTER_H
+
+#include "pg_ha.h"
+
+#define PG_HA_MAX_MEMBERS 64
+
+typedef struct ClusterView
+{
+	EtcdKVList	kvs;			/* every key under the cluster prefix */
+	size_t		prefix_len;		/* strlen("/<namespace>/<cluster>/") */
+	bool		loaded;
+} ClusterView;
+
+typedef struct MemberInfo
+{
+	char		name[PG_HA_NAME_LEN];
+	bool		valid;			/* the document parsed and has a position */
+	bool		is_replica;
+	XLogRecPtr	lsn;
+	TimeLineID	timeline;
+	bool		nofailover;
+	bool		noloadbalance;
+	int			failover_priority;
+	char		conn_url[256];
+	int64		mod_revision;
+} MemberInfo;
+
+typedef struct FailoverRequest
+{
+	char		leader[PG_HA_NAME_LEN];
+	char		member[PG_HA_NAME_LEN];
+	char		scheduled_at[64];
+	XLogRecPtr	final_lsn;		/* old leader's last position, once handed over */
+	bool		handed_over;
+	int64		mod_revision;
+} FailoverRequest;
+
+extern void cluster_reset(ClusterView *view);
+extern void cluster_load(ClusterView *view, EtcdKVList *range, size_t prefix_len);
+extern void cluster_apply_event(ClusterView *view, EtcdEvent *ev);
+extern const EtcdKV *cluster_get(const ClusterView *view, const char *suffix);
+extern const char *cluster_leader(const ClusterView *view);
+extern int	cluster_members(const ClusterView *view, MemberInfo *out, int max);
+extern bool cluster_member(const ClusterView *view, const char *name, MemberInfo *out);
+extern bool cluster_paused(const ClusterView *view);
+extern XLogRecPtr cluster_optime(const ClusterView *view);
+extern bool cluster_failover_request(const ClusterView *view, FailoverRequest *req);
+extern TimeLineID cluster_history_timeline(const ClusterView *view, TimeLineID tli,
+										   XLogRecPtr *fork_lsn);
+extern char *cluster_history_append(const ClusterView *view, TimeLineID old_tli,
+									XLogRecPtr switch_lsn, const char *reason,
+									const char *when, const char *new_leader);
+
+/* ---------- the failover decision (ha_failover.c) ---------- */
+
+typedef enum RaceDecision
+{
+	RACE_TAKE,					/* this node should take the leader key */
+	RACE_DEFER,					/* a better candidate exists: let it */
+	RACE_INELIGIBLE				/* this node must not take over */
+} RaceDecision;
+
+typedef struct RaceInput
+{
+	MemberInfo	self;
+	const MemberInfo *peers;	/* other replicas with fresh positions */
+	int			npeers;
+	XLogRecPtr	leader_optime;	/* last known position of the lost leader */
+	TimeLineID	cluster_timeline;
+	uint64		maximum_lag_bytes;
+} RaceInput;
+
+extern RaceDecision failover_decide(const RaceInput *in, char *why, size_t whylen);
+/* Is candidate a better new leader than other?  (LSN, priority, name) */
+extern bool failover_better(const MemberInfo *candidate, const MemberInfo *other);
+
+#endif							/* PG_HA_CLUSTER_H */
