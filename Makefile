@@ -37,6 +37,14 @@ PROVE_TESTS = $(if $(T),$(T),test/t/*.pl)
 
 EXTRA_CLEAN = tmp_check tmp_check_regress results log $(PROGRAMS) test/fuzz/build
 
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# after PGXS: CFLAGS and CPPFLAGS are known here
+$(PROGRAMS): %: src/bin/%.c $(FRONTEND_OBJS)
+	$(CC) $(CFLAGS) $(CPPFLAGS) -I$(includedir) -o $@ $< $(FRONTEND_OBJS) $(LDFLAGS) $(PROGRAM_LIBS)
+
 # Fuzzing (libFuzzer, clang): `make fuzz FUZZ_SECONDS=600`.
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
@@ -52,11 +60,3 @@ fuzz: $(FUZZ_TARGETS)
 	@mkdir -p test/fuzz/corpus-work/etcd_reply
 	test/fuzz/build/fuzz_etcd_reply -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		test/fuzz/corpus-work/etcd_reply $(srcdir)/test/fuzz/corpus/etcd_reply
-
-PG_CONFIG ?= pg_config
-PGXS := $(shell $(PG_CONFIG) --pgxs)
-include $(PGXS)
-
-# after PGXS: CFLAGS and CPPFLAGS are known here
-$(PROGRAMS): %: src/bin/%.c $(FRONTEND_OBJS)
-	$(CC) $(CFLAGS) $(CPPFLAGS) -I$(includedir) -o $@ $< $(FRONTEND_OBJS) $(LDFLAGS) $(PROGRAM_LIBS)
