@@ -1,0 +1,172 @@
+
+# kill -9 in the middle of pushing (of the archiver, which crash-restarts
+# the server, and of the whole postgres) never leaves an object restore
+# would accept that is not the original, and archiving resumes until every
+# segment is archived byte-identical.
+
+use strict;
+use warnings;
+
+use File::Compare;
+use File::Find;
+use File::Path qw(make_path);
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $bindir = `pg_config --bindir`;
+chomp $bindir;
+my $restore = "$bindir/pg_ha_restore";
+my $tmp     = PostgreSQL::Test::Utils::tempdir();
+my $repo    = "$tmp/repo";
+make_path($repo);
+
+my $node = PostgreSQL::Test::Cluster->new('crash');
+$node->init(allows_streaming => 1);
+# zstd level 19 takes seconds per segment: kills land mid-push
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'pg_ha'
+pg_ha.etcd_endpoints = 'http://127.0.0.1:9'
+pg_ha.etcd_timeout = 200
+pg_ha.cluster = 'archtest'
+pg_ha.node_name = 'crash'
+pg_ha.api_listen = ''
+# no etcd here: keep writes allowed (pg_ha.fencing) and no fixed ports
+pg_ha.fencing = off
+pg_ha.metrics_listen = ''
+archive_mode = on
+archive_library = 'pg_ha'
+pg_ha.archive_repo = '$repo'
+pg_ha.archive_compression_level = 19
+wal_keep_size = '2GB'
+restart_after_crash = on
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION pg_ha');
+my $pgdata = $node->data_dir;
+my $sysid  = $node->safe_psql('postgres',
+	'SELECT system_identifier FROM pg_control_system()');
+
+my $batch = 0;
+sub new_segments
+{
+	my ($n) = @_;
+	my $last;
+	for (1 .. $n)
+	{
+		$batch++;
+		$node->safe_psql('postgres',
+			"CREATE TABLE b$batch AS SELECT g, md5(g::text) AS h FROM generate_series(1, 60000) g");
+		$last = $node->safe_psql('postgres', 'SELECT pg_walfile_name(pg_switch_wal())');
+	}
+	return $last;
+}
+
+sub postmaster_pid
+{
+	open my $fh, '<', "$pgdata/postmaster.pid" or return undef;
+	my $pid = <$fh>;
+	close $fh;
+	chomp $pid;
+	return $pid;
+}
+
+sub child_pids
+{
+	my ($ppid, $re) = @_;
+	my @pids;
+	for my $line (split /\n/, `ps -o pid=,args= --ppid $ppid`)
+	{
+		my ($pid, $args) = $line =~ /^\s*(\d+)\s+(.*)$/ or next;
+		push @pids, $pid if !defined $re || $args =~ $re;
+	}
+	return @pids;
+}
+
+sub wait_mid_push
+{
+	return $node->poll_query_until('postgres',
+		'SELECT in_flight > 0 AND pending_count > 1 FROM pg_ha.archive_status()');
+}
+
+# Every object in the repository must restore and equal the segment in
+# pg_wal; temp files must not be restorable.  Returns (objects, tmp files).
+sub check_repository
+{
+	my ($label) = @_;
+	my (@objects, @tmpfiles);
+	find(sub {
+			return unless -f $_;
+			if (/^[0-9A-F]{24}$/) { push @objects, $_ }
+			elsif (/\.tmp\./)     { push @tmpfiles, $_ }
+		},
+		$repo);
+	my $bad = 0;
+	for my $seg (@objects)
+	{
+		my ($out, $err) = ('', '');
+		IPC::Run::run([ $restore, '--repo', $repo, '--cluster', 'archtest', '--sysid', $sysid,
+				'--prefetch', '0', $seg, "$tmp/check" ], '>', \$out, '2>', \$err);
+		my $rc = $? >> 8;
+		if ($rc != 0 || (-f "$pgdata/pg_wal/$seg" && compare("$tmp/check", "$pgdata/pg_wal/$seg") != 0))
+		{
+			diag "$label: $seg: rc $rc $err";
+			$bad++;
+		}
+	}
+	is($bad, 0, "$label: all " . scalar(@objects) . ' objects in the repository restore byte-identical');
+	for my $t (@tmpfiles)
+	{
+		my ($name) = $t =~ /^([0-9A-F]{24})\.tmp\./;
+		next unless $name;
+		next if grep { $_ eq $name } @objects;
+		IPC::Run::run([ $restore, '--repo', $repo, '--cluster', 'archtest', '--sysid', $sysid,
+				'--prefetch', '0', $name, "$tmp/check" ], '>', \my $o, '2>', \my $e);
+		is($? >> 8, 1, "$label: $name exists only as a temp file: restore says not found");
+	}
+	return (scalar @objects, scalar @tmpfiles);
+}
+
+sub wait_all_archived
+{
+	my ($seg) = @_;
+	return $node->poll_query_until('postgres',
+		"SELECT last_archived_wal >= '$seg' AND NOT EXISTS (SELECT 1 FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready') FROM pg_stat_archiver");
+}
+
+# --- kill -9 of the archiver mid-push: the server crash-restarts.
+my $last = new_segments(5);
+ok(wait_mid_push(), 'archiver: pushes are in flight');
+my ($archiver) = child_pids(postmaster_pid(), qr/archiver/);
+ok($archiver, "archiver: found the archiver process ($archiver)");
+kill 'KILL', $archiver;
+ok($node->poll_query_until('postgres', 'SELECT true'), 'archiver: server is back after the crash restart');
+ok($node->log_contains(qr/archiver process \(PID $archiver\) was terminated by signal 9/),
+	'archiver: postmaster saw the archiver killed');
+check_repository('after kill -9 of the archiver');
+
+# --- kill -9 of postgres (postmaster and every child) mid-push.
+$last = new_segments(4);
+ok(wait_mid_push(), 'postgres: pushes are in flight');
+my $pm = postmaster_pid();
+my @children = child_pids($pm);
+kill 'KILL', $pm, @children;
+$node->kill9;    # the framework's bookkeeping; the postmaster is gone already
+# children of a SIGKILLed postmaster may take a moment to vanish
+for (1 .. 100)
+{
+	last unless grep { kill 0, $_ } @children;
+	select(undef, undef, undef, 0.1);
+}
+check_repository('after kill -9 of postgres');
+
+# fast compression again; everything pending gets archived
+$node->append_conf('postgresql.conf', "pg_ha.archive_compression_level = 1\n");
+$node->start;
+ok(wait_all_archived($last), 'after restart: every segment is archived');
+my ($objects) = check_repository('after archiving resumed');
+cmp_ok($objects, '>=', 9, "after archiving resumed: $objects segments in the repository");
+
+$node->stop;
+done_testing();
