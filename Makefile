@@ -43,7 +43,7 @@ include $(PGXS)
 
 # after PGXS: CFLAGS and CPPFLAGS are known here
 $(PROGRAMS): %: src/bin/%.c $(FRONTEND_OBJS)
-	$(CC) $(CFLAGS) $(CPPFLAGS) -I$(includedir) -o $@ $< $(FRONTEND_OBJS) $(LDFLAGS) $(PROGRAM_LIBS)
+	$(CC) $(CFLAGS) $(CPPFLAGS) -I$(includedir) -DPGBINDIR=\"$(bindir)\" -o $@ $< $(FRONTEND_OBJS) $(LDFLAGS) $(PROGRAM_LIBS)
 
 # Fuzzing (libFuzzer, clang): `make fuzz FUZZ_SECONDS=600`.
 FUZZ_SECONDS ?= 60

@@ -45,6 +45,8 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "postmaster/postmaster.h"
+#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
@@ -88,6 +90,7 @@ typedef struct HaWorker
 	TimeLineID	promoted_from;
 	char		promote_reason[64];
 
+	int64		diverged_since; /* 0 = following fine */
 	bool		initialize_checked;
 	char	   *published_member;	/* last member document written */
 	char		followed[PG_HA_NAME_LEN];	/* leader primary_conninfo points at */
@@ -921,6 +924,62 @@ follow(const char *leader)
 	strlcpy(worker.followed, leader, sizeof(worker.followed));
 }
 
+/*
+ * A standby that replayed WAL of its old timeline past the point where the
+ * leader's timeline forked off can never follow it: it wrote WAL (as a
+ * former primary) that the leader lacks.  Only pg_rewind, which needs
+ * postgres stopped, can fix that.  The worker leaves a marker in the data
+ * directory and shuts postgres down; the service manager's restart runs
+ * `pg_hactl rejoin --if-needed` (ExecStartPre), which rewinds it.  The
+ * condition must hold for two renew intervals, so a transient view of
+ * etcd cannot shut a healthy standby down.
+ */
+static void
+check_divergence(const NodeSnapshot *snap, const char *leader)
+{
+	MemberInfo	m;
+	XLogRecPtr	fork;
+	int64		now = pg_ha_monotonic_us();
+	char		path[MAXPGPATH];
+	FILE	   *f;
+
+	if (!cluster_member(&worker.view, leader, &m) || m.timeline <= snap->timeline ||
+		cluster_paused(&worker.view))
+	{
+		worker.diverged_since = 0;
+		return;
+	}
+	cluster_history_timeline(&worker.view, snap->timeline, &fork);
+	if (fork == InvalidXLogRecPtr || snap->replay_lsn <= fork)
+	{
+		worker.diverged_since = 0;
+		return;
+	}
+	if (worker.diverged_since == 0)
+	{
+		worker.diverged_since = now;
+		return;
+	}
+	if (now - worker.diverged_since < 2 * worker.lease_ttl * 1000000 / 3)
+		return;
+
+	snprintf(path, sizeof(path), "%s/pg_ha.rejoin", DataDir);
+	f = AllocateFile(path, "w");
+	if (f == NULL || fprintf(f, "leader=%s\nfork_lsn=%X/%X\n", leader, LSN_FORMAT_ARGS(fork)) < 0 ||
+		FreeFile(f) != 0)
+	{
+		remember_error("cannot write %s: %m", path);
+		return;
+	}
+	ereport(LOG,
+			(errmsg("pg_ha: diverged: replayed %X/%X on timeline %u, past where timeline %u of leader \"%s\" forked (%X/%X); shutting down for pg_rewind",
+					LSN_FORMAT_ARGS(snap->replay_lsn), snap->timeline, m.timeline, leader,
+					LSN_FORMAT_ARGS(fork)),
+			 errhint("The service manager restarts postgres; its ExecStartPre \"pg_hactl rejoin --if-needed\" rewinds this node.")));
+	if (kill(PostmasterPid, SIGINT) != 0)
+		remember_error("cannot signal the postmaster: %m");
+}
+
 static bool
 standby_cycle(const NodeSnapshot *snap)
 {
@@ -947,6 +1006,7 @@ standby_cycle(const NodeSnapshot *snap)
 	{
 		worker.race_started = 0;
 		follow(leader);
+		check_divergence(snap, leader);
 	}
 	set_state(HA_EV_FOLLOWING, leader[0] ? leader : NULL);
 	return true;

@@ -1,0 +1,926 @@
+/*
+ * pg_hactl - command-line companion of pg_ha (what patronictl is to
+ * Patroni), and the outside step postgres cannot do for itself.
+ *
+ *   pg_hactl [options] list                  the cluster table from etcd
+ *   pg_hactl [options] switchover [--candidate NAME] [--timeout S]
+ *   pg_hactl [options] clone --pgdata DIR --node-name NAME --port PORT
+ *   pg_hactl [options] rejoin --pgdata DIR [--if-needed] [--reclone]
+ *
+ * etcd settings come from flags, or from the pg_ha.* lines of
+ * DIR/postgresql.conf and postgresql.auto.conf when --pgdata is given.
+ *
+ * rejoin is meant for systemd's ExecStartPre (contrib/systemd): postgres
+ * is stopped when it runs.  It makes sure the node cannot come back as a
+ * second primary: when another node holds the leader key, the node starts
+ * as its standby, after pg_rewind if it had diverged (or a fresh clone when
+ * rewind is impossible).  pg_rewind overwrites the configuration files with
+ * the leader's, so the node's own are saved first and put back after.
+ *
+ * Exit codes: 0 done, 1 refused or failed (message on stderr), 2 usage.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "libpq-fe.h"
+
+#include "etcd.h"
+
+#ifndef PGBINDIR
+#define PGBINDIR "/usr/lib/postgresql/15/bin"
+#endif
+
+#define MAX_MEMBERS 64
+
+typedef struct Settings
+{
+	char		endpoints[1024];
+	char		namespace[256];
+	char		cluster[128];
+	char		node_name[128];
+	char		cacert[512];
+	char		cert[512];
+	char		key[512];
+	char		user[128];
+	char		password[256];
+	char		replication_conninfo[512];
+	char		pgdata[PATH_MAX];
+	long		timeout_ms;
+} Settings;
+
+typedef struct Member
+{
+	char		name[128];
+	char		role[32];
+	char		state[32];
+	char		conn_url[256];
+	char		host[256];
+	char		port[16];
+	double		lsn;
+	int			timeline;
+	bool		nofailover;
+	bool		noloadbalance;
+} Member;
+
+typedef struct Cluster
+{
+	char		leader[128];
+	Member		members[MAX_MEMBERS];
+	int			nmembers;
+	bool		paused;
+	char		failover[512];
+	int			history_timeline;	/* latest timeline by history, 0 = none */
+} Cluster;
+
+static void die(const char *fmt,...) __attribute__((format(printf, 1, 2), noreturn));
+
+static void
+die(const char *fmt,...)
+{
+	va_list		ap;
+
+	fprintf(stderr, "pg_hactl: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static void
+say(const char *fmt,...) __attribute__((format(printf, 1, 2)));
+
+static void
+say(const char *fmt,...)
+{
+	va_list		ap;
+
+	printf("pg_hactl: ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+static void
+copy_setting(char *dst, size_t len, const char *value)
+{
+	if (strlen(value) >= len)
+		die("setting value too long: %.40s...", value);
+	strcpy(dst, value);
+}
+
+/*
+ * Reads pg_ha.* settings from one postgresql.conf-style file: lines of
+ * "name = value" or "name value", value optionally single-quoted with ''
+ * for a quote, "#" starting a comment.  Later lines win, as in postgres.
+ */
+static void
+read_conf_file(Settings *s, const char *path)
+{
+	FILE	   *f = fopen(path, "r");
+	char		line[4096];
+
+	if (f == NULL)
+		return;
+	while (fgets(line, sizeof(line), f))
+	{
+		char	   *p = line;
+		char		name[128];
+		char		value[2048];
+		size_t		n = 0;
+		size_t		v = 0;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		while (*p && *p != '=' && *p != ' ' && *p != '\t' && *p != '#' && *p != '\n' &&
+			   n < sizeof(name) - 1)
+			name[n++] = *p++;
+		name[n] = '\0';
+		if (n == 0)
+			continue;
+		while (*p == ' ' || *p == '\t' || *p == '=')
+			p++;
+		if (*p == '\'')
+		{
+			p++;
+			while (*p && v < sizeof(value) - 1)
+			{
+				if (*p == '\'' && p[1] == '\'')
+				{
+					value[v++] = '\'';
+					p += 2;
+				}
+				else if (*p == '\'')
+					break;
+				else
+					value[v++] = *p++;
+			}
+		}
+		else
+			while (*p && *p != ' ' && *p != '\t' && *p != '#' && *p != '\n' && v < sizeof(value) - 1)
+				value[v++] = *p++;
+		value[v] = '\0';
+
+		if (strcmp(name, "pg_ha.etcd_endpoints") == 0)
+			copy_setting(s->endpoints, sizeof(s->endpoints), value);
+		else if (strcmp(name, "pg_ha.namespace") == 0)
+			copy_setting(s->namespace, sizeof(s->namespace), value);
+		else if (strcmp(name, "pg_ha.cluster") == 0 ||
+				 (strcmp(name, "cluster_name") == 0 && s->cluster[0] == '\0'))
+			copy_setting(s->cluster, sizeof(s->cluster), value);
+		else if (strcmp(name, "pg_ha.node_name") == 0)
+			copy_setting(s->node_name, sizeof(s->node_name), value);
+		else if (strcmp(name, "pg_ha.etcd_cacert") == 0)
+			copy_setting(s->cacert, sizeof(s->cacert), value);
+		else if (strcmp(name, "pg_ha.etcd_cert") == 0)
+			copy_setting(s->cert, sizeof(s->cert), value);
+		else if (strcmp(name, "pg_ha.etcd_key") == 0)
+			copy_setting(s->key, sizeof(s->key), value);
+		else if (strcmp(name, "pg_ha.etcd_user") == 0)
+			copy_setting(s->user, sizeof(s->user), value);
+		else if (strcmp(name, "pg_ha.etcd_password") == 0)
+			copy_setting(s->password, sizeof(s->password), value);
+		else if (strcmp(name, "pg_ha.replication_conninfo") == 0)
+			copy_setting(s->replication_conninfo, sizeof(s->replication_conninfo), value);
+	}
+	fclose(f);
+}
+
+static char *
+key_path(const Settings *s, const char *suffix)
+{
+	static char buf[4][512];
+	static int	next;
+	char	   *out = buf[next++ % 4];
+	size_t		nslen = strlen(s->namespace);
+
+	while (nslen > 0 && s->namespace[nslen - 1] == '/')
+		nslen--;
+	snprintf(out, 512, "%.*s/%s/%s", (int) nslen, s->namespace, s->cluster, suffix);
+	return out;
+}
+
+static EtcdClient *
+connect_etcd(const Settings *s)
+{
+	EtcdConfig	c;
+	char		err[ETCD_ERRMSG_LEN];
+	EtcdClient *client;
+
+	if (!etcd_global_init())
+		die("could not initialise libcurl");
+	memset(&c, 0, sizeof(c));
+	c.endpoints = s->endpoints;
+	c.cacert = s->cacert;
+	c.cert = s->cert;
+	c.key = s->key;
+	c.user = s->user;
+	c.password = s->password;
+	c.timeout_ms = s->timeout_ms;
+	client = etcd_client_new(&c, err, sizeof(err));
+	if (client == NULL)
+		die("%s", err);
+	return client;
+}
+
+static void
+json_str(const cJSON *o, const char *name, char *out, size_t len)
+{
+	const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
+
+	out[0] = '\0';
+	if (cJSON_IsString(it) && strlen(it->valuestring) < len)
+		strcpy(out, it->valuestring);
+}
+
+static bool
+split_conn_url(const char *url, char *host, size_t hlen, char *port, size_t plen)
+{
+	const char *p = strstr(url, "://");
+	const char *colon;
+	const char *end;
+
+	if (p == NULL)
+		return false;
+	p += 3;
+	end = strchr(p, '/');
+	if (end == NULL)
+		end = p + strlen(p);
+	colon = memchr(p, ':', (size_t) (end - p));
+	if (colon == NULL || (size_t) (colon - p) >= hlen || (size_t) (end - colon - 1) >= plen)
+		return false;
+	snprintf(host, hlen, "%.*s", (int) (colon - p), p);
+	snprintf(port, plen, "%.*s", (int) (end - colon - 1), colon + 1);
+	return true;
+}
+
+static void
+load_cluster(const Settings *s, EtcdClient *client, Cluster *c)
+{
+	EtcdKVList	kvs;
+	EtcdStatus	st;
+	const char *prefix = key_path(s, "");
+	size_t		plen = strlen(prefix);
+
+	memset(c, 0, sizeof(*c));
+	st = etcd_get(client, prefix, true, &kvs);
+	if (st != ETCD_OK && st != ETCD_NOT_FOUND)
+		die("cannot read %s from etcd: %s", prefix, etcd_last_error(client));
+	for (int i = 0; i < kvs.count; i++)
+	{
+		const char *suffix = kvs.kvs[i].key + plen;
+		cJSON	   *doc;
+
+		if (strlen(kvs.kvs[i].key) < plen)
+			continue;
+		if (strcmp(suffix, "leader") == 0)
+			snprintf(c->leader, sizeof(c->leader), "%s", kvs.kvs[i].value);
+		else if (strcmp(suffix, "failover") == 0)
+			snprintf(c->failover, sizeof(c->failover), "%s", kvs.kvs[i].value);
+		else if (strcmp(suffix, "config") == 0)
+		{
+			doc = cJSON_Parse(kvs.kvs[i].value);
+			c->paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "pause"));
+			cJSON_Delete(doc);
+		}
+		else if (strcmp(suffix, "history") == 0)
+		{
+			const cJSON *e;
+
+			doc = cJSON_Parse(kvs.kvs[i].value);
+			if (!cJSON_IsArray(doc))
+			{
+				cJSON_Delete(doc);
+				continue;
+			}
+			cJSON_ArrayForEach(e, doc)
+			{
+				const cJSON *t = cJSON_GetArrayItem(e, 0);
+
+				if (cJSON_IsNumber(t) && t->valuedouble + 1 > c->history_timeline &&
+					t->valuedouble < 1e9)
+					c->history_timeline = (int) t->valuedouble + 1;
+			}
+			cJSON_Delete(doc);
+		}
+		else if (strncmp(suffix, "members/", 8) == 0 && c->nmembers < MAX_MEMBERS)
+		{
+			Member	   *m = &c->members[c->nmembers];
+			const cJSON *tags;
+			const cJSON *num;
+
+			memset(m, 0, sizeof(*m));
+			snprintf(m->name, sizeof(m->name), "%s", suffix + 8);
+			doc = cJSON_Parse(kvs.kvs[i].value);
+			if (!cJSON_IsObject(doc))
+			{
+				cJSON_Delete(doc);
+				continue;
+			}
+			json_str(doc, "role", m->role, sizeof(m->role));
+			json_str(doc, "state", m->state, sizeof(m->state));
+			json_str(doc, "conn_url", m->conn_url, sizeof(m->conn_url));
+			split_conn_url(m->conn_url, m->host, sizeof(m->host), m->port, sizeof(m->port));
+			num = cJSON_GetObjectItemCaseSensitive(doc, "xlog_location");
+			m->lsn = cJSON_IsNumber(num) ? num->valuedouble : -1;
+			num = cJSON_GetObjectItemCaseSensitive(doc, "timeline");
+			m->timeline = cJSON_IsNumber(num) ? (int) num->valuedouble : 0;
+			tags = cJSON_GetObjectItemCaseSensitive(doc, "tags");
+			m->nofailover = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(tags, "nofailover"));
+			m->noloadbalance = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(tags, "noloadbalance"));
+			cJSON_Delete(doc);
+			c->nmembers++;
+		}
+	}
+	etcd_kvlist_free(&kvs);
+}
+
+static const Member *
+find_member(const Cluster *c, const char *name)
+{
+	for (int i = 0; i < c->nmembers; i++)
+		if (strcmp(c->members[i].name, name) == 0)
+			return &c->members[i];
+	return NULL;
+}
+
+/* ---------- list ---------- */
+
+static int
+cmd_list(const Settings *s)
+{
+	EtcdClient *client = connect_etcd(s);
+	Cluster		c;
+	const Member *leader;
+
+	load_cluster(s, client, &c);
+	etcd_client_free(client);
+	leader = find_member(&c, c.leader);
+	printf("+ Cluster: %s (%s)%s\n", s->cluster, key_path(s, ""), c.paused ? " [paused]" : "");
+	printf("%-20s %-22s %-8s %-10s %4s %12s  %s\n", "Member", "Host", "Role", "State", "TL",
+		   "Lag in MB", "Tags");
+	for (int i = 0; i < c.nmembers; i++)
+	{
+		const Member *m = &c.members[i];
+		bool		is_leader = strcmp(m->name, c.leader) == 0;
+		char		lag[32] = "";
+		char		hostport[300];
+
+		if (!is_leader && leader && leader->lsn >= 0 && m->lsn >= 0)
+			snprintf(lag, sizeof(lag), "%.1f",
+					 leader->lsn > m->lsn ? (leader->lsn - m->lsn) / 1048576.0 : 0.0);
+		snprintf(hostport, sizeof(hostport), "%s:%s", m->host, m->port);
+		printf("%-20s %-22s %-8s %-10s %4d %12s  %s%s\n", m->name, hostport,
+			   is_leader ? "Leader" : (strcmp(m->role, "replica") == 0 ? "Replica" : m->role),
+			   m->state, m->timeline, lag,
+			   m->nofailover ? "nofailover " : "", m->noloadbalance ? "noloadbalance" : "");
+	}
+	if (c.leader[0] == '\0')
+		printf("(no leader)\n");
+	if (c.failover[0])
+		printf("pending failover/switchover: %s\n", c.failover);
+	return 0;
+}
+
+/* ---------- switchover ---------- */
+
+static int
+cmd_switchover(const Settings *s, const char *candidate, int timeout_s)
+{
+	EtcdClient *client = connect_etcd(s);
+	Cluster		c;
+	const Member *cand = NULL;
+	char		value[512];
+	EtcdKV		existing;
+	EtcdStatus	st;
+	time_t		give_up;
+
+	load_cluster(s, client, &c);
+	if (c.paused)
+		die("switchover refused: the cluster is paused");
+	if (c.leader[0] == '\0')
+		die("switchover refused: the cluster has no leader");
+	if (c.failover[0])
+		die("switchover refused: a switchover or failover is already in progress: %s", c.failover);
+	if (candidate)
+	{
+		cand = find_member(&c, candidate);
+		if (cand == NULL)
+			die("switchover refused: no member named \"%s\"", candidate);
+	}
+	else
+	{
+		for (int i = 0; i < c.nmembers; i++)
+		{
+			const Member *m = &c.members[i];
+
+			if (strcmp(m->role, "replica") == 0 && !m->nofailover &&
+				(cand == NULL || m->lsn > cand->lsn))
+				cand = m;
+		}
+		if (cand == NULL)
+			die("switchover refused: no replica can take over");
+	}
+	if (strcmp(cand->name, c.leader) == 0)
+		die("switchover refused: \"%s\" is already the leader", cand->name);
+	if (strcmp(cand->role, "replica") != 0 || cand->nofailover)
+		die("switchover refused: \"%s\" is not an eligible replica", cand->name);
+
+	snprintf(value, sizeof(value), "{\"leader\":\"%s\",\"member\":\"%s\"}", c.leader, cand->name);
+	st = etcd_create(client, key_path(s, "failover"), value, 0, &existing);
+	etcd_kv_free(&existing);
+	if (st == ETCD_NOT_FOUND)
+		die("switchover refused: a switchover or failover is already in progress");
+	if (st != ETCD_OK)
+		die("cannot write the failover key: %s", etcd_last_error(client));
+	say("switchover from \"%s\" to \"%s\" requested", c.leader, cand->name);
+
+	give_up = time(NULL) + timeout_s;
+	while (time(NULL) < give_up)
+	{
+		Cluster		now;
+		const Member *m;
+		char		want[128];
+
+		usleep(100 * 1000);
+		snprintf(want, sizeof(want), "%s", cand->name);
+		load_cluster(s, client, &now);
+		if (strstr(now.failover, "\"aborted\""))
+		{
+			etcd_delete(client, key_path(s, "failover"), false);
+			die("switchover abandoned by the leader: %s", now.failover);
+		}
+		m = find_member(&now, want);
+		if (strcmp(now.leader, want) == 0 && m && strcmp(m->role, "replica") != 0)
+		{
+			say("switched over to \"%s\"", want);
+			etcd_client_free(client);
+			return 0;
+		}
+	}
+	etcd_client_free(client);
+	die("switchover did not complete within %d s", timeout_s);
+}
+
+/* ---------- clone and rejoin ---------- */
+
+static int
+run(char *const argv[])
+{
+	pid_t		pid;
+	int			status;
+
+	printf("pg_hactl: running");
+	for (int i = 0; argv[i]; i++)
+		printf(" %s", strncmp(argv[i], "password=", 9) == 0 ? "password=***" : argv[i]);
+	printf("\n");
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		die("fork failed: %s", strerror(errno));
+	if (pid == 0)
+	{
+		execv(argv[0], argv);
+		fprintf(stderr, "pg_hactl: cannot run %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) < 0)
+		die("waitpid failed: %s", strerror(errno));
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+/* libpq connection string to a member, with the replication options. */
+static void
+member_conninfo(const Settings *s, const Member *m, char *out, size_t len)
+{
+	snprintf(out, len, "host=%s port=%s dbname=postgres %s", m->host, m->port,
+			 s->replication_conninfo);
+}
+
+static bool
+file_exists(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0;
+}
+
+static void
+copy_file(const char *from, const char *to)
+{
+	FILE	   *in = fopen(from, "rb");
+	FILE	   *out;
+	char		buf[65536];
+	size_t		n;
+
+	if (in == NULL)
+		return;					/* a file the node does not have */
+	out = fopen(to, "wb");
+	if (out == NULL)
+		die("cannot write %s: %s", to, strerror(errno));
+	while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+		if (fwrite(buf, 1, n, out) != n)
+			die("cannot write %s: %s", to, strerror(errno));
+	fclose(in);
+	if (fflush(out) != 0 || fsync(fileno(out)) != 0 || fclose(out) != 0)
+		die("cannot write %s: %s", to, strerror(errno));
+}
+
+static const char *const local_config_files[] = {
+	"postgresql.conf", "postgresql.auto.conf", "pg_hba.conf", "pg_ident.conf", NULL
+};
+
+/* Keep the node's own configuration away from pg_rewind / pg_basebackup. */
+static void
+save_local_config(const char *pgdata, const char *saved)
+{
+	char		from[PATH_MAX];
+	char		to[PATH_MAX];
+
+	if (mkdir(saved, 0700) != 0 && errno != EEXIST)
+		die("cannot create %s: %s", saved, strerror(errno));
+	for (int i = 0; local_config_files[i]; i++)
+	{
+		snprintf(from, sizeof(from), "%s/%s", pgdata, local_config_files[i]);
+		snprintf(to, sizeof(to), "%s/%s", saved, local_config_files[i]);
+		copy_file(from, to);
+	}
+}
+
+static void
+restore_local_config(const char *pgdata, const char *saved)
+{
+	char		from[PATH_MAX];
+	char		to[PATH_MAX];
+
+	for (int i = 0; local_config_files[i]; i++)
+	{
+		snprintf(from, sizeof(from), "%s/%s", saved, local_config_files[i]);
+		snprintf(to, sizeof(to), "%s/%s", pgdata, local_config_files[i]);
+		if (file_exists(from))
+			copy_file(from, to);
+	}
+}
+
+/*
+ * Makes DIR start as a standby of leader: standby.signal, and
+ * primary_conninfo in postgresql.auto.conf (postgres is stopped, so this is
+ * what pg_basebackup -R and pg_rewind -R do too).
+ */
+static void
+configure_standby(const Settings *s, const char *pgdata, const Member *leader)
+{
+	char		path[PATH_MAX];
+	char		tmp[PATH_MAX];
+	FILE	   *in;
+	FILE	   *out;
+	char		line[4096];
+
+	snprintf(path, sizeof(path), "%s/standby.signal", pgdata);
+	out = fopen(path, "w");
+	if (out == NULL || fsync(fileno(out)) != 0 || fclose(out) != 0)
+		die("cannot create %s: %s", path, strerror(errno));
+
+	snprintf(path, sizeof(path), "%s/postgresql.auto.conf", pgdata);
+	snprintf(tmp, sizeof(tmp), "%s/postgresql.auto.conf.pg_hactl", pgdata);
+	out = fopen(tmp, "w");
+	if (out == NULL)
+		die("cannot write %s: %s", tmp, strerror(errno));
+	in = fopen(path, "r");
+	while (in && fgets(line, sizeof(line), in))
+		if (strncmp(line, "primary_conninfo", 16) != 0)
+			fputs(line, out);
+	if (in)
+		fclose(in);
+	fprintf(out, "primary_conninfo = 'host=%s port=%s application_name=%s %s'\n",
+			leader->host, leader->port, s->node_name, s->replication_conninfo);
+	if (fflush(out) != 0 || fsync(fileno(out)) != 0 || fclose(out) != 0 || rename(tmp, path) != 0)
+		die("cannot write %s: %s", path, strerror(errno));
+	say("%s will start as a standby of \"%s\" (%s:%s)", pgdata, leader->name, leader->host, leader->port);
+}
+
+static int
+clone_from(const Settings *s, const Member *leader, const char *pgdata)
+{
+	char		conninfo[1024];
+	char	   *argv[12];
+	int			n = 0;
+
+	member_conninfo(s, leader, conninfo, sizeof(conninfo));
+	argv[n++] = PGBINDIR "/pg_basebackup";
+	argv[n++] = "-d";
+	argv[n++] = conninfo;
+	argv[n++] = "-D";
+	argv[n++] = (char *) pgdata;
+	argv[n++] = "-X";
+	argv[n++] = "stream";
+	argv[n++] = "-c";
+	argv[n++] = "fast";
+	argv[n] = NULL;
+	return run(argv);
+}
+
+static const Member *
+require_leader(const Cluster *c)
+{
+	const Member *leader = find_member(c, c->leader);
+
+	if (c->leader[0] == '\0' || leader == NULL || leader->host[0] == '\0')
+		die("the cluster has no leader to follow yet");
+	return leader;
+}
+
+static int
+cmd_clone(Settings *s, const char *node_name, const char *port, const char *connect_host)
+{
+	EtcdClient *client = connect_etcd(s);
+	Cluster		c;
+	const Member *leader;
+	char		path[PATH_MAX];
+	FILE	   *f;
+
+	load_cluster(s, client, &c);
+	etcd_client_free(client);
+	leader = require_leader(&c);
+	if (file_exists(s->pgdata))
+	{
+		snprintf(path, sizeof(path), "%s/PG_VERSION", s->pgdata);
+		if (file_exists(path))
+			die("%s already holds a database cluster", s->pgdata);
+	}
+	if (clone_from(s, leader, s->pgdata) != 0)
+		die("pg_basebackup from \"%s\" failed", leader->name);
+	snprintf(s->node_name, sizeof(s->node_name), "%s", node_name);
+	snprintf(path, sizeof(path), "%s/postgresql.conf", s->pgdata);
+	f = fopen(path, "a");
+	if (f == NULL)
+		die("cannot append to %s: %s", path, strerror(errno));
+	fprintf(f, "\n# added by pg_hactl clone\nport = %s\npg_ha.node_name = '%s'\npg_ha.connect_address = '%s:%s'\n",
+			port, node_name, connect_host, port);
+	if (fclose(f) != 0)
+		die("cannot write %s: %s", path, strerror(errno));
+	configure_standby(s, s->pgdata, leader);
+	say("cloned \"%s\" from \"%s\" into %s", node_name, leader->name, s->pgdata);
+	return 0;
+}
+
+static int
+cmd_rejoin(Settings *s, bool if_needed, bool reclone)
+{
+	EtcdClient *client = connect_etcd(s);
+	Cluster		c;
+	const Member *leader;
+	char		marker[PATH_MAX];
+	char		signal_file[PATH_MAX];
+	char		saved[PATH_MAX];
+	char		conninfo[1024];
+	bool		marked;
+	bool		primary;
+
+	load_cluster(s, client, &c);
+	etcd_client_free(client);
+	snprintf(marker, sizeof(marker), "%s/pg_ha.rejoin", s->pgdata);
+	snprintf(signal_file, sizeof(signal_file), "%s/standby.signal", s->pgdata);
+	marked = file_exists(marker);
+	primary = !file_exists(signal_file);
+
+	if (c.leader[0] == '\0' || strcmp(c.leader, s->node_name) == 0)
+	{
+		/* nobody else leads: postgres starts as it is, pg_ha takes it from there */
+		if (!marked && if_needed)
+		{
+			say("no other leader: nothing to do");
+			return 0;
+		}
+		if (c.leader[0] == '\0')
+			die("the cluster has no leader to rejoin; start postgres and let pg_ha elect one");
+	}
+	leader = require_leader(&c);
+
+	if (!marked && !reclone)
+	{
+		if (primary)
+		{
+			/* a former primary must not come back writable next to a leader */
+			configure_standby(s, s->pgdata, leader);
+			if (if_needed)
+				return 0;
+		}
+		else if (if_needed)
+		{
+			say("standby of the cluster: nothing to do");
+			return 0;
+		}
+	}
+
+	snprintf(saved, sizeof(saved), "%s.pg_hactl-config", s->pgdata);
+	save_local_config(s->pgdata, saved);
+	member_conninfo(s, leader, conninfo, sizeof(conninfo));
+	if (!reclone)
+	{
+		/*
+		 * pg_rewind reads the source's timeline from its control file, which
+		 * a fresh leader updates only at its first checkpoint after the
+		 * promotion (a spread one): force it, or pg_rewind sees "the same
+		 * timeline" and rewinds nothing.
+		 */
+		PGconn	   *conn = PQconnectdb(conninfo);
+
+		if (PQstatus(conn) != CONNECTION_OK)
+			say("cannot connect to \"%s\" for a checkpoint: %s", leader->name, PQerrorMessage(conn));
+		else
+		{
+			PGresult   *res = PQexec(conn, "CHECKPOINT");
+
+			if (PQresultStatus(res) != PGRES_COMMAND_OK)
+				say("CHECKPOINT on \"%s\" failed: %s", leader->name, PQerrorMessage(conn));
+			PQclear(res);
+		}
+		PQfinish(conn);
+	}
+	if (!reclone)
+	{
+		char	   *argv[] = {PGBINDIR "/pg_rewind", "--target-pgdata", s->pgdata,
+			"--source-server", conninfo, "--progress", NULL};
+
+		if (run(argv) == 0)
+		{
+			restore_local_config(s->pgdata, saved);
+			configure_standby(s, s->pgdata, leader);
+			unlink(marker);
+			say("rewound %s to \"%s\"", s->pgdata, leader->name);
+			return 0;
+		}
+		say("pg_rewind failed: cloning afresh from \"%s\"", leader->name);
+	}
+	{
+		char		aside[PATH_MAX];
+
+		snprintf(aside, sizeof(aside), "%s.pg_hactl-old", s->pgdata);
+		if (file_exists(aside))
+			die("%s exists from an earlier attempt: remove it first", aside);
+		if (rename(s->pgdata, aside) != 0)
+			die("cannot move %s aside: %s", s->pgdata, strerror(errno));
+		if (clone_from(s, leader, s->pgdata) != 0)
+			die("pg_basebackup from \"%s\" failed; the old data directory is %s", leader->name, aside);
+		restore_local_config(s->pgdata, saved);
+		configure_standby(s, s->pgdata, leader);
+		say("re-cloned %s from \"%s\"; the old data directory is kept in %s", s->pgdata,
+			leader->name, aside);
+	}
+	return 0;
+}
+
+static void
+usage(void)
+{
+	fprintf(stderr,
+			"usage: pg_hactl [options] list\n"
+			"       pg_hactl [options] switchover [--candidate NAME] [--timeout S]\n"
+			"       pg_hactl [options] clone --pgdata DIR --node-name NAME --port PORT [--host HOST]\n"
+			"       pg_hactl [options] rejoin --pgdata DIR [--if-needed] [--reclone]\n"
+			"options:\n"
+			"  -D, --pgdata DIR       read pg_ha.* settings from DIR/postgresql.conf (+ .auto.conf)\n"
+			"  --etcd URLS            etcd endpoints (pg_ha.etcd_endpoints)\n"
+			"  --namespace NS         default /service (pg_ha.namespace)\n"
+			"  --cluster NAME         pg_ha.cluster\n"
+			"  --node-name NAME       this node's name (pg_ha.node_name)\n");
+	exit(2);
+}
+
+int
+main(int argc, char **argv)
+{
+	static struct option longopts[] = {
+		{"pgdata", required_argument, NULL, 'D'},
+		{"etcd", required_argument, NULL, 'e'},
+		{"namespace", required_argument, NULL, 'n'},
+		{"cluster", required_argument, NULL, 'c'},
+		{"node-name", required_argument, NULL, 'N'},
+		{"candidate", required_argument, NULL, 'C'},
+		{"timeout", required_argument, NULL, 't'},
+		{"port", required_argument, NULL, 'p'},
+		{"host", required_argument, NULL, 'h'},
+		{"if-needed", no_argument, NULL, 'i'},
+		{"reclone", no_argument, NULL, 'r'},
+		{NULL, 0, NULL, 0}
+	};
+	Settings	s;
+	Settings	flags;
+	const char *candidate = NULL;
+	const char *port = NULL;
+	const char *host = "127.0.0.1";
+	const char *command;
+	int			timeout_s = 60;
+	bool		if_needed = false;
+	bool		reclone = false;
+	int			opt;
+
+	memset(&s, 0, sizeof(s));
+	memset(&flags, 0, sizeof(flags));
+	while ((opt = getopt_long(argc, argv, "D:", longopts, NULL)) != -1)
+	{
+		switch (opt)
+		{
+			case 'D':
+				copy_setting(flags.pgdata, sizeof(flags.pgdata), optarg);
+				break;
+			case 'e':
+				copy_setting(flags.endpoints, sizeof(flags.endpoints), optarg);
+				break;
+			case 'n':
+				copy_setting(flags.namespace, sizeof(flags.namespace), optarg);
+				break;
+			case 'c':
+				copy_setting(flags.cluster, sizeof(flags.cluster), optarg);
+				break;
+			case 'N':
+				copy_setting(flags.node_name, sizeof(flags.node_name), optarg);
+				break;
+			case 'C':
+				candidate = optarg;
+				break;
+			case 't':
+				timeout_s = atoi(optarg);
+				if (timeout_s <= 0)
+					usage();
+				break;
+			case 'p':
+				port = optarg;
+				break;
+			case 'h':
+				host = optarg;
+				break;
+			case 'i':
+				if_needed = true;
+				break;
+			case 'r':
+				reclone = true;
+				break;
+			default:
+				usage();
+		}
+	}
+	if (optind != argc - 1)
+		usage();
+	command = argv[optind];
+
+	/* defaults, then the node's files, then flags */
+	strcpy(s.namespace, "/service");
+	strcpy(s.endpoints, "http://127.0.0.1:2379");
+	s.timeout_ms = 5000;
+	if (flags.pgdata[0])
+	{
+		char		path[PATH_MAX + 32];
+
+		strcpy(s.pgdata, flags.pgdata);
+		snprintf(path, sizeof(path), "%s/postgresql.conf", s.pgdata);
+		read_conf_file(&s, path);
+		snprintf(path, sizeof(path), "%s/postgresql.auto.conf", s.pgdata);
+		read_conf_file(&s, path);
+	}
+	if (flags.endpoints[0])
+		strcpy(s.endpoints, flags.endpoints);
+	if (flags.namespace[0])
+		strcpy(s.namespace, flags.namespace);
+	if (flags.cluster[0])
+		strcpy(s.cluster, flags.cluster);
+	if (flags.node_name[0])
+		strcpy(s.node_name, flags.node_name);
+	if (s.cluster[0] == '\0')
+		die("no cluster name: use --cluster or --pgdata with pg_ha.cluster set");
+
+	if (strcmp(command, "list") == 0)
+		return cmd_list(&s);
+	if (strcmp(command, "switchover") == 0)
+		return cmd_switchover(&s, candidate, timeout_s);
+	if (strcmp(command, "clone") == 0)
+	{
+		if (!flags.pgdata[0] || !flags.node_name[0] || port == NULL)
+			usage();
+		return cmd_clone(&s, flags.node_name, port, host);
+	}
+	if (strcmp(command, "rejoin") == 0)
+	{
+		if (!flags.pgdata[0])
+			usage();
+		if (s.node_name[0] == '\0')
+			die("no node name: set pg_ha.node_name or use --node-name");
+		return cmd_rejoin(&s, if_needed, reclone);
+	}
+	usage();
+}
