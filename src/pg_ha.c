@@ -5,6 +5,8 @@
  */
 #include "pg_ha.h"
 #include "archive.h"
+#define PG_HA_HTTP_BACKEND
+#include "http.h"
 
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -25,6 +27,7 @@ pg_ha_shmem_request_hook(void)
 		prev_shmem_request_hook();
 	pg_ha_shmem_request();
 	pg_ha_archive_shmem_request();
+	pg_ha_http_shmem_request();
 }
 
 static void
@@ -34,6 +37,7 @@ pg_ha_shmem_startup_hook(void)
 		prev_shmem_startup_hook();
 	pg_ha_shmem_startup();
 	pg_ha_archive_shmem_startup();
+	pg_ha_http_shmem_startup();
 }
 
 void
@@ -52,6 +56,7 @@ _PG_init(void)
 	/* each subsystem defines its parameters, then the prefix is closed */
 	pg_ha_define_gucs();
 	pg_ha_archive_define_gucs();
+	pg_ha_http_define_gucs();
 	MarkGUCPrefixReserved("pg_ha");
 
 	if (!etcd_global_init())
@@ -66,4 +71,5 @@ _PG_init(void)
 	pg_ha_install_fence();
 	pg_ha_register_worker();
 	pg_ha_archive_register_workers();
+	pg_ha_http_register_workers();
 }

@@ -1,0 +1,149 @@
+/*
+ * http.h - pg_ha's embedded HTTP listener: request parsing (http_parse.c,
+ * plain C on libhttp-parser, linked by the fuzz target too), the listener
+ * worker (http_listener.c), and the handlers it dispatches to: the
+ * Patroni-compatible health API (health.c) and the Prometheus metrics
+ * (metrics.c, metrics_pg.c).
+ *
+ * Everything above the "backend only" line must stay free of postgres
+ * headers so that test/fuzz/fuzz_http_request.c can link http_parse.c alone.
+ */
+#ifndef PG_HA_HTTP_H
+#define PG_HA_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <http_parser.h>
+
+/* Bounds on what a client may send. */
+#define HTTP_MAX_HEADER_BYTES	8192	/* request line + headers */
+#define HTTP_MAX_URL			2048
+#define HTTP_MAX_BODY			65536	/* bodies are read and discarded */
+
+typedef enum HttpMethod
+{
+	HTTP_M_GET = 0,
+	HTTP_M_HEAD,
+	HTTP_M_OPTIONS,
+	HTTP_M_OTHER				/* POST, PUT, ...: never changes anything */
+} HttpMethod;
+
+/* One complete request, as far as pg_ha cares about it. */
+typedef struct HttpRequest
+{
+	HttpMethod	method;
+	const char *method_name;	/* static string from http_parser */
+	char		path[HTTP_MAX_URL + 1]; /* decoded-free raw path, no query */
+	char		query[HTTP_MAX_URL + 1];	/* raw query string, no '?' */
+	bool		keep_alive;		/* the client wants the connection kept */
+	bool		http10;			/* HTTP/1.0 request */
+} HttpRequest;
+
+/*
+ * Incremental parser for one connection.  http_request_feed() consumes
+ * bytes until one request is complete (then it stops: the caller answers
+ * it before feeding the rest, which is how pipelined requests are answered
+ * in order) or the input is bad (then error_status is the status to send,
+ * and the connection must be closed after it).
+ */
+typedef struct HttpRequestParser
+{
+	http_parser parser;
+	http_parser_settings settings;
+	HttpRequest req;
+	char		url[HTTP_MAX_URL + 1];
+	size_t		url_len;
+	size_t		header_bytes;	/* of the request being read */
+	size_t		body_bytes;
+	bool		in_message;		/* a request has started */
+	bool		complete;		/* req holds a complete request */
+	int			error_status;	/* 0, or 400/413/414/431 */
+} HttpRequestParser;
+
+extern void http_request_parser_init(HttpRequestParser *p);
+
+/*
+ * Feeds up to len bytes; returns how many were consumed.  Afterwards exactly
+ * one of: p->complete (answer p->req, then call http_request_next()),
+ * p->error_status != 0 (answer it and close), or all bytes consumed.
+ */
+extern size_t http_request_feed(HttpRequestParser *p, const char *data, size_t len);
+/* Ready the parser for the next request on the same connection. */
+extern void http_request_next(HttpRequestParser *p);
+/* True when a request has started but is not complete (for timeouts). */
+extern bool http_request_in_progress(const HttpRequestParser *p);
+
+/* Query string helpers (no allocation; bounded copies). */
+extern bool http_query_get(const char *query, const char *key, char *out, size_t outlen);
+/* Percent-decodes src into dst (at most dstlen-1 bytes); false on bad escapes. */
+extern bool http_url_decode(const char *src, size_t srclen, char *dst, size_t dstlen);
+/*
+ * Parses a Patroni-style size ("1048576", "16kB", "10MB", "1GB", "16 MB"):
+ * bytes into *out; false when it is not a size.
+ */
+extern bool http_parse_size(const char *s, uint64_t *out);
+
+/* Reason phrase of a status code. */
+extern const char *http_status_text(int status);
+
+/* ---------------- backend only (postgres headers needed) ---------------- */
+#ifdef PG_HA_HTTP_BACKEND
+
+#include "lib/stringinfo.h"
+
+/* Which listening socket a connection came in on. */
+typedef enum HttpPort
+{
+	HTTP_PORT_API = 0,			/* pg_ha.api_listen: health API + patroni_* */
+	HTTP_PORT_METRICS			/* pg_ha.metrics_listen: pg_* + pg_ha_* */
+} HttpPort;
+
+/* What a handler answers; the listener frames it. */
+typedef struct HttpResponse
+{
+	int			status;
+	const char *content_type;	/* NULL: no body */
+	StringInfo	body;			/* caller-provided, reset per request */
+	const char *extra_headers;	/* "Name: value\r\n"..., or NULL */
+	bool		close;			/* close after this response */
+} HttpResponse;
+
+/* health.c */
+extern void health_handle(const HttpRequest *req, HttpResponse *resp);
+
+/* metrics.c */
+extern char *pg_ha_metrics_listen;
+extern int	pg_ha_metrics_cache_ttl;	/* seconds */
+extern int	pg_ha_metrics_table_limit;
+extern int	pg_ha_metrics_size_interval;	/* seconds */
+extern int	pg_ha_metrics_buffer_kb;
+extern char *pg_ha_metrics_database;
+
+extern void pg_ha_http_define_gucs(void);
+extern void pg_ha_http_shmem_request(void);
+extern void pg_ha_http_shmem_startup(void);
+extern void pg_ha_http_register_workers(void);
+extern void metrics_handle(const HttpRequest *req, HttpResponse *resp);
+/* health.c: patroni_* families for :8008/metrics */
+extern void metrics_patroni(StringInfo out);
+/* Appends s as a Prometheus label value (escapes \ " and newline). */
+extern void metrics_append_label_value(StringInfo out, const char *s);
+
+/* metrics_pg.c: the collector worker that fills the cache */
+extern PGDLLEXPORT void pg_ha_metrics_collector_main(Datum arg);
+/* metrics.c: publishes a freshly built text into the shared cache */
+extern void metrics_cache_publish(const char *text, size_t len, int64 duration_us,
+								  uint64 errors);
+extern bool metrics_cache_scraped_recently(int64 now_us);
+extern int64 metrics_cache_age_us(int64 now_us);
+extern void metrics_cache_register_collector(void);
+extern void metrics_cache_unregister_collector(int code, Datum arg);
+
+/* http_listener.c */
+extern PGDLLEXPORT void pg_ha_http_main(Datum arg);
+
+#endif							/* PG_HA_HTTP_BACKEND */
+
+#endif							/* PG_HA_HTTP_H */

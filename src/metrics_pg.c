@@ -1,0 +1,564 @@
+/*
+ * metrics_pg.c - the "pg_ha metrics collector" worker: runs the queries
+ * behind the pg_exporter-named families (the names Pigsty's dashboards and
+ * alert rules read) and publishes their text in the shared cache
+ * (metrics.c) that the listener serves.
+ *
+ * The queries are data, in the manner of pg_exporter's collector files:
+ * each has a family prefix, SQL whose text/name columns become labels and
+ * whose numeric columns become one family each (<prefix>_<column>), the
+ * columns that are counters, and how often it runs.  A query that fails
+ * (including by lock_timeout) keeps its previous text and is counted in
+ * pg_ha_metrics_query_errors_total; the others still refresh.
+ *
+ * Cost rules, so a scrape stays cheap with thousands of tables and never
+ * queues behind DDL:
+ *   - only statistics views, pg_class/pg_database catalog reads and
+ *     control-file functions: no relation locks (sizes of tables come from
+ *     pg_class.relpages, not pg_relation_size, which locks the relation);
+ *   - per-table, per-index and per-function families are limited to the
+ *     pg_ha.metrics_table_limit most active objects;
+ *   - pg_database_size walks every file of every database: it runs every
+ *     pg_ha.metrics_size_interval seconds, not per refresh;
+ *   - lock_timeout 100ms and statement_timeout 10s on the session, as a
+ *     backstop.
+ */
+#include "pg_ha.h"
+
+#define PG_HA_HTTP_BACKEND
+#include "http.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+typedef enum QueryEvery
+{
+	EVERY_REFRESH = 0,			/* each cache refresh */
+	EVERY_SIZE_INTERVAL			/* pg_ha.metrics_size_interval */
+} QueryEvery;
+
+typedef struct MetricQuery
+{
+	const char *prefix;			/* family name prefix */
+	const char *help;			/* what the rows are */
+	const char *sql;			/* "%d" (once) is the top-N limit when limited */
+	const char *counters;		/* space-separated counter columns */
+	bool		limited;
+	QueryEvery	every;
+} MetricQuery;
+
+static const MetricQuery queries[] = {
+	{"pg", "server state",
+		"SELECT extract(epoch FROM now())::float8 AS timestamp,"
+		" extract(epoch FROM now() - pg_postmaster_start_time())::float8 AS uptime,"
+		" extract(epoch FROM pg_postmaster_start_time())::float8 AS boot_time,"
+		" (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END - '0/0')::float8 AS lsn,"
+		" (CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn() END - '0/0')::float8 AS insert_lsn,"
+		" (CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_flush_lsn() END - '0/0')::float8 AS flush_lsn,"
+		" (pg_last_wal_receive_lsn() - '0/0')::float8 AS receive_lsn,"
+		" (pg_last_wal_replay_lsn() - '0/0')::float8 AS replay_lsn,"
+		" extract(epoch FROM pg_conf_load_time())::float8 AS conf_reload_time,"
+		" extract(epoch FROM pg_last_xact_replay_timestamp())::float8 AS last_replay_time,"
+		" (CASE WHEN pg_is_in_recovery() THEN coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) ELSE 0 END)::float8 AS lag,"
+		" (CASE WHEN pg_is_in_recovery() AND pg_is_wal_replay_paused() THEN 1 ELSE 0 END) AS is_wal_replay_paused,"
+		" current_setting('server_version_num')::int AS version,"
+		" (SELECT timeline_id FROM pg_control_checkpoint()) AS timeline_id",
+	"", false, EVERY_REFRESH},
+	{"pg_meta", "server identity (value 1)",
+		"SELECT (SELECT system_identifier FROM pg_control_system())::text AS cluster_id,"
+		" current_setting('cluster_name') AS cluster_name,"
+		" current_setting('port') AS listen_port,"
+		" current_setting('data_directory') AS data_dir,"
+		" current_setting('config_file') AS conf_path,"
+		" current_setting('hba_file') AS hba_path,"
+		" current_setting('wal_level') AS wal_level,"
+		" current_setting('server_version') AS version,"
+		" current_setting('server_version_num') AS ver_num,"
+		" 1 AS info",
+	"", false, EVERY_REFRESH},
+	{"pg_setting", "server settings",
+		"SELECT current_setting('max_connections')::int AS max_connections,"
+		" current_setting('max_prepared_transactions')::int AS max_prepared_transactions,"
+		" current_setting('max_worker_processes')::int AS max_worker_processes,"
+		" current_setting('max_wal_senders')::int AS max_wal_senders,"
+		" current_setting('max_replication_slots')::int AS max_replication_slots,"
+		" current_setting('max_locks_per_transaction')::int AS max_locks_per_transaction,"
+		" current_setting('block_size')::int AS block_size,"
+		" current_setting('wal_block_size')::int AS wal_block_size,"
+		" (current_setting('data_checksums')::bool)::int AS data_checksums,"
+		" (current_setting('wal_log_hints')::bool)::int AS wal_log_hints,"
+		" (current_setting('archive_mode') <> 'off')::int AS archive_mode,"
+		" (current_setting('hot_standby')::bool)::int AS hot_standby",
+	"", false, EVERY_REFRESH},
+	{"pg_sync_standby", "synchronous replication configured",
+		"SELECT (current_setting('synchronous_standby_names') <> '')::int AS enabled",
+	"", false, EVERY_REFRESH},
+	{"pg_db", "pg_stat_database per database",
+		"SELECT d.datname::text AS datname, d.oid::int8 AS datid, age(d.datfrozenxid)::int8 AS age,"
+		" d.datistemplate::int AS is_template, d.datallowconn::int AS allow_conn,"
+		" d.datconnlimit AS conn_limit, d.datfrozenxid::text::int8 AS frozen_xid,"
+		" s.numbackends, s.xact_commit, s.xact_rollback, s.xact_commit + s.xact_rollback AS xact_total,"
+		" s.blks_read, s.blks_hit, s.blks_read + s.blks_hit AS blks_access,"
+		" s.tup_returned, s.tup_fetched, s.tup_inserted, s.tup_updated, s.tup_deleted,"
+		" s.tup_inserted + s.tup_updated + s.tup_deleted AS tup_modified,"
+		" s.conflicts, s.temp_files, s.temp_bytes, s.deadlocks,"
+		" coalesce(s.checksum_failures, 0) AS cks_fails,"
+		" s.blk_read_time / 1000 AS blk_read_time, s.blk_write_time / 1000 AS blk_write_time,"
+		" s.session_time / 1000 AS session_time, s.active_time / 1000 AS active_time,"
+		" s.idle_in_transaction_time / 1000 AS ixact_time,"
+		" s.sessions, s.sessions_abandoned, s.sessions_fatal, s.sessions_killed,"
+		" extract(epoch FROM s.stats_reset)::float8 AS reset_time"
+		" FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid ORDER BY 1",
+		"xact_commit xact_rollback xact_total blks_read blks_hit blks_access tup_returned"
+		" tup_fetched tup_inserted tup_updated tup_deleted tup_modified conflicts temp_files"
+		" temp_bytes deadlocks cks_fails blk_read_time blk_write_time session_time active_time"
+		" ixact_time sessions sessions_abandoned sessions_fatal sessions_killed",
+	false, EVERY_REFRESH},
+	{"pg_activity", "client backends per database and state",
+		"SELECT d.datname::text AS datname, st.state,"
+		" count(a.pid) AS count,"
+		" coalesce(max(extract(epoch FROM now() - a.state_change)), 0)::float8 AS max_duration,"
+		" coalesce(max(extract(epoch FROM now() - a.xact_start)), 0)::float8 AS max_tx_duration,"
+		" coalesce(max(extract(epoch FROM now() - a.backend_start)), 0)::float8 AS max_conn_duration"
+		" FROM pg_database d CROSS JOIN (VALUES ('active'), ('idle'), ('idle in transaction'),"
+		" ('idle in transaction (aborted)'), ('fastpath function call'), ('disabled')) st(state)"
+		" LEFT JOIN pg_stat_activity a ON a.datid = d.oid AND a.state = st.state"
+		" AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()"
+		" WHERE d.datallowconn GROUP BY 1, 2 ORDER BY 1, 2",
+	"", false, EVERY_REFRESH},
+	{"pg_backend", "server processes per type",
+		"SELECT backend_type AS type, count(*) AS count FROM pg_stat_activity GROUP BY 1 ORDER BY 1",
+	"", false, EVERY_REFRESH},
+	{"pg_lock", "locks held or awaited per database and mode",
+		"SELECT d.datname::text AS datname, m.mode, count(l.locktype) AS count"
+		" FROM pg_database d CROSS JOIN (VALUES ('AccessShareLock'), ('RowShareLock'),"
+		" ('RowExclusiveLock'), ('ShareUpdateExclusiveLock'), ('ShareLock'),"
+		" ('ShareRowExclusiveLock'), ('ExclusiveLock'), ('AccessExclusiveLock')) m(mode)"
+		" LEFT JOIN pg_locks l ON l.database = d.oid AND l.mode = m.mode"
+		" WHERE d.datallowconn GROUP BY 1, 2 ORDER BY 1, 2",
+	"", false, EVERY_REFRESH},
+	{"pg_xact", "transaction id horizon",
+		"SELECT pg_snapshot_xmin(s)::text::int8 AS xmin, pg_snapshot_xmax(s)::text::int8 AS xmax,"
+		" (SELECT count(*) FROM pg_snapshot_xip(s)) AS xnum FROM pg_current_snapshot() s",
+	"", false, EVERY_REFRESH},
+	{"pg_repl", "replication connections (pg_stat_replication)",
+		"SELECT coalesce(application_name, '') AS appname, coalesce(usename::text, '') AS usename,"
+		" coalesce(host(client_addr), 'localhost') AS address, pid::text AS pid,"
+		" coalesce(client_port, 0)::text AS client_port,"
+		" CASE state WHEN 'streaming' THEN 0 WHEN 'startup' THEN 1 WHEN 'catchup' THEN 2"
+		"  WHEN 'backup' THEN 3 WHEN 'stopping' THEN 4 ELSE -1 END AS state,"
+		" CASE sync_state WHEN 'async' THEN 0 WHEN 'potential' THEN 1 WHEN 'sync' THEN 2"
+		"  WHEN 'quorum' THEN 3 ELSE -1 END AS sync_state,"
+		" sync_priority, backend_xmin::text::int8 AS backend_xmin,"
+		" (cur - '0/0')::float8 AS lsn,"
+		" (cur - sent_lsn)::float8 AS sent_diff, (cur - write_lsn)::float8 AS write_diff,"
+		" (cur - flush_lsn)::float8 AS flush_diff, (cur - replay_lsn)::float8 AS replay_diff,"
+		" (sent_lsn - '0/0')::float8 AS sent_lsn, (write_lsn - '0/0')::float8 AS write_lsn,"
+		" (flush_lsn - '0/0')::float8 AS flush_lsn, (replay_lsn - '0/0')::float8 AS replay_lsn,"
+		" coalesce(extract(epoch FROM write_lag), 0)::float8 AS write_lag,"
+		" coalesce(extract(epoch FROM flush_lag), 0)::float8 AS flush_lag,"
+		" coalesce(extract(epoch FROM replay_lag), 0)::float8 AS replay_lag,"
+		" extract(epoch FROM backend_start)::float8 AS launch_time,"
+		" extract(epoch FROM reply_time)::float8 AS reply_time"
+		" FROM pg_stat_replication,"
+		" LATERAL (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+		"  ELSE pg_current_wal_lsn() END AS cur) c ORDER BY 1, 4",
+	"", false, EVERY_REFRESH},
+	{"pg_downstream", "replication connections per state",
+		"SELECT st.state, count(r.pid) AS count FROM (VALUES ('streaming'), ('startup'),"
+		" ('catchup'), ('backup'), ('stopping')) st(state)"
+		" LEFT JOIN pg_stat_replication r ON r.state = st.state GROUP BY 1 ORDER BY 1",
+	"", false, EVERY_REFRESH},
+	{"pg_recv", "WAL receiver (replicas)",
+		"SELECT coalesce(slot_name, '') AS slot_name, coalesce(sender_host, '') AS sender_host,"
+		" (receive_start_lsn - '0/0')::float8 AS init_lsn, receive_start_tli AS init_tli,"
+		" (written_lsn - '0/0')::float8 AS write_lsn, (flushed_lsn - '0/0')::float8 AS flush_lsn,"
+		" received_tli AS flush_tli, (latest_end_lsn - '0/0')::float8 AS reported_lsn,"
+		" extract(epoch FROM last_msg_send_time)::float8 AS msg_send_time,"
+		" extract(epoch FROM last_msg_receipt_time)::float8 AS msg_recv_time,"
+		" extract(epoch FROM latest_end_time)::float8 AS reported_time"
+		" FROM pg_stat_wal_receiver",
+	"", false, EVERY_REFRESH},
+	{"pg_slot", "replication slots",
+		"SELECT slot_name::text AS slot_name, active::int AS active, temporary::int AS temporary,"
+		" xmin::text::int8 AS xmin, catalog_xmin::text::int8 AS catalog_xmin,"
+		" (restart_lsn - '0/0')::float8 AS restart_lsn,"
+		" (confirmed_flush_lsn - '0/0')::float8 AS confirm_lsn,"
+		" (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END"
+		"  - restart_lsn)::float8 AS retained_bytes,"
+		" safe_wal_size::float8 AS safe_wal_size,"
+		" CASE wal_status WHEN 'reserved' THEN 0 WHEN 'extended' THEN 1 WHEN 'unreserved' THEN 2"
+		"  WHEN 'lost' THEN 3 ELSE -1 END AS wal_status"
+		" FROM pg_replication_slots ORDER BY 1",
+	"", false, EVERY_REFRESH},
+	{"pg_archiver", "WAL archiver (pg_stat_archiver)",
+		"SELECT archived_count AS finish_count, failed_count,"
+		" coalesce(extract(epoch FROM last_archived_time), 0)::float8 AS last_finish_time,"
+		" coalesce(extract(epoch FROM last_failed_time), 0)::float8 AS last_failed_time,"
+		" extract(epoch FROM stats_reset)::float8 AS reset_time FROM pg_stat_archiver",
+	"finish_count failed_count", false, EVERY_REFRESH},
+	{"pg_bgwriter", "background writer and checkpoints (pg_stat_bgwriter)",
+		"SELECT checkpoints_timed, checkpoints_req, checkpoint_write_time / 1000 AS checkpoint_write_time,"
+		" checkpoint_sync_time / 1000 AS checkpoint_sync_time, buffers_checkpoint, buffers_clean,"
+		" maxwritten_clean, buffers_backend, buffers_backend_fsync, buffers_alloc,"
+		" extract(epoch FROM stats_reset)::float8 AS reset_time FROM pg_stat_bgwriter",
+		"checkpoints_timed checkpoints_req checkpoint_write_time checkpoint_sync_time"
+		" buffers_checkpoint buffers_clean maxwritten_clean buffers_backend"
+		" buffers_backend_fsync buffers_alloc",
+	false, EVERY_REFRESH},
+	{"pg_checkpointer", "checkpointer (PG17 names, from pg_stat_bgwriter)",
+		"SELECT checkpoints_timed AS timed, checkpoints_req AS req,"
+		" checkpoint_write_time / 1000 AS write_time, checkpoint_sync_time / 1000 AS sync_time,"
+		" buffers_checkpoint AS buffers_written FROM pg_stat_bgwriter",
+	"timed req write_time sync_time buffers_written", false, EVERY_REFRESH},
+	{"pg_checkpoint", "last checkpoint (pg_control_checkpoint)",
+		"SELECT (checkpoint_lsn - '0/0')::float8 AS checkpoint_lsn, (redo_lsn - '0/0')::float8 AS redo_lsn,"
+		" timeline_id AS tli, prev_timeline_id AS prev_tli, full_page_writes::int AS full_page_writes,"
+		" split_part(next_xid, ':', 1)::int8 AS next_xid_epoch, split_part(next_xid, ':', 2)::int8 AS next_xid,"
+		" next_oid::int8 AS next_oid, next_multixact_id::text::int8 AS next_multixact_id,"
+		" next_multi_offset::text::int8 AS next_multi_offset, oldest_xid::text::int8 AS oldest_xid,"
+		" oldest_xid_dbid::int8 AS oldest_xid_dbid, oldest_active_xid::text::int8 AS oldest_active_xid,"
+		" oldest_multi_xid::text::int8 AS oldest_multi_xid, oldest_multi_dbid::int8 AS oldest_multi_dbid,"
+		" oldest_commit_ts_xid::text::int8 AS oldest_commit_ts_xid,"
+		" newest_commit_ts_xid::text::int8 AS newest_commit_ts_xid,"
+		" extract(epoch FROM checkpoint_time)::float8 AS time,"
+		" extract(epoch FROM now() - checkpoint_time)::float8 AS elapse"
+		" FROM pg_control_checkpoint()",
+	"", false, EVERY_REFRESH},
+	{"pg_wal", "WAL generation (pg_stat_wal)",
+		"SELECT wal_records AS records, wal_fpi AS fpi, wal_bytes::float8 AS bytes,"
+		" wal_buffers_full AS buffers_full, wal_write AS write, wal_sync AS sync,"
+		" wal_write_time / 1000 AS write_time, wal_sync_time / 1000 AS sync_time,"
+		" extract(epoch FROM stats_reset)::float8 AS reset_time FROM pg_stat_wal",
+	"records fpi bytes buffers_full write sync write_time sync_time", false, EVERY_REFRESH},
+	{"pg_size", "database size on disk",
+		"SELECT datname::text AS datname, pg_database_size(oid)::float8 AS bytes"
+		" FROM pg_database WHERE datallowconn ORDER BY 1",
+	"", false, EVERY_SIZE_INTERVAL},
+	{"pg_table", "most active tables of the collector's database",
+		"SELECT current_database()::text AS datname, s.schemaname || '.' || s.relname AS relname,"
+		" s.relid::int8 AS relid, c.relpages::int8 AS pages, c.reltuples::float8 AS tuples,"
+		" age(c.relfrozenxid)::int8 AS age, c.relnatts::int AS ncols,"
+		" c.relpages::int8 * current_setting('block_size')::int8 AS size_bytes,"
+		" s.seq_scan, s.seq_tup_read, coalesce(s.idx_scan, 0) AS idx_scan,"
+		" coalesce(s.idx_tup_fetch, 0) AS idx_tup_fetch,"
+		" s.seq_scan + coalesce(s.idx_scan, 0) AS tbl_scan,"
+		" s.seq_tup_read + coalesce(s.idx_tup_fetch, 0) AS tup_read,"
+		" s.n_tup_ins, s.n_tup_upd, s.n_tup_del, s.n_tup_ins + s.n_tup_upd + s.n_tup_del AS n_tup_mod,"
+		" s.n_tup_hot_upd, s.n_live_tup, s.n_dead_tup, s.n_mod_since_analyze, s.n_ins_since_vacuum,"
+		" extract(epoch FROM s.last_vacuum)::float8 AS last_vacuum,"
+		" extract(epoch FROM s.last_autovacuum)::float8 AS last_autovacuum,"
+		" extract(epoch FROM s.last_analyze)::float8 AS last_analyze,"
+		" extract(epoch FROM s.last_autoanalyze)::float8 AS last_autoanalyze,"
+		" s.vacuum_count, s.autovacuum_count, s.analyze_count, s.autoanalyze_count,"
+		" coalesce(io.heap_blks_read, 0) AS heap_blks_read, coalesce(io.heap_blks_hit, 0) AS heap_blks_hit,"
+		" coalesce(io.idx_blks_read, 0) AS idx_blks_read, coalesce(io.idx_blks_hit, 0) AS idx_blks_hit,"
+		" coalesce(io.toast_blks_read, 0) AS toast_blks_read, coalesce(io.toast_blks_hit, 0) AS toast_blks_hit,"
+		" coalesce(io.tidx_blks_read, 0) AS tidx_blks_read, coalesce(io.tidx_blks_hit, 0) AS tidx_blks_hit"
+		" FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
+		" LEFT JOIN pg_statio_user_tables io ON io.relid = s.relid"
+		" ORDER BY s.seq_tup_read + coalesce(s.idx_tup_fetch, 0) + s.n_tup_ins + s.n_tup_upd"
+		" + s.n_tup_del + s.n_live_tup DESC, s.relid LIMIT %d",
+		"seq_scan seq_tup_read idx_scan idx_tup_fetch tbl_scan tup_read n_tup_ins n_tup_upd"
+		" n_tup_del n_tup_mod n_tup_hot_upd vacuum_count autovacuum_count analyze_count"
+		" autoanalyze_count heap_blks_read heap_blks_hit idx_blks_read idx_blks_hit"
+		" toast_blks_read toast_blks_hit tidx_blks_read tidx_blks_hit",
+	true, EVERY_REFRESH},
+	{"pg_index", "most used indexes of the collector's database",
+		"SELECT current_database()::text AS datname, s.schemaname || '.' || s.relname AS relname,"
+		" s.indexrelname::text AS idxname, s.indexrelid::int8 AS relid,"
+		" c.relpages::int8 * current_setting('block_size')::int8 AS size_bytes,"
+		" s.idx_scan, s.idx_tup_read, s.idx_tup_fetch,"
+		" coalesce(io.idx_blks_read, 0) AS idx_blks_read, coalesce(io.idx_blks_hit, 0) AS idx_blks_hit"
+		" FROM pg_stat_user_indexes s JOIN pg_class c ON c.oid = s.indexrelid"
+		" LEFT JOIN pg_statio_user_indexes io ON io.indexrelid = s.indexrelid"
+		" ORDER BY s.idx_scan + s.idx_tup_read DESC, s.indexrelid LIMIT %d",
+	"idx_scan idx_tup_read idx_tup_fetch idx_blks_read idx_blks_hit", true, EVERY_REFRESH},
+	{"pg_func", "most called functions of the collector's database",
+		"SELECT current_database()::text AS datname, schemaname || '.' || funcname AS funcname,"
+		" funcid::int8 AS id, calls, total_time / 1000 AS total_time, self_time / 1000 AS self_time"
+		" FROM pg_stat_user_functions ORDER BY calls DESC, funcid LIMIT %d",
+	"calls total_time self_time", true, EVERY_REFRESH},
+};
+
+#define NQUERIES lengthof(queries)
+
+/* per query: its last rendered text (in collector_context) and when */
+static char *query_text[NQUERIES];
+static int64 query_ran_at[NQUERIES];
+static MemoryContext collector_context;
+
+static bool
+is_counter(const MetricQuery *q, const char *col)
+{
+	size_t		len = strlen(col);
+	const char *p = q->counters;
+
+	while ((p = strstr(p, col)) != NULL)
+	{
+		if ((p == q->counters || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\0'))
+			return true;
+		p += len;
+	}
+	return false;
+}
+
+static bool
+is_label_type(Oid typid)
+{
+	return typid == TEXTOID || typid == NAMEOID || typid == VARCHAROID || typid == BPCHAROID;
+}
+
+static void
+append_value(StringInfo out, Datum d, Oid typid)
+{
+	double		f;
+
+	switch (typid)
+	{
+		case INT2OID:
+			appendStringInfo(out, "%d", (int) DatumGetInt16(d));
+			return;
+		case INT4OID:
+			appendStringInfo(out, "%d", DatumGetInt32(d));
+			return;
+		case INT8OID:
+			appendStringInfo(out, INT64_FORMAT, DatumGetInt64(d));
+			return;
+		case OIDOID:
+			appendStringInfo(out, "%u", DatumGetObjectId(d));
+			return;
+		case BOOLOID:
+			appendStringInfoChar(out, DatumGetBool(d) ? '1' : '0');
+			return;
+		case FLOAT4OID:
+			f = DatumGetFloat4(d);
+			break;
+		case FLOAT8OID:
+			f = DatumGetFloat8(d);
+			break;
+		case NUMERICOID:
+			f = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow, d));
+			break;
+		default:
+			appendStringInfoString(out, "NaN");
+			return;
+	}
+	if (isnan(f))
+		appendStringInfoString(out, "NaN");
+	else if (isinf(f))
+		appendStringInfoString(out, f > 0 ? "+Inf" : "-Inf");
+	else
+		appendStringInfo(out, "%.17g", f);
+}
+
+/* Renders the SPI result of q: one family per numeric column. */
+static char *
+render(const MetricQuery *q)
+{
+	SPITupleTable *tt = SPI_tuptable;
+	TupleDesc	desc = tt->tupdesc;
+	StringInfoData out;
+	int			natts = desc->natts;
+
+	initStringInfo(&out);
+	for (int col = 1; col <= natts; col++)
+	{
+		Oid			typid = SPI_gettypeid(desc, col);
+		const char *colname = SPI_fname(desc, col);
+
+		if (is_label_type(typid))
+			continue;
+		appendStringInfo(&out, "# HELP %s_%s %s: %s\n# TYPE %s_%s %s\n",
+						 q->prefix, colname, q->help, colname,
+						 q->prefix, colname, is_counter(q, colname) ? "counter" : "gauge");
+		for (uint64 row = 0; row < SPI_processed; row++)
+		{
+			HeapTuple	tup = tt->vals[row];
+			bool		isnull;
+			Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+			bool		first = true;
+
+			if (isnull)
+				continue;		/* no sample rather than a made-up value */
+			appendStringInfo(&out, "%s_%s", q->prefix, colname);
+			for (int l = 1; l <= natts; l++)
+			{
+				char	   *v;
+
+				if (!is_label_type(SPI_gettypeid(desc, l)))
+					continue;
+				v = SPI_getvalue(tup, desc, l);
+				appendStringInfo(&out, "%c%s=\"", first ? '{' : ',', SPI_fname(desc, l));
+				metrics_append_label_value(&out, v ? v : "");
+				appendStringInfoChar(&out, '"');
+				first = false;
+			}
+			if (!first)
+				appendStringInfoChar(&out, '}');
+			appendStringInfoChar(&out, ' ');
+			append_value(&out, d, typid);
+			appendStringInfoChar(&out, '\n');
+		}
+	}
+	return out.data;
+}
+
+/* Runs one query in a subtransaction; false (and a LOG line) on error. */
+static bool
+run_query(int i)
+{
+	const MetricQuery *q = &queries[i];
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	char	   *sql;
+	volatile bool ok = true;
+
+	sql = q->limited ? psprintf(q->sql, pg_ha_metrics_table_limit) : (char *) q->sql;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		int			rc = SPI_execute(sql, true, 0);
+		char	   *text;
+
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute returned %s", SPI_result_code_string(rc));
+		text = render(q);
+		if (query_text[i])
+			pfree(query_text[i]);
+		query_text[i] = MemoryContextStrdup(collector_context, text);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		ereport(LOG,
+				(errmsg("pg_ha: metrics query %s failed: %s", q->prefix, edata->message)));
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+static void
+refresh_cache(void)
+{
+	int64		start = pg_ha_monotonic_us();
+	uint64		errors = 0;
+	StringInfoData all;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "pg_ha metrics refresh");
+
+	for (int i = 0; i < (int) NQUERIES; i++)
+	{
+		int64		every = 0;
+
+		if (queries[i].every == EVERY_SIZE_INTERVAL)
+			every = pg_ha_metrics_size_interval * INT64CONST(1000000);
+		if (query_text[i] != NULL && every > 0 && start - query_ran_at[i] < every)
+			continue;
+		if (run_query(i))
+			query_ran_at[i] = start;
+		else
+			errors++;
+	}
+
+	/* statistics views read in this transaction are cached: forget them */
+	pgstat_clear_snapshot();
+
+	initStringInfo(&all);
+	for (int i = 0; i < (int) NQUERIES; i++)
+		if (query_text[i])
+			appendStringInfoString(&all, query_text[i]);
+	metrics_cache_publish(all.data, all.len, pg_ha_monotonic_us() - start, errors);
+
+	/* frees `all` and everything the queries allocated */
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+void
+pg_ha_metrics_collector_main(Datum arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(pg_ha_metrics_database, NULL, 0);
+	pgstat_report_appname("pg_ha metrics collector");
+
+	/* backstops: a metrics query must never wait behind DDL */
+	SetConfigOption("lock_timeout", "100", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "10000", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("application_name", "pg_ha metrics collector", PGC_SUSET, PGC_S_OVERRIDE);
+
+	collector_context = AllocSetContextCreate(TopMemoryContext, "pg_ha metrics",
+											  ALLOCSET_DEFAULT_SIZES);
+	before_shmem_exit(metrics_cache_unregister_collector, 0);
+	metrics_cache_register_collector();
+
+	for (;;)
+	{
+		int64		now = pg_ha_monotonic_us();
+		int64		ttl_us = pg_ha_metrics_cache_ttl * INT64CONST(1000000);
+		int64		age = metrics_cache_age_us(now);
+		long		wait_ms = pg_ha_metrics_cache_ttl * 1000L;
+
+		/*
+		 * Refresh when the cache is stale and somebody scraped recently (or
+		 * there is no cache yet: the first scrape should find one).
+		 */
+		if (age >= ttl_us && (age == INT64_MAX || metrics_cache_scraped_recently(now)))
+		{
+			MemoryContext old = MemoryContextSwitchTo(collector_context);
+
+			refresh_cache();
+			MemoryContextSwitchTo(old);
+			wait_ms = pg_ha_metrics_cache_ttl * 1000L;
+		}
+		else if (age < ttl_us)
+			wait_ms = Max(1, (ttl_us - age) / 1000);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 wait_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+}
