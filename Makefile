@@ -55,6 +55,17 @@ test/fuzz/build/fuzz_etcd_reply: test/fuzz/fuzz_etcd_reply.c src/etcd_json.c src
 	@mkdir -p test/fuzz/build
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ test/fuzz/fuzz_etcd_reply.c src/etcd_json.c src/etcd.c -lcjson -lcurl
 
+test/fuzz/build/fuzz_http_request: test/fuzz/fuzz_http_request.c src/http_parse.c src/http.h
+	@mkdir -p test/fuzz/build
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ test/fuzz/fuzz_http_request.c src/http_parse.c -lhttp_parser
+
+# `make fuzz-http FUZZ_SECONDS=600`: the listener's request parsing
+.PHONY: fuzz-http
+fuzz-http: test/fuzz/build/fuzz_http_request
+	@mkdir -p test/fuzz/corpus-work/http_request
+	test/fuzz/build/fuzz_http_request -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		test/fuzz/corpus-work/http_request $(srcdir)/test/fuzz/corpus/http_request
+
 .PHONY: fuzz
 fuzz: $(FUZZ_TARGETS)
 	@mkdir -p test/fuzz/corpus-work/etcd_reply
