@@ -159,6 +159,20 @@ $replica->safe_psql('postgres', 'SELECT pg_wal_replay_resume()');
 wait_ok(sub { code($replica, 'GET', '/replica?lag=1MB') == 200 },
 	'replica caught up: /replica?lag=1MB -> 200', timeout => 30);
 
+# --- paused (maintenance mode): routing is unchanged, the documents say so
+$primary->safe_psql('postgres', 'SELECT pg_ha.pause()');
+wait_ok(sub { JSON::PP::decode_json(req($primary, 'GET', '/patroni')->{content})->{pause} },
+	'paused: /patroni has "pause": true on the primary', timeout => 30);
+wait_ok(sub { JSON::PP::decode_json(req($replica, 'GET', '/patroni')->{content})->{pause} },
+	'paused: /patroni has "pause": true on the replica', timeout => 30);
+check_codes($primary, 'primary, paused', $expect{primary});
+check_codes($replica, 'replica, paused', $expect{replica});
+like(req($primary, 'GET', '/metrics')->{content}, qr/^patroni_is_paused\{scope="pgtest"\} 1$/m,
+	'paused: patroni_is_paused 1');
+$primary->safe_psql('postgres', 'SELECT pg_ha.resume()');
+wait_ok(sub { !JSON::PP::decode_json(req($primary, 'GET', '/patroni')->{content})->{pause} },
+	'resumed: no "pause" in /patroni', timeout => 30);
+
 # --- etcd down: the primary's lease runs out, /primary must follow
 $etcd->stop_all;
 my ($gone, $secs) = timed_wait(sub { code($primary, 'GET', '/primary') == 503 },
