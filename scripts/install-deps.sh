@@ -24,6 +24,9 @@ PACKAGES=(
 	libzstd-dev
 	liblz4-dev
 	libhttp-parser-dev       # HTTP request parsing (health API)
+	haproxy                  # 140_http_haproxy: Pigsty-style routing by health checks
+	prometheus               # promtool: 120_metrics checks the metrics text
+	clang                    # make fuzz / fuzz-http (libFuzzer)
 	libpq-dev                # command-line programs
 	etcd-server              # a real etcd in every test
 	etcd-client              # etcdctl, used by the tests and the demo
