@@ -42,6 +42,8 @@
 #define AR_ERR_LEN		512
 #define AR_KEY_LEN		256
 #define AR_HEADER_LEN	64
+#define AR_ALIGN		4096	/* buffer alignment, for O_DIRECT writes */
+#define AR_DIRECT_MIN	(1024 * 1024)	/* smaller objects go through the page cache */
 
 typedef enum ArCompression
 {
@@ -62,7 +64,10 @@ typedef struct ArHeader
 	char		name[21];
 } ArHeader;
 
-/* A growable byte buffer owned by the caller (malloc'd; ar_buf_free). */
+/*
+ * A growable byte buffer owned by the caller (ar_buf_reserve allocates it
+ * AR_ALIGN aligned with slack to the next boundary; ar_buf_free).
+ */
 typedef struct ArBuf
 {
 	unsigned char *data;
@@ -143,6 +148,15 @@ extern int	ar_read_file(const char *path, ArBuf *out, char *err, size_t errlen);
 extern int	ar_write_file_durable(const char *path, const void *data, size_t len,
 								  bool no_clobber, char *err, size_t errlen);
 
+/*
+ * The same for a buffer with cap bytes of room: when data is AR_ALIGN
+ * aligned, len >= AR_DIRECT_MIN and cap reaches the next AR_ALIGN boundary,
+ * it is written with O_DIRECT (the padding bytes are overwritten with
+ * zeros and cut off again before the fsync).
+ */
+extern int	ar_write_buf_durable(const char *path, const void *data, size_t len, size_t cap,
+								 bool no_clobber, char *err, size_t errlen);
+
 /* mkdir -p, fsyncing each parent whose entries changed. */
 extern int	ar_mkdir_p(const char *path, char *err, size_t errlen);
 
@@ -159,7 +173,7 @@ typedef struct ArchiveRepo ArchiveRepo;
 typedef struct ArchiveRepoOps
 {
 	const char *name;
-	int			(*put) (ArchiveRepo *repo, const char *key, const void *obj, size_t len,
+	int			(*put) (ArchiveRepo *repo, const char *key, const ArBuf *obj,
 						char *err, size_t errlen);
 	int			(*get) (ArchiveRepo *repo, const char *key, ArBuf *out,
 						char *err, size_t errlen);
