@@ -16,17 +16,30 @@ my $etcd = PgHa::Etcd->new(members => 1, start => 0);
 ok(!$etcd->is_running(0), 'etcd is not running');
 
 my $node = new_primary(
-	name         => 'node1',
-	etcd         => $etcd,
-	ttl          => 5,
-	etcd_timeout => 500);
+	name             => 'node1',
+	etcd             => $etcd,
+	ttl              => 5,
+	etcd_timeout     => 500,
+	create_extension => 0);
 my $start_time = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
 
 is($node->safe_psql('postgres', 'SELECT 1'), '1',
 	'postgres serves queries while etcd is down');
+
+# Without the leader lease the commit fence refuses writes, CREATE EXTENSION
+# included.  Lift the fence (pg_ha.fencing is reloadable) just long enough
+# to create the extension, so the status functions exist; then put it back.
+my ($rc, $out, $err) = $node->psql('postgres', 'CREATE EXTENSION pg_ha');
+like($err, qr/pg_ha: commit refused/,
+	'writes (CREATE EXTENSION) are fenced while etcd is down');
+$node->append_conf('postgresql.conf', "pg_ha.fencing = off\n");
+$node->reload;
+PgHa::Cluster::create_extension($node, timeout => 10);
+$node->append_conf('postgresql.conf', "pg_ha.fencing = on\n");
+$node->reload;
 is($node->safe_psql('postgres',
 		"SELECT count(*) FROM pg_extension WHERE extname = 'pg_ha'"),
-	'1', 'CREATE EXTENSION pg_ha works while etcd is down');
+	'1', 'CREATE EXTENSION pg_ha works while etcd is down with pg_ha.fencing off');
 
 my $st = wait_for(
 	sub {

@@ -19,6 +19,7 @@ use Carp;
 use Exporter 'import';
 use JSON::PP ();
 use Test::More;
+use Time::HiRes ();
 
 use PostgreSQL::Test::Cluster ();
 use PostgreSQL::Test::Utils ();
@@ -42,7 +43,8 @@ extra_conf), plus start => 1 and create_extension => 1 (after start).
 
 =item new_primary(name => 'node1', etcd => $etcd, ttl => 10, extra_conf => '...')
 
-new_node, started, with CREATE EXTENSION pg_ha in database postgres.
+new_node, started, with CREATE EXTENSION pg_ha in database postgres (retried while the commit
+fence refuses it, i.e. until the node holds the leader lease).
 
 =cut
 
@@ -56,10 +58,29 @@ sub new_node
 	if ($p{start})
 	{
 		$node->start;
-		$node->safe_psql('postgres', 'CREATE EXTENSION pg_ha')
-		  if $p{create_extension} // 1;
+		create_extension($node) if $p{create_extension} // 1;
 	}
 	return $node;
+}
+
+# CREATE EXTENSION pg_ha on a freshly started primary.  With pg_ha.fencing
+# on (the default) a primary refuses to commit writes until its worker holds
+# the leader lease, which takes a moment after start: retry while the commit
+# is refused by the fence (SQLSTATE 25006), for up to 30 s.
+sub create_extension
+{
+	my ($node, %p) = @_;
+	my $deadline = Time::HiRes::time() + ($p{timeout} // 30);
+	while (1)
+	{
+		my ($rc, $out, $err) = $node->psql('postgres',
+			'CREATE EXTENSION IF NOT EXISTS pg_ha');
+		return 1 if $rc == 0;
+		croak "CREATE EXTENSION pg_ha failed: $err"
+		  unless $err =~ /pg_ha: commit refused/
+		  && Time::HiRes::time() < $deadline;
+		Time::HiRes::usleep(100_000);
+	}
 }
 
 sub new_primary

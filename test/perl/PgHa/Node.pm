@@ -31,7 +31,8 @@ my %orphans;    # pid => node name: children of postmasters we SIGKILLed
 
 Append the pg_ha settings to postgresql.conf.  Keys: etcd (PgHa::Etcd) or
 endpoints (string), namespace ('/service'), cluster ('pgtest'), ttl (10),
-preload (1: put pg_ha in shared_preload_libraries), api_port (a free port),
+preload (1: put pg_ha in shared_preload_libraries), api_port and
+metrics_port (free loopback ports by default: every node has its own),
 etcd_timeout (ms, optional), extra_conf (appended last).  With
 C<replica_of =E<gt> $node> only the node-specific settings are written and
 the rest is inherited (the data directory comes from a backup of that node).
@@ -64,6 +65,8 @@ sub setup_pg_ha
 	}
 	$ha->{name}     = $name;
 	$ha->{api_port} = $p{api_port} // PostgreSQL::Test::Cluster::get_free_port();
+	$ha->{metrics_port} =
+	  $p{metrics_port} // PostgreSQL::Test::Cluster::get_free_port();
 	$self->{pg_ha}  = $ha;
 
 	my $conf = "\n# Added by PgHa::Node\n";
@@ -94,13 +97,14 @@ sub setup_pg_ha
 		$conf .= "pg_ha.node_name = '$name'\n";
 		$conf .= "pg_ha.connect_address = '127.0.0.1:$port'\n";
 		$conf .= "pg_ha.api_listen = '127.0.0.1:$ha->{api_port}'\n";
+		$conf .= "pg_ha.metrics_listen = '127.0.0.1:$ha->{metrics_port}'\n";
 	}
 	$conf .= "$p{extra_conf}\n" if defined $p{extra_conf};
 	$self->append_conf('postgresql.conf', $conf);
 	return;
 }
 
-=item $node->ha_etcd / ha_cluster / ha_namespace / ha_ttl / api_port
+=item $node->ha_etcd / ha_cluster / ha_namespace / ha_ttl / api_port / metrics_port
 
 The pg_ha settings this node was built with.
 
@@ -111,6 +115,7 @@ sub ha_cluster   { return $_[0]->{pg_ha}{cluster}; }
 sub ha_namespace { return $_[0]->{pg_ha}{namespace}; }
 sub ha_ttl       { return $_[0]->{pg_ha}{ttl}; }
 sub api_port     { return $_[0]->{pg_ha}{api_port}; }
+sub metrics_port { return $_[0]->{pg_ha}{metrics_port}; }
 
 =item $node->ha_key($suffix)
 
