@@ -15,6 +15,7 @@
 # Environment: PG_HA_DEMO_DIR (/tmp/pg_ha_demo), PG_HA_DEMO_ETCD_PORT (23790,
 # peer port +1), PG_HA_DEMO_PG_PORT (5441: nodes use 5441..5443),
 # PG_HA_DEMO_API_PORT (8441: health API of the nodes, 8441..8443),
+# PG_HA_DEMO_METRICS_PORT (9641: Prometheus metrics, 9641..9643),
 # PG_CONFIG, PG_HA_DEMO_NO_BUILD=1 (use the installed pg_ha).
 set -euo pipefail
 
@@ -23,6 +24,7 @@ ETCD_PORT=${PG_HA_DEMO_ETCD_PORT:-23790}
 ETCD_PEER_PORT=$((ETCD_PORT + 1))
 PG_PORT=${PG_HA_DEMO_PG_PORT:-5441}
 API_PORT=${PG_HA_DEMO_API_PORT:-8441}
+METRICS_PORT=${PG_HA_DEMO_METRICS_PORT:-9641}
 NAMESPACE=/service
 CLUSTER=demo
 TTL=10
@@ -47,6 +49,7 @@ find_pg_config() {
 
 node_port() { echo $((PG_PORT + $1)); }
 node_api_port() { echo $((API_PORT + $1)); }
+node_metrics_port() { echo $((METRICS_PORT + $1)); }
 
 etcdctl_demo() { ETCDCTL_API=3 etcdctl --endpoints="$ETCD_URL" --dial-timeout=2s --command-timeout=5s "$@"; }
 
@@ -109,7 +112,10 @@ psql_node() { # index, psql args...
 
 leader_present() { [ -n "$(etcdctl_demo get --print-value-only "$NAMESPACE/$CLUSTER/leader")" ]; }
 members_present() {
-	[ "$(etcdctl_demo get --prefix --keys-only "$NAMESPACE/$CLUSTER/members/" | grep -c .)" -ge ${#NODES[@]} ]
+	local v
+	v=$(etcdctl_demo get --prefix --print-value-only "$NAMESPACE/$CLUSTER/members/")
+	[ "$(grep -c '"role"' <<<"$v")" -ge ${#NODES[@]} ] \
+		&& [ "$(grep -c '"replication_state":"streaming"' <<<"$v")" -ge $((${#NODES[@]} - 1)) ]
 }
 replicas_streaming() {
 	[ "$(psql_node 0 -Atc "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")" -ge $((${#NODES[@]} - 1)) ]
@@ -146,6 +152,7 @@ pg_ha.node_name = '$name'
 pg_ha.ttl = $TTL
 pg_ha.connect_address = '127.0.0.1:$(node_port "$i")'
 pg_ha.api_listen = '127.0.0.1:$(node_api_port "$i")'
+pg_ha.metrics_listen = '127.0.0.1:$(node_metrics_port "$i")'
 EOF
 }
 
@@ -160,8 +167,9 @@ do_start() {
 
 	local p
 	for p in "$ETCD_PORT" "$ETCD_PEER_PORT" "$(node_port 0)" "$(node_port 1)" "$(node_port 2)" \
-		"$(node_api_port 0)" "$(node_api_port 1)" "$(node_api_port 2)"; do
-		port_busy "$p" && die "port $p is in use (set PG_HA_DEMO_ETCD_PORT / PG_HA_DEMO_PG_PORT / PG_HA_DEMO_API_PORT)"
+		"$(node_api_port 0)" "$(node_api_port 1)" "$(node_api_port 2)" \
+		"$(node_metrics_port 0)" "$(node_metrics_port 1)" "$(node_metrics_port 2)"; do
+		port_busy "$p" && die "port $p is in use (set PG_HA_DEMO_ETCD_PORT / PG_HA_DEMO_PG_PORT / PG_HA_DEMO_API_PORT / PG_HA_DEMO_METRICS_PORT)"
 	done
 
 	mkdir -p "$DEMO_DIR"
@@ -187,7 +195,11 @@ do_start() {
 	node_conf 0 >>"$n1/postgresql.conf"
 	pg_ctl -D "$n1" -l "$DEMO_DIR/${NODES[0]}.log" -w -t 60 start >/dev/null \
 		|| show_logs_and_die "${NODES[0]} did not start"
-	psql_node 0 -qc 'CREATE EXTENSION pg_ha' || show_logs_and_die "CREATE EXTENSION pg_ha failed"
+	# The primary refuses writes until its worker holds the leader lease.
+	wait_until 60 "CREATE EXTENSION pg_ha (needs the leader lease)" \
+		psql_node 0 -qc 'CREATE EXTENSION IF NOT EXISTS pg_ha' \
+		|| { psql_node 0 -qc 'CREATE EXTENSION IF NOT EXISTS pg_ha' || true
+		     show_logs_and_die "CREATE EXTENSION pg_ha failed"; }
 
 	local i d
 	for i in 1 2; do
@@ -207,7 +219,7 @@ do_start() {
 		|| show_logs_and_die "no leader key"
 	wait_until 30 "the replicas to stream" replicas_streaming \
 		|| show_logs_and_die "replicas are not streaming"
-	wait_until 30 "three member keys" members_present \
+	wait_until 30 "three member keys, replicas streaming" members_present \
 		|| show_logs_and_die "member keys missing"
 
 	do_status
@@ -218,6 +230,8 @@ The demo is running (data, logs: $DEMO_DIR).
              then: SELECT * FROM pg_ha.status();  SELECT * FROM pg_ha.members();
   etcd:      ETCDCTL_API=3 etcdctl --endpoints=$ETCD_URL get --prefix $NAMESPACE/$CLUSTER
              ETCDCTL_API=3 etcdctl --endpoints=$ETCD_URL watch $NAMESPACE/$CLUSTER/leader
+  Health:    curl -i http://127.0.0.1:$(node_api_port 0)/primary     curl -i http://127.0.0.1:$(node_api_port 1)/replica
+  Metrics:   curl -s http://127.0.0.1:$(node_metrics_port 0)/metrics | head
   Status:    sudo $SELF status
   Stop:      sudo $SELF stop
 EOF
@@ -293,7 +307,8 @@ if [ "$(id -u)" -eq 0 ]; then
 	cd /
 	runuser -u "$DEMO_USER" -- env HOME="$home" PG_HA_DEMO_DIR="$DEMO_DIR" \
 		PG_HA_DEMO_ETCD_PORT="$ETCD_PORT" PG_HA_DEMO_PG_PORT="$PG_PORT" \
-		PG_HA_DEMO_API_PORT="$API_PORT" PG_HA_DEMO_SELF="$0" \
+		PG_HA_DEMO_API_PORT="$API_PORT" PG_HA_DEMO_METRICS_PORT="$METRICS_PORT" \
+		PG_HA_DEMO_SELF="$0" \
 		${PG_CONFIG:+PG_CONFIG="$PG_CONFIG"} \
 		bash "$copy" __as_user "$cmd"
 else
