@@ -261,6 +261,7 @@ cluster_failover_request(const ClusterView *view, FailoverRequest *req)
 	lsn = json_number(doc, "final_lsn", 0);
 	req->final_lsn = (lsn > 0 && lsn < 1.8e19) ? (XLogRecPtr) lsn : InvalidXLogRecPtr;
 	req->handed_over = json_flag(doc, "handed_over");
+	req->shutdown = json_flag(doc, "shutdown");
 	req->mod_revision = kv->mod_revision;
 	cJSON_Delete(doc);
 	return true;

@@ -37,6 +37,7 @@ typedef struct FailoverRequest
 	char		scheduled_at[64];
 	XLogRecPtr	final_lsn;		/* old leader's last position, once handed over */
 	bool		handed_over;
+	bool		shutdown;		/* the leader stopped cleanly: no member named */
 	int64		mod_revision;
 } FailoverRequest;
 

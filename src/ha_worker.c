@@ -46,6 +46,8 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "postmaster/postmaster.h"
+#include "replication/walreceiver.h"
+#include "storage/spin.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -66,6 +68,7 @@
 #define RACE_COLLECT_US (1000 * 1000)	/* how long peers get to publish fresh positions */
 #define FAST_CYCLE_US (50 * 1000)	/* pace while a hand-over or race is in progress */
 #define HANDOVER_CATCHUP_US (5 * 1000 * 1000)
+#define SHUTDOWN_WAIT_US (5 * 1000 * 1000)	/* bound on waiting for a stopping leader */
 #define MAX_SLEEP_MS 1000
 
 typedef struct HaWorker
@@ -764,7 +767,18 @@ primary_cycle(const NodeSnapshot *snap)
 		return true;
 	set_state(HA_EV_GOT_LEADER_KEY, worker.leader_key);
 
-	if (cluster_failover_request(&worker.view, &req) && !req.handed_over &&
+	if (cluster_failover_request(&worker.view, &req) &&
+		(req.member[0] == '\0' || strcmp(req.member, worker.node) == 0) &&
+		!worker.promoting)
+	{
+		/* a request that is done or moot now that we lead: clear it */
+		EtcdCompare cmp = {worker.failover_key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL, req.mod_revision};
+		EtcdOp		del = {ETCD_OP_DELETE, worker.failover_key, NULL, 0, false};
+		bool		done;
+
+		(void) etcd_txn(worker.etcd, &cmp, 1, &del, 1, NULL, 0, &done, NULL);
+	}
+	else if (cluster_failover_request(&worker.view, &req) && !req.handed_over &&
 		strcmp(req.leader, worker.node) == 0 && req.member[0] != '\0' &&
 		strcmp(req.member, worker.node) != 0 &&
 		cluster_get(&worker.view, "failover") != NULL &&
@@ -794,6 +808,22 @@ begin_promotion(const char *reason, TimeLineID from)
 	ereport(LOG, (errmsg("pg_ha: promoting: took the leader key (%s)", reason)));
 	promote_now();
 	soon(FAST_CYCLE_US);
+}
+
+/*
+ * After a clean stop of the leader: has its WAL stream ended (its
+ * walsender exits only once we flushed everything, shutdown checkpoint
+ * included) with us at or past its last flushed position?
+ */
+static bool
+old_leader_stream_ended(const NodeSnapshot *snap, XLogRecPtr final_lsn)
+{
+	WalRcvState state;
+
+	SpinLockAcquire(&WalRcv->mutex);
+	state = WalRcv->walRcvState;
+	SpinLockRelease(&WalRcv->mutex);
+	return state != WALRCV_STREAMING && snap->receive_lsn >= final_lsn;
 }
 
 /*
@@ -843,6 +873,17 @@ failover_race(const NodeSnapshot *snap)
 	}
 	if (cluster_paused(&worker.view))
 		return;
+
+	if (requested == false && cluster_failover_request(&worker.view, &req) && req.shutdown &&
+		!old_leader_stream_ended(snap, req.final_lsn) &&
+		(worker.race_started == 0 || now - worker.race_started < SHUTDOWN_WAIT_US))
+	{
+		/* the old leader is writing its shutdown checkpoint: wait for it */
+		if (worker.race_started == 0)
+			worker.race_started = now;
+		soon(FAST_CYCLE_US);
+		return;
+	}
 
 	if (worker.race_started == 0)
 	{
@@ -1062,12 +1103,30 @@ release_keys(void)
 		return;
 	if (worker.is_leader)
 	{
-		EtcdStatus	st = etcd_delete_if_value(worker.etcd, worker.leader_key, worker.node);
+		/*
+		 * The shutdown checkpoint is still to come, and walsenders send it
+		 * before they exit.  The note in the failover key tells the
+		 * replicas to wait for it (their stream ends after it), so the
+		 * next leader forks after it and this node can later follow
+		 * without pg_rewind.
+		 */
+		char		note[256];
+		EtcdCompare cmp = {worker.leader_key, ETCD_CMP_VALUE, ETCD_CMP_EQUAL, worker.node, 0};
+		EtcdOp		ops[2] = {
+			{ETCD_OP_DELETE, worker.leader_key, NULL, 0, false},
+			{ETCD_OP_PUT, worker.failover_key, note, 0, false},
+		};
+		bool		released = false;
+		EtcdStatus	st;
 
+		snprintf(note, sizeof(note),
+				 "{\"leader\":\"%s\",\"final_lsn\":" UINT64_FORMAT ",\"shutdown\":true}",
+				 worker.node, (uint64) GetFlushRecPtr(NULL));
+		st = etcd_txn(worker.etcd, &cmp, 1, ops, 2, NULL, 0, &released, NULL);
 		worker.is_leader = false;
-		if (st == ETCD_OK)
+		if (st == ETCD_OK && released)
 			ereport(LOG, (errmsg("pg_ha: released leader key %s", worker.leader_key)));
-		else if (st != ETCD_NOT_FOUND)
+		else if (st != ETCD_OK)
 			ereport(LOG,
 					(errmsg("pg_ha: could not release leader key, it expires with the lease: %s",
 							etcd_last_error(worker.etcd))));
