@@ -141,9 +141,9 @@ sub wait_leader_not
 	return ($ok ? $leader : undef, $secs);
 }
 
-=item try_sql($node, $sql, timeout => 10)
+=item try_sql($node, $sql, timeout => 10, user => 'name')
 
-Run C<$sql> through psql (ON_ERROR_STOP, VERBOSITY verbose) and return
+Run C<$sql> through psql (as C<user> if given) (ON_ERROR_STOP, VERBOSITY verbose) and return
 (ok, sqlstate, error text, stdout).  Never dies.
 
 =cut
@@ -158,7 +158,8 @@ sub try_sql
 			stdout        => \$out,
 			stderr        => \$err,
 			on_error_stop => 1,
-			timeout       => $p{timeout} // 10);
+			timeout       => $p{timeout} // 10,
+			(defined $p{user} ? (extra_params => [ '-U', $p{user} ]) : ()));
 	};
 	if (!defined $rc)
 	{
