@@ -615,9 +615,12 @@ etcd_call(EtcdClient *client, const char *path, const char *body)
 		}
 		if (http_code == 401 || http_code == 403)
 		{
+			char		detail[300];
+
+			etcd_parse_error_reply(client->reply.data, client->reply.len, detail, sizeof(detail));
 			status = ETCD_ERR_AUTH;
 			set_error(client->errbuf, sizeof(client->errbuf),
-					  "etcd refused the request (HTTP %ld): authentication required", http_code);
+					  "etcd refused the request (HTTP %ld): %s", http_code, detail);
 		}
 		break;
 	}
