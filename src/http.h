@@ -126,6 +126,7 @@ extern void pg_ha_http_shmem_request(void);
 extern void pg_ha_http_shmem_startup(void);
 extern void pg_ha_http_register_workers(void);
 extern void metrics_handle(const HttpRequest *req, HttpResponse *resp);
+extern void metrics_after_responses(void);
 /* health.c: patroni_* families for :8008/metrics */
 extern void metrics_patroni(StringInfo out);
 /* Appends s as a Prometheus label value (escapes \ " and newline). */

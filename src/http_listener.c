@@ -613,5 +613,6 @@ pg_ha_http_main(Datum arg)
 			else
 				handle_conn_event((HttpConn *) ptr, events[i].events, now);
 		}
+		metrics_after_responses();
 	}
 }

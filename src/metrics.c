@@ -278,6 +278,26 @@ metrics_cache_publish(const char *text, size_t len, int64 duration_us, uint64 er
 
 /* ---------- serving side (listener) ---------- */
 
+/* set by a scrape that found the cache stale; see metrics_after_responses */
+static bool collector_poke_pending = false;
+
+/*
+ * Wakes the collector for a stale cache.  The listener calls this once its
+ * answers are written, so the refresh does not compete with the scrape
+ * that asked for it.
+ */
+void
+metrics_after_responses(void)
+{
+	if (!collector_poke_pending)
+		return;
+	collector_poke_pending = false;
+	LWLockAcquire(metrics_cache->lock, LW_SHARED);
+	if (metrics_cache->collector_latch != NULL)
+		SetLatch(metrics_cache->collector_latch);
+	LWLockRelease(metrics_cache->lock);
+}
+
 void
 metrics_append_label_value(StringInfo out, const char *s)
 {
@@ -422,13 +442,12 @@ metrics_handle(const HttpRequest *req, HttpResponse *resp)
 	gauge(resp->body, "pg_up", "1 if postgres accepts connections", running ? 1 : 0);
 	gauge(resp->body, "pg_in_recovery", "1 if postgres is in recovery (a replica)", in_recovery ? 1 : 0);
 
-	/* the cache, and a poke to the collector when it is stale */
+	/* the cache; when it is stale, the collector is woken after the answer */
 	LWLockAcquire(metrics_cache->lock, LW_SHARED);
 	appendBinaryStringInfo(resp->body, metrics_cache->data, metrics_cache->len);
-	if (metrics_cache->collector_latch != NULL &&
-		(metrics_cache->collected_at_us == 0 ||
-		 start - metrics_cache->collected_at_us >= pg_ha_metrics_cache_ttl * INT64CONST(1000000)))
-		SetLatch(metrics_cache->collector_latch);
+	if (metrics_cache->collected_at_us == 0 ||
+		start - metrics_cache->collected_at_us >= pg_ha_metrics_cache_ttl * INT64CONST(1000000))
+		collector_poke_pending = true;
 	LWLockRelease(metrics_cache->lock);
 
 	pg_ha_families(resp->body, start);
