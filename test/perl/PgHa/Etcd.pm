@@ -33,6 +33,7 @@ use Test::More;
 
 use PostgreSQL::Test::Utils ();
 use PostgreSQL::Test::Cluster ();
+use PgHa::Test ();    # fatal signals -> die, so END blocks clean up
 
 our $ETCD    = $ENV{ETCD}    || 'etcd';
 our $ETCDCTL = $ENV{ETCDCTL} || 'etcdctl';
@@ -48,14 +49,6 @@ my $setpriv;
 for my $dir (split /:/, ($ENV{PATH} // '') . ':/usr/bin:/bin')
 {
 	if (-x "$dir/setpriv") { $setpriv = "$dir/setpriv"; last; }
-}
-
-# Turn fatal signals into die() so that END blocks (ours and
-# PostgreSQL::Test::Cluster's) still shut every server down.
-for my $sig (qw(INT TERM HUP))
-{
-	next if defined $SIG{$sig} && $SIG{$sig} ne '' && $SIG{$sig} ne 'DEFAULT';
-	$SIG{$sig} = sub { die "caught SIG$sig, shutting test servers down\n" };
 }
 
 sub _testname

@@ -13,6 +13,7 @@ use warnings;
 
 use parent 'PostgreSQL::Test::Cluster';
 use PostgreSQL::Test::Utils ();
+use PgHa::Test ();    # fatal signals -> die, so END blocks clean up
 
 use Carp;
 use JSON::PP ();

@@ -22,6 +22,16 @@ use Time::HiRes qw(usleep);
 
 our @EXPORT = qw(wait_for wait_ok timed_wait now elapsed_since);
 
+# Turn fatal signals into die() so that END blocks (PgHa::Etcd's, PgHa::Node's
+# and PostgreSQL::Test::Cluster's) still stop every server this test started,
+# e.g. when a CI timeout or Ctrl-C ends the run.  A signal the caller
+# ignores stays ignored.
+for my $sig (qw(INT TERM HUP))
+{
+	next if defined $SIG{$sig} && $SIG{$sig} ne '' && $SIG{$sig} ne 'DEFAULT';
+	$SIG{$sig} = sub { die "caught SIG$sig, shutting test servers down\n" };
+}
+
 sub now { return Time::HiRes::time(); }
 
 sub elapsed_since { return Time::HiRes::time() - $_[0]; }
@@ -40,6 +50,9 @@ sub _poll
 		my $v = eval { $cond->() };
 		if ($@)
 		{
+			# A fatal signal (see PgHa::Etcd) must end the test, not count
+			# as "not yet".
+			die $@ if $@ =~ /^caught SIG/;
 			$err = $@;
 			chomp $err;
 		}
