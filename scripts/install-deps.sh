@@ -5,9 +5,10 @@
 #
 # Idempotent: when every package is already installed it changes nothing
 # (no apt-get update either).  Services that the packages would start at
-# install time (the etcd on 2379, a postgresql "main" cluster on 5432) are
-# not started: the tests and the demo run their own servers on free ports.
-# An etcd service that this script installed is also disabled.
+# install time (etcd on 2379, a postgresql "main" cluster on 5432,
+# prometheus, haproxy) are not started: the tests and the demo run their own
+# servers on free ports.  The etcd, prometheus and haproxy services that this
+# script installs are also disabled.
 #
 # Not root: prints the command to run with sudo, exits 1 if something is
 # missing, 0 otherwise.
@@ -64,10 +65,15 @@ fi
 
 echo "install-deps: installing: ${missing[*]}"
 
-etcd_was_installed=0
-if [ "$(dpkg-query -W -f='${db:Status-Status}' etcd-server 2>/dev/null)" = "installed" ]; then
-	etcd_was_installed=1
-fi
+# Packages that ship a service (package:unit): if this run installs them,
+# the unit is disabled afterwards.
+SERVICES=(etcd-server:etcd.service prometheus:prometheus.service haproxy:haproxy.service)
+new_units=()
+for s in "${SERVICES[@]}"; do
+	for m in "${missing[@]}"; do
+		[ "$m" = "${s%%:*}" ] && new_units+=("${s#*:}")
+	done
+done
 
 # Keep maintainer scripts from starting services during the install: a
 # policy-rc.d that denies every action, unless the machine already has one.
@@ -88,11 +94,14 @@ apt-get install -y -q --no-install-recommends "${missing[@]}"
 cleanup
 own_policy=0
 
-# An etcd service we just installed must not hold 2379 (or restart at boot):
-# pg_ha's tests and demo start their own etcd.
-if [ "$etcd_was_installed" = 0 ] && command -v systemctl >/dev/null 2>&1 \
+# Services we just installed must not hold their ports (etcd 2379,
+# prometheus 9090, haproxy) now or after a reboot: pg_ha's tests and demo
+# start their own servers on their own ports.
+if [ ${#new_units[@]} -gt 0 ] && command -v systemctl >/dev/null 2>&1 \
 	&& [ -d /run/systemd/system ]; then
-	systemctl disable --now etcd.service >/dev/null 2>&1 || true
+	for u in "${new_units[@]}"; do
+		systemctl disable --now "$u" >/dev/null 2>&1 || true
+	done
 fi
 
 # Check.
