@@ -27,6 +27,9 @@
 #include "access/xlog_internal.h"
 #include "miscadmin.h"
 #include "postmaster/interrupt.h"
+#if PG_VERSION_NUM >= 160000
+#include "archive/archive_module.h"
+#endif
 #include "postmaster/pgarch.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -375,6 +378,7 @@ archive_one(const char *file, const char *path)
 	int			slotno;
 	bool		already = false;
 	size_t		stored = 0;
+	size_t		orig_len = 0;
 	int			rc;
 	TimestampTz wait_start = GetCurrentTimestamp();
 
@@ -414,13 +418,11 @@ archive_one(const char *file, const char *path)
 	}
 
 	/* push it ourselves: first offer, pusher failure, or a re-offer */
-	file_buf.len = 0;
-	rc = ar_read_file(path, &file_buf, err, sizeof(err));
-	if (rc == AR_OK)
-		rc = ar_repo_push(repo, key, file, file_buf.data, file_buf.len,
-						  (ArCompression) pg_ha_archive_compression,
-						  pg_ha_archive_compression_level,
-						  &already, NULL, &stored, &scratch_buf, err, sizeof(err));
+	rc = ar_repo_push_file(repo, key, file, path,
+						   (ArCompression) pg_ha_archive_compression,
+						   pg_ha_archive_compression_level,
+						   &already, NULL, &orig_len, &stored,
+						   &file_buf, &scratch_buf, err, sizeof(err));
 	if (rc == AR_OK)
 	{
 		if (already)
@@ -429,7 +431,7 @@ archive_one(const char *file, const char *path)
 			ereport(LOG,
 					(errmsg("pg_ha: \"%s\" was already archived with identical content", file)));
 		}
-		record_done(slotno, file, file_buf.len, stored);
+		record_done(slotno, file, orig_len, stored);
 		return true;
 	}
 
@@ -526,7 +528,43 @@ pg_ha_archive_shutdown(void)
 }
 
 #if PG_VERSION_NUM >= 160000
-#error "pg_ha's archive module targets the PG15 callback API; PG16 passes ArchiveModuleState"
+/*
+ * PG16 passes a state to every callback and returns the callbacks from the
+ * init function (archive/archive_module.h).  Not built or tested here: pg_ha
+ * targets PG15.
+ */
+static bool
+pg_ha_archive_configured16(ArchiveModuleState *state)
+{
+	return pg_ha_archive_configured();
+}
+
+static bool
+pg_ha_archive_file16(ArchiveModuleState *state, const char *file, const char *path)
+{
+	return pg_ha_archive_file(file, path);
+}
+
+static void
+pg_ha_archive_shutdown16(ArchiveModuleState *state)
+{
+	pg_ha_archive_shutdown();
+}
+
+static const ArchiveModuleCallbacks pg_ha_archive_callbacks = {
+	.startup_cb = NULL,
+	.check_configured_cb = pg_ha_archive_configured16,
+	.archive_file_cb = pg_ha_archive_file16,
+	.shutdown_cb = pg_ha_archive_shutdown16
+};
+
+PGDLLEXPORT const ArchiveModuleCallbacks *_PG_archive_module_init(void);
+
+const ArchiveModuleCallbacks *
+_PG_archive_module_init(void)
+{
+	return &pg_ha_archive_callbacks;
+}
 #else
 /*
  * The archiver finds this through load_external_function().  pg_ha is

@@ -253,6 +253,7 @@ push_next(void)
 	bool		already = false;
 	uint32		crc = 0;
 	size_t		stored = 0;
+	size_t		orig_len = 0;
 	int			slotno;
 	int			rc;
 
@@ -282,18 +283,16 @@ push_next(void)
 	}
 
 	snprintf(path, sizeof(path), XLOGDIR "/%s", name);
-	file_buf.len = 0;
-	rc = ar_read_file(path, &file_buf, err, sizeof(err));
-	if (rc == AR_OK)
-		rc = ar_repo_push(repo, key, name, file_buf.data, file_buf.len,
-						  (ArCompression) pg_ha_archive_compression,
-						  pg_ha_archive_compression_level,
-						  &already, &crc, &stored, &scratch_buf, err, sizeof(err));
+	rc = ar_repo_push_file(repo, key, name, path,
+						   (ArCompression) pg_ha_archive_compression,
+						   pg_ha_archive_compression_level,
+						   &already, &crc, &orig_len, &stored,
+						   &file_buf, &scratch_buf, err, sizeof(err));
 	if (rc == AR_OK)
 	{
 		if (!already)
 			pg_atomic_fetch_add_u64(&pg_ha_archive_shared->pushed_ahead, 1);
-		finish_slot(slotno, name, SLOT_PUSHED, crc, file_buf.len, stored);
+		finish_slot(slotno, name, SLOT_PUSHED, crc, orig_len, stored);
 		return true;
 	}
 	finish_slot(slotno, name, SLOT_FAILED, 0, 0, 0);

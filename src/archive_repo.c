@@ -322,6 +322,7 @@ ar_encode(const char *name, const void *data, size_t len,
 	size_t		payload_len;
 	unsigned char *h;
 	uint32_t	crc = ar_crc32c(0, data, len);
+	bool		in_place = out->data != NULL && data == out->data + AR_HEADER_LEN;
 
 	switch (compression)
 	{
@@ -343,7 +344,12 @@ ar_encode(const char *name, const void *data, size_t len,
 			ar_err(err, errlen, "unknown compression %d", (int) compression);
 			return AR_ERROR;
 	}
-	if (ar_buf_reserve(out, AR_HEADER_LEN + bound) != AR_OK)
+	if (in_place && compression != AR_COMPRESS_NONE)
+	{
+		ar_err(err, errlen, "internal error: in-place content can only be stored uncompressed");
+		return AR_ERROR;
+	}
+	if (!in_place && ar_buf_reserve(out, AR_HEADER_LEN + bound) != AR_OK)
 	{
 		ar_err(err, errlen, "out of memory (%zu bytes)", AR_HEADER_LEN + bound);
 		return AR_ERROR;
@@ -352,7 +358,9 @@ ar_encode(const char *name, const void *data, size_t len,
 	switch (compression)
 	{
 		case AR_COMPRESS_NONE:
-			memcpy(out->data + AR_HEADER_LEN, data, len);
+			/* read straight into place by ar_repo_push_file: no copy */
+			if (!in_place)
+				memcpy(out->data + AR_HEADER_LEN, data, len);
 			payload_len = len;
 			break;
 		case AR_COMPRESS_LZ4:
@@ -398,7 +406,8 @@ ar_encode(const char *name, const void *data, size_t len,
 	put_u64(h + 16, len);
 	put_u64(h + 24, payload_len);
 	put_u32(h + 32, crc);
-	put_u32(h + 36, ar_crc32c(0, h + AR_HEADER_LEN, payload_len));
+	put_u32(h + 36, compression == AR_COMPRESS_NONE ? crc :
+			ar_crc32c(0, h + AR_HEADER_LEN, payload_len));
 	strncpy((char *) h + 40, name, 20);
 	put_u32(h + 60, ar_crc32c(0, h, 60));
 	out->len = AR_HEADER_LEN + payload_len;
@@ -678,7 +687,14 @@ ring_batch(int fd, void *buf, size_t len, bool write, bool fsync_after,
 int
 ar_read_file(const char *path, ArBuf *out, char *err, size_t errlen)
 {
+	return ar_read_file_at(path, out, 0, err, errlen);
+}
+
+int
+ar_read_file_at(const char *path, ArBuf *out, size_t offset, char *err, size_t errlen)
+{
 	int			fd;
+	unsigned char *base;
 	struct stat st;
 	size_t		len;
 	bool		uring_done = false;
@@ -701,19 +717,21 @@ ar_read_file(const char *path, ArBuf *out, char *err, size_t errlen)
 		return AR_ERROR;
 	}
 	len = (size_t) st.st_size;
-	if (ar_buf_reserve(out, len ? len : 1) != AR_OK)
+	out->len = 0;
+	if (ar_buf_reserve(out, offset + (len ? len : 1)) != AR_OK)
 	{
 		ar_err(err, errlen, "out of memory reading \"%s\" (%zu bytes)", path, len);
 		close(fd);
 		return AR_ERROR;
 	}
+	base = out->data + offset;
 
 	if (len > 0 && ring_get())
 	{
 		size_t		chunk = chunk_size_for(len);
 		int			nchunks = (int) ((len + chunk - 1) / chunk);
 		size_t		done[AR_IO_CHUNKS + 1];
-		int			rc = ring_batch(fd, out->data, len, false, false, chunk, done, nchunks);
+		int			rc = ring_batch(fd, base, len, false, false, chunk, done, nchunks);
 
 		if (rc == 0)
 		{
@@ -724,7 +742,7 @@ ar_read_file(const char *path, ArBuf *out, char *err, size_t errlen)
 				size_t		want = (off + chunk > len) ? len - off : chunk;
 
 				if (done[i] < want &&
-					full_pread(fd, out->data + off + done[i], want - done[i], off + done[i]) !=
+					full_pread(fd, base + off + done[i], want - done[i], off + done[i]) !=
 					(ssize_t) (want - done[i]))
 				{
 					ar_err(err, errlen, "could not read \"%s\": %s", path,
@@ -741,7 +759,7 @@ ar_read_file(const char *path, ArBuf *out, char *err, size_t errlen)
 			return AR_ERROR;
 		}
 	}
-	if (!uring_done && len > 0 && full_pread(fd, out->data, len, 0) != (ssize_t) len)
+	if (!uring_done && len > 0 && full_pread(fd, base, len, 0) != (ssize_t) len)
 	{
 		ar_err(err, errlen, "could not read \"%s\": %s", path,
 			   errno ? strerror(errno) : "file shrank while being read");
@@ -749,7 +767,7 @@ ar_read_file(const char *path, ArBuf *out, char *err, size_t errlen)
 		return AR_ERROR;
 	}
 	close(fd);
-	out->len = len;
+	out->len = offset + len;
 	return AR_OK;
 }
 
@@ -1201,17 +1219,53 @@ ar_repo_push(ArchiveRepo *repo, const char *key, const char *name,
 			return AR_EXISTS;
 		}
 		/* same length and CRC: confirm byte for byte before calling it ours */
-		rc = ar_repo_fetch(repo, key, scratch, NULL, err, errlen);
-		if (rc != AR_OK)
-			return rc == AR_NOT_FOUND ? AR_ERROR : rc;
-		if (scratch->len != len || memcmp(scratch->data, data, len) != 0)
 		{
-			ar_err(err, errlen, "repository already holds \"%s\" with different content (same checksum)", name);
-			return AR_EXISTS;
+			ArBuf		stored = {0};
+			bool		same;
+
+			rc = ar_repo_fetch(repo, key, &stored, NULL, err, errlen);
+			same = rc == AR_OK && stored.len == len && memcmp(stored.data, data, len) == 0;
+			ar_buf_free(&stored);
+			if (rc != AR_OK)
+				return rc == AR_NOT_FOUND ? AR_ERROR : rc;
+			if (!same)
+			{
+				ar_err(err, errlen, "repository already holds \"%s\" with different content (same checksum)", name);
+				return AR_EXISTS;
+			}
 		}
 		*already = true;
 		return AR_OK;
 	}
 	ar_err(err, errlen, "\"%s\" appeared and disappeared in the repository while pushing", name);
 	return AR_ERROR;
+}
+
+int
+ar_repo_push_file(ArchiveRepo *repo, const char *key, const char *name, const char *path,
+				  ArCompression compression, int level,
+				  bool *already, uint32_t *crc_out, size_t *orig_len, size_t *stored_len,
+				  ArBuf *filebuf, ArBuf *scratch, char *err, size_t errlen)
+{
+	int			rc;
+
+	*orig_len = 0;
+	if (compression == AR_COMPRESS_NONE)
+	{
+		/* read the file where its object's payload goes */
+		rc = ar_read_file_at(path, scratch, AR_HEADER_LEN, err, errlen);
+		if (rc != AR_OK)
+			return rc;
+		*orig_len = scratch->len - AR_HEADER_LEN;
+		return ar_repo_push(repo, key, name, scratch->data + AR_HEADER_LEN, *orig_len,
+							compression, level, already, crc_out, stored_len,
+							scratch, err, errlen);
+	}
+	rc = ar_read_file(path, filebuf, err, errlen);
+	if (rc != AR_OK)
+		return rc;
+	*orig_len = filebuf->len;
+	return ar_repo_push(repo, key, name, filebuf->data, filebuf->len,
+						compression, level, already, crc_out, stored_len,
+						scratch, err, errlen);
 }

@@ -138,6 +138,9 @@ extern int	ar_decode(const void *obj, size_t len, ArBuf *out, char *err, size_t 
 
 /* Reads a whole file.  AR_NOT_FOUND if it does not exist. */
 extern int	ar_read_file(const char *path, ArBuf *out, char *err, size_t errlen);
+/* The same, placing the content at out->data + offset (out->len = offset + size). */
+extern int	ar_read_file_at(const char *path, ArBuf *out, size_t offset,
+							char *err, size_t errlen);
 
 /*
  * Writes data to path durably: a temp file beside it, written and fsync'd,
@@ -222,5 +225,16 @@ extern int	ar_repo_push(ArchiveRepo *repo, const char *key, const char *name,
 						 ArCompression compression, int level,
 						 bool *already, uint32_t *crc_out, size_t *stored_len,
 						 ArBuf *scratch, char *err, size_t errlen);
+
+/*
+ * Reads the file at path and pushes it as ar_repo_push does.  Uncompressed,
+ * the file is read straight into its object's payload position in scratch
+ * (no copy).  orig_len receives the file's size.
+ */
+extern int	ar_repo_push_file(ArchiveRepo *repo, const char *key, const char *name,
+							  const char *path, ArCompression compression, int level,
+							  bool *already, uint32_t *crc_out, size_t *orig_len,
+							  size_t *stored_len, ArBuf *filebuf, ArBuf *scratch,
+							  char *err, size_t errlen);
 
 #endif							/* PG_HA_ARCHIVE_REPO_H */
