@@ -32,7 +32,6 @@ REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check_regress \
 
 # TAP suites: real etcd, real postgres nodes (test/perl holds the harness).
 TAP_TESTS   = 1
-PROVE_FLAGS = -I $(srcdir)/test/perl --timer
 PROVE_TESTS = $(if $(T),$(T),test/t/*.pl)
 
 EXTRA_CLEAN = tmp_check tmp_check_regress results log $(PROGRAMS) test/fuzz/build
@@ -40,6 +39,9 @@ EXTRA_CLEAN = tmp_check tmp_check_regress results log $(PROGRAMS) test/fuzz/buil
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS's Makefile.global resets PROVE_FLAGS: set ours after it
+PROVE_FLAGS = -I $(srcdir)/test/perl --timer
 
 # after PGXS: CFLAGS and CPPFLAGS are known here
 $(PROGRAMS): %: src/bin/%.c $(FRONTEND_OBJS)

@@ -182,7 +182,9 @@ lose_leadership(const char *why)
 static void
 publish_shared(const NodeSnapshot *snap, bool etcd_ok)
 {
-	const char *leader = worker.view.loaded ? cluster_leader(&worker.view) : "";
+	/* our own key may not be back through the watch yet */
+	const char *leader = worker.is_leader ? worker.node :
+		worker.view.loaded ? cluster_leader(&worker.view) : "";
 
 	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
 	if (snap)
@@ -195,7 +197,7 @@ publish_shared(const NodeSnapshot *snap, bool etcd_ok)
 		pg_ha_shared->streaming = snap->streaming;
 	}
 	strlcpy(pg_ha_shared->leader, leader, sizeof(pg_ha_shared->leader));
-	pg_ha_shared->leader_known = worker.view.loaded;
+	pg_ha_shared->leader_known = worker.view.loaded || worker.is_leader;
 	pg_ha_shared->is_leader = worker.is_leader;
 	pg_ha_shared->lease_id = worker.lease_id;
 	if (worker.view.loaded)
