@@ -275,7 +275,6 @@ esac
 
 if [ "$(id -u)" -eq 0 ]; then
 	DEMO_USER=${PG_HA_DEMO_USER:-postgres}
-	id "$DEMO_USER" >/dev/null 2>&1 || die "user $DEMO_USER does not exist"
 else
 	DEMO_USER=$(id -un)
 fi
@@ -294,6 +293,9 @@ if [ "$cmd" = start ] && [ -z "${PG_HA_DEMO_NO_BUILD:-}" ]; then
 	make -C "$ROOT" -s install PG_CONFIG="$PG_CONFIG" \
 		|| die "make install failed (run as root: sudo $0)"
 fi
+
+# (the postgres user comes with the postgresql package: check after installing)
+id "$DEMO_USER" >/dev/null 2>&1 || die "user $DEMO_USER does not exist"
 
 if [ "$(id -u)" -eq 0 ]; then
 	# The checkout may be unreadable to the demo user (e.g. under /root): run
