@@ -38,6 +38,7 @@ PACKAGES=(
 	procps                   # pgrep, ps
 	util-linux               # setpriv, runuser
 	ca-certificates
+	openssl                  # certificates for the etcd TLS test
 )
 
 names=()

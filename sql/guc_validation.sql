@@ -51,14 +51,9 @@ ALTER SYSTEM SET pg_ha.no_such_setting = 'x';
 
 ALTER SYSTEM RESET ALL;
 
--- the password is never shown, not even to a superuser
-SHOW pg_ha.etcd_password;
+-- the etcd password lives in a file, never in a parameter (postgres logs
+-- every parameter a reload changes); the file path must be absolute
+ALTER SYSTEM SET pg_ha.etcd_password_file = 'etcd.pw';
 ALTER SYSTEM SET pg_ha.etcd_password = 'secret';
-SELECT pg_reload_conf();
-SELECT pg_sleep(0.5);
-SHOW pg_ha.etcd_password;
-SELECT count(*) AS password_rows_in_pg_settings
-  FROM pg_settings WHERE name = 'pg_ha.etcd_password';
-SELECT setting FROM pg_settings WHERE name = 'pg_ha.etcd_user';
-ALTER SYSTEM RESET pg_ha.etcd_password;
-SELECT pg_reload_conf();
+ALTER SYSTEM SET pg_ha.etcd_password_file = '/etc/pg_ha/etcd.pw';
+ALTER SYSTEM RESET ALL;

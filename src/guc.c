@@ -17,6 +17,7 @@
 
 #include "miscadmin.h"
 #include "postmaster/postmaster.h"
+#include "storage/fd.h"
 #include "utils/guc.h"
 
 char	   *pg_ha_etcd_endpoints = NULL;
@@ -24,7 +25,7 @@ char	   *pg_ha_etcd_cacert = NULL;
 char	   *pg_ha_etcd_cert = NULL;
 char	   *pg_ha_etcd_key = NULL;
 char	   *pg_ha_etcd_user = NULL;
-char	   *pg_ha_etcd_password = NULL;
+char	   *pg_ha_etcd_password_file = NULL;
 int			pg_ha_etcd_timeout_ms = 2000;
 char	   *pg_ha_namespace = NULL;
 char	   *pg_ha_cluster = NULL;
@@ -215,12 +216,6 @@ check_etcd_user(char **newval, void **extra, GucSource source)
 	return true;
 }
 
-/* SHOW and pg_settings never reveal the password, even to superusers. */
-static const char *
-show_password(void)
-{
-	return (pg_ha_etcd_password && pg_ha_etcd_password[0]) ? "********" : "";
-}
 
 void
 pg_ha_define_gucs(void)
@@ -250,12 +245,17 @@ pg_ha_define_gucs(void)
 							   NULL,
 							   &pg_ha_etcd_user, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_etcd_user, NULL, NULL);
-	DefineCustomStringVariable("pg_ha.etcd_password",
-							   "Password of pg_ha.etcd_user.",
-							   "Never shown by SHOW or pg_settings, never logged.",
-							   &pg_ha_etcd_password, "",
-							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
-							   NULL, NULL, show_password);
+	/*
+	 * The password itself is no parameter: postgres logs every parameter a
+	 * reload changes ("parameter ... changed to ..."), whatever its flags.
+	 * A file only the server's user can read keeps it out of logs, SHOW,
+	 * pg_settings and pg_file_settings.
+	 */
+	DefineCustomStringVariable("pg_ha.etcd_password_file",
+							   "File holding the password of pg_ha.etcd_user (first line).",
+							   "Make it readable by the server's operating system user only.",
+							   &pg_ha_etcd_password_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_file_path, NULL, NULL);
 	DefineCustomIntVariable("pg_ha.etcd_timeout",
 							"Upper bound on one etcd request, all endpoints included.",
 							"Keep it well below pg_ha.ttl / 3 so that a lease renewal can be retried before the lease runs out.",
@@ -365,17 +365,47 @@ pg_ha_effective_connect_address(char *buf, size_t len)
 	snprintf(buf, len, "%s:%d", host, PostPortNumber);
 }
 
-void
-pg_ha_etcd_config(EtcdConfig *config)
+/* First line of pg_ha.etcd_password_file into buf. */
+static bool
+read_password_file(char *buf, size_t len, char *errbuf, size_t errlen)
 {
+	FILE	   *f;
+	size_t		n;
+
+	buf[0] = '\0';
+	if (pg_ha_etcd_password_file == NULL || pg_ha_etcd_password_file[0] == '\0')
+		return true;
+	f = AllocateFile(pg_ha_etcd_password_file, "r");
+	if (f == NULL)
+	{
+		snprintf(errbuf, errlen, "cannot open pg_ha.etcd_password_file \"%s\": %m",
+				 pg_ha_etcd_password_file);
+		return false;
+	}
+	if (fgets(buf, (int) len, f) == NULL)
+		buf[0] = '\0';
+	FreeFile(f);
+	n = strcspn(buf, "\r\n");
+	buf[n] = '\0';
+	return true;
+}
+
+bool
+pg_ha_etcd_config(EtcdConfig *config, char *errbuf, size_t errlen)
+{
+	static char password[1024];
+
 	memset(config, 0, sizeof(*config));
+	if (!read_password_file(password, sizeof(password), errbuf, errlen))
+		return false;
 	config->endpoints = pg_ha_etcd_endpoints;
 	config->cacert = pg_ha_etcd_cacert;
 	config->cert = pg_ha_etcd_cert;
 	config->key = pg_ha_etcd_key;
 	config->user = pg_ha_etcd_user;
-	config->password = pg_ha_etcd_password;
+	config->password = password;
 	config->timeout_ms = pg_ha_etcd_timeout_ms;
+	return true;
 }
 
 char *

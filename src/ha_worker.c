@@ -232,7 +232,11 @@ ensure_client(void)
 
 	if (worker.etcd)
 		return true;
-	pg_ha_etcd_config(&config);
+	if (!pg_ha_etcd_config(&config, err, sizeof(err)))
+	{
+		remember_error("%s", err);
+		return false;
+	}
 	worker.etcd = etcd_client_new(&config, err, sizeof(err));
 	if (worker.etcd == NULL)
 	{

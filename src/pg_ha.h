@@ -27,7 +27,7 @@ extern char *pg_ha_etcd_cacert;
 extern char *pg_ha_etcd_cert;
 extern char *pg_ha_etcd_key;
 extern char *pg_ha_etcd_user;
-extern char *pg_ha_etcd_password;
+extern char *pg_ha_etcd_password_file;
 extern int	pg_ha_etcd_timeout_ms;
 extern char *pg_ha_namespace;
 extern char *pg_ha_cluster;
@@ -50,8 +50,12 @@ extern const char *pg_ha_effective_cluster(void);
 extern const char *pg_ha_effective_node_name(void);
 /* "host:port" this node advertises to its peers. */
 extern void pg_ha_effective_connect_address(char *buf, size_t len);
-/* Fills an EtcdConfig from the GUCs (pointers into GUC storage). */
-extern void pg_ha_etcd_config(EtcdConfig *config);
+/*
+ * Fills an EtcdConfig from the GUCs (pointers into GUC storage and a
+ * process-local password buffer).  False, with a message, when the password
+ * file cannot be read.
+ */
+extern bool pg_ha_etcd_config(EtcdConfig *config, char *errbuf, size_t errlen);
 /* "/<namespace>/<cluster>/<suffix>", palloc'd. */
 extern char *pg_ha_key(const char *suffix);
 

@@ -44,7 +44,10 @@ open_etcd(void)
 	char		err[ETCD_ERRMSG_LEN];
 	EtcdClient *client;
 
-	pg_ha_etcd_config(&config);
+	if (!pg_ha_etcd_config(&config, err, sizeof(err)))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("pg_ha: %s", err)));
 	client = etcd_client_new(&config, err, sizeof(err));
 	if (client == NULL)
 		ereport(ERROR,

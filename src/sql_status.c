@@ -211,7 +211,10 @@ pg_ha_members(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 
-	pg_ha_etcd_config(&config);
+	if (!pg_ha_etcd_config(&config, err, sizeof(err)))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("pg_ha: %s", err)));
 	client = etcd_client_new(&config, err, sizeof(err));
 	if (client == NULL)
 		ereport(ERROR,

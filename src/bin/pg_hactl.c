@@ -54,7 +54,8 @@ typedef struct Settings
 	char		cert[512];
 	char		key[512];
 	char		user[128];
-	char		password[256];
+	char		password[1024];
+	char		password_file[512];
 	char		replication_conninfo[512];
 	char		pgdata[PATH_MAX];
 	long		timeout_ms;
@@ -192,8 +193,8 @@ read_conf_file(Settings *s, const char *path)
 			copy_setting(s->key, sizeof(s->key), value);
 		else if (strcmp(name, "pg_ha.etcd_user") == 0)
 			copy_setting(s->user, sizeof(s->user), value);
-		else if (strcmp(name, "pg_ha.etcd_password") == 0)
-			copy_setting(s->password, sizeof(s->password), value);
+		else if (strcmp(name, "pg_ha.etcd_password_file") == 0)
+			copy_setting(s->password_file, sizeof(s->password_file), value);
 		else if (strcmp(name, "pg_ha.replication_conninfo") == 0)
 			copy_setting(s->replication_conninfo, sizeof(s->replication_conninfo), value);
 	}
@@ -903,6 +904,17 @@ main(int argc, char **argv)
 		strcpy(s.node_name, flags.node_name);
 	if (s.cluster[0] == '\0')
 		die("no cluster name: use --cluster or --pgdata with pg_ha.cluster set");
+	if (s.password_file[0])
+	{
+		FILE	   *f = fopen(s.password_file, "r");
+
+		if (f == NULL)
+			die("cannot read pg_ha.etcd_password_file %s: %s", s.password_file, strerror(errno));
+		if (fgets(s.password, sizeof(s.password), f) == NULL)
+			s.password[0] = '\0';
+		s.password[strcspn(s.password, "\r\n")] = '\0';
+		fclose(f);
+	}
 
 	if (strcmp(command, "list") == 0)
 		return cmd_list(&s);

@@ -69,7 +69,10 @@ sub _testname
 Create (and by default start) an etcd cluster of C<members> members and wait
 until every member reports healthy.  With C<start =E<gt> 0> nothing is started:
 call C<start_all> later (the ports are already chosen, so endpoints() can be
-put in a configuration first).
+put in a configuration first).  C<extra_args =E<gt> [...]> adds etcd
+command-line arguments; C<tls =E<gt> { ca, server_cert, server_key,
+client_cert, client_key }> serves the client URLs over https with client
+certificate authentication (etcdctl then uses the client certificate).
 
 =back
 
@@ -83,9 +86,18 @@ sub new
 	my $name = $p{name} // 'etcd';
 
 	my $base = PostgreSQL::Test::Utils::tempdir("${name}_");
+	my $tls = $p{tls};    # { ca, server_cert, server_key, client_cert, client_key }
+	my $scheme = $tls ? 'https' : 'http';
 	my $self = bless {
 		name    => $name,
 		base    => $base,
+		tls     => $tls,
+		# extra etcd command-line arguments, and extra etcdctl arguments
+		# (e.g. --user once authentication is enabled)
+		extra_args => $p{extra_args} // [],
+		ctl_args   => $tls
+		? [ "--cacert=$tls->{ca}", "--cert=$tls->{client_cert}", "--key=$tls->{client_key}" ]
+		: [],
 		timeout => $p{timeout} // 30,
 		token   => "pg_ha-test-$name-$$-" . int(rand(1e9)),
 		owner   => $$,
@@ -102,7 +114,7 @@ sub new
 			name        => "$name$i",
 			client_port => $client,
 			peer_port   => $peer,
-			client_url  => "http://127.0.0.1:$client",
+			client_url  => "$scheme://127.0.0.1:$client",
 			peer_url    => "http://127.0.0.1:$peer",
 			data_dir    => "$base/$name$i.data",
 			log         => "$PostgreSQL::Test::Utils::log_path/"
@@ -230,7 +242,12 @@ sub _spawn
 		"--log-outputs=stderr",
 		"--log-level=" . ($ENV{PG_HA_ETCD_LOG_LEVEL} || 'info'),
 		"--snapshot-count=10000",
-		"--quota-backend-bytes=" . (256 * 1024 * 1024));
+		"--quota-backend-bytes=" . (256 * 1024 * 1024),
+		($self->{tls}
+			? ("--cert-file=$self->{tls}{server_cert}", "--key-file=$self->{tls}{server_key}",
+				"--trusted-ca-file=$self->{tls}{ca}", '--client-cert-auth')
+			: ()),
+		@{ $self->{extra_args} });
 	unshift @cmd, $setpriv, '--pdeathsig', 'KILL', '--' if $setpriv;
 
 	open my $log, '>>', $m->{log} or croak "cannot open $m->{log}: $!";
@@ -298,6 +315,13 @@ sub health
 {
 	my ($self, $i) = @_;
 	my $m    = $self->member($i);
+	if ($self->{tls})
+	{
+		# HTTP::Tiny would need client-certificate plumbing: ask etcdctl
+		my ($ok) = $self->ctl({ endpoints => $m->{client_url}, timeout => 2 },
+			'endpoint', 'health');
+		return $ok ? 1 : 0;
+	}
 	my $resp = HTTP::Tiny->new(timeout => 2)->get("$m->{client_url}/health");
 	return 0 unless $resp->{success};
 	my $h = eval { JSON::PP::decode_json($resp->{content}) };
@@ -463,9 +487,24 @@ sub ctl
 	local $ENV{ETCDCTL_API} = 3;
 	my @cmd = (
 		$ETCDCTL, "--endpoints=$eps", '--dial-timeout=2s',
-		'--command-timeout=' . ($opt->{timeout} // 5) . 's', @args);
+		'--command-timeout=' . ($opt->{timeout} // 5) . 's',
+		@{ $self->{ctl_args} }, @args);
 	my $ok = IPC::Run::run(\@cmd, '<', \$in, '>', \$out, '2>', \$err);
 	return ($ok, $out, $err);
+}
+
+=item $etcd->add_ctl_args(@args)
+
+Arguments every later etcdctl call gets, e.g. C<--user=root:pw> once
+authentication is enabled.
+
+=cut
+
+sub add_ctl_args
+{
+	my ($self, @args) = @_;
+	push @{ $self->{ctl_args} }, @args;
+	return;
 }
 
 sub ctl_ok
