@@ -144,6 +144,10 @@ extern int64 pg_ha_lease_margin_us(void);
  */
 extern bool pg_ha_lease_valid(int64 now_us);
 
+/* ---------- SQL functions (sql_status.c, sql_control.c) ---------- */
+
+extern EtcdClient *pg_ha_backend_etcd_client(void);
+
 /* ---------- write fence (fence.c) ---------- */
 
 extern void pg_ha_install_fence(void);

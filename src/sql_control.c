@@ -37,8 +37,9 @@ backend_abort_check(void *arg)
 	return InterruptPending ? 1 : 0;
 }
 
-static EtcdClient *
-open_etcd(void)
+/* An etcd client for a backend: bounded, interruptible; ERROR if it cannot be made. */
+EtcdClient *
+pg_ha_backend_etcd_client(void)
 {
 	EtcdConfig	config;
 	char		err[ETCD_ERRMSG_LEN];
@@ -161,6 +162,28 @@ wait_for_leader(EtcdClient *client, const char *member)
 	}
 }
 
+/*
+ * Create the failover key with value; refuses (and frees the client) when
+ * one exists already: one switchover or failover at a time.
+ */
+static void
+write_failover_request(EtcdClient *client, const char *value, const char *what)
+{
+	EtcdKV		existing;
+	EtcdStatus	st = etcd_create(client, pg_ha_key("failover"), value, 0, &existing);
+
+	etcd_kv_free(&existing);
+	if (st == ETCD_NOT_FOUND)
+	{
+		etcd_client_free(client);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("pg_ha: %s refused: a switchover or failover is already in progress", what)));
+	}
+	if (st != ETCD_OK)
+		etcd_fail(client, "write the failover key");
+}
+
 /* The most advanced eligible replica, for a switchover without candidate. */
 static bool
 pick_candidate(ClusterView *view, const char *leader, MemberInfo *best)
@@ -193,8 +216,6 @@ pg_ha_switchover(PG_FUNCTION_ARGS)
 	MemberInfo	lead;
 	char		leader[PG_HA_NAME_LEN];
 	char		value[512];
-	EtcdKV		existing;
-	EtcdStatus	st;
 	const char *failure;
 
 	if (candidate != NULL && !valid_member_name(candidate))
@@ -206,7 +227,7 @@ pg_ha_switchover(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("pg_ha: scheduled_at must be a finite time")));
 
-	client = open_etcd();
+	client = pg_ha_backend_etcd_client();
 	read_cluster(client, &view);
 	if (cluster_paused(&view))
 		refuse(client, &view, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -256,17 +277,7 @@ pg_ha_switchover(PG_FUNCTION_ARGS)
 		snprintf(value, sizeof(value), "{\"leader\":\"%s\",\"member\":\"%s\"}",
 				 json_escape_name(leader), json_escape_name(candidate));
 	}
-	st = etcd_create(client, pg_ha_key("failover"), value, 0, &existing);
-	etcd_kv_free(&existing);
-	if (st == ETCD_NOT_FOUND)
-	{
-		etcd_client_free(client);
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_IN_USE),
-				 errmsg("pg_ha: switchover refused: a switchover or failover is already in progress")));
-	}
-	if (st != ETCD_OK)
-		etcd_fail(client, "write the failover key");
+	write_failover_request(client, value, "switchover");
 	if (scheduled)
 	{
 		etcd_client_free(client);
@@ -296,8 +307,6 @@ pg_ha_failover(PG_FUNCTION_ARGS)
 	ClusterView view;
 	MemberInfo	cand;
 	char		value[256];
-	EtcdKV		existing;
-	EtcdStatus	st;
 	const char *failure;
 
 	if (PG_ARGISNULL(0))
@@ -310,7 +319,7 @@ pg_ha_failover(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("pg_ha: invalid member name \"%s\"", candidate)));
 
-	client = open_etcd();
+	client = pg_ha_backend_etcd_client();
 	read_cluster(client, &view);
 	if (cluster_leader(&view)[0] != '\0')
 		refuse(client, &view, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -325,17 +334,7 @@ pg_ha_failover(PG_FUNCTION_ARGS)
 	cluster_reset(&view);
 
 	snprintf(value, sizeof(value), "{\"member\":\"%s\"}", json_escape_name(candidate));
-	st = etcd_create(client, pg_ha_key("failover"), value, 0, &existing);
-	etcd_kv_free(&existing);
-	if (st == ETCD_NOT_FOUND)
-	{
-		etcd_client_free(client);
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_IN_USE),
-				 errmsg("pg_ha: failover refused: a switchover or failover is already in progress")));
-	}
-	if (st != ETCD_OK)
-		etcd_fail(client, "write the failover key");
+	write_failover_request(client, value, "failover");
 	failure = wait_for_leader(client, candidate);
 	etcd_client_free(client);
 	if (failure)
@@ -349,7 +348,7 @@ pg_ha_failover(PG_FUNCTION_ARGS)
 static void
 set_pause(bool pause)
 {
-	EtcdClient *client = open_etcd();
+	EtcdClient *client = pg_ha_backend_etcd_client();
 	char	   *key = pg_ha_key("config");
 	EtcdKVList	kvs;
 	EtcdStatus	st;

@@ -101,12 +101,6 @@ pg_ha_status(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
-static int
-backend_abort_check(void *arg)
-{
-	return InterruptPending ? 1 : 0;
-}
-
 /* A JSON text as jsonb, or NULL when it is not something jsonb accepts. */
 static bool
 json_to_jsonb(const cJSON *item, Datum *out)
@@ -194,7 +188,6 @@ Datum
 pg_ha_members(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	EtcdConfig	config;
 	EtcdClient *client;
 	char		err[ETCD_ERRMSG_LEN];
 	char	   *leader_key = pg_ha_key("leader");
@@ -211,16 +204,7 @@ pg_ha_members(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 
-	if (!pg_ha_etcd_config(&config, err, sizeof(err)))
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("pg_ha: %s", err)));
-	client = etcd_client_new(&config, err, sizeof(err));
-	if (client == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("pg_ha: cannot create etcd client: %s", err)));
-	etcd_client_set_abort_check(client, backend_abort_check, NULL);
+	client = pg_ha_backend_etcd_client();
 	/* one snapshot of both: leader and members at the same revision */
 	st = etcd_txn(client, NULL, 0, ops, 2, NULL, 0, &succeeded, &kvs);
 	if (st != ETCD_OK)
