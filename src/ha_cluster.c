@@ -262,6 +262,7 @@ cluster_failover_request(const ClusterView *view, FailoverRequest *req)
 	req->final_lsn = (lsn > 0 && lsn < 1.8e19) ? (XLogRecPtr) lsn : InvalidXLogRecPtr;
 	req->handed_over = json_flag(doc, "handed_over");
 	req->shutdown = json_flag(doc, "shutdown");
+	req->final_confirmed = json_flag(doc, "final_confirmed");
 	req->mod_revision = kv->mod_revision;
 	cJSON_Delete(doc);
 	return true;

@@ -38,6 +38,7 @@ typedef struct FailoverRequest
 	XLogRecPtr	final_lsn;		/* old leader's last position, once handed over */
 	bool		handed_over;
 	bool		shutdown;		/* the leader stopped cleanly: no member named */
+	bool		final_confirmed;	/* old leader, now a standby, confirmed final_lsn */
 	int64		mod_revision;
 } FailoverRequest;
 

@@ -862,8 +862,15 @@ failover_race(const NodeSnapshot *snap)
 	}
 	if (requested && strcmp(req.member, worker.node) == 0)
 	{
-		/* switchover / manual failover to us: catch up, then take it */
-		if (req.handed_over && snap->replay_lsn < req.final_lsn &&
+		/*
+		 * Switchover / manual failover to us: wait until the old leader,
+		 * restarted as a standby, has confirmed where its WAL ends, and we
+		 * have replayed that far (streaming the rest from it if need be),
+		 * then take the key.  Bounded by one TTL: past that we take over
+		 * anyway and the old leader, if it diverged, is rewound.
+		 */
+		if (req.handed_over &&
+			(!req.final_confirmed || snap->replay_lsn < req.final_lsn) &&
 			(worker.race_started == 0 || now - worker.race_started < worker.lease_ttl * 1000000))
 		{
 			if (worker.race_started == 0)
@@ -1027,10 +1034,56 @@ check_divergence(const NodeSnapshot *snap, const char *leader)
 		remember_error("cannot signal the postmaster: %m");
 }
 
+/*
+ * Switchover, old leader's last part, once it runs as a standby: its WAL
+ * can no longer grow, so where it ends is final.  The WAL receiver starts
+ * only after the startup process has replayed every local record, so from
+ * then on the replay position is that end.  Publish it: the candidate
+ * promotes only once it has replayed that far, which is what lets this
+ * node follow without pg_rewind even if a hint-bit page image or a
+ * background record slipped in after the hand-over measured its position.
+ */
+static void
+confirm_final_position(const NodeSnapshot *snap)
+{
+	FailoverRequest req;
+	WalRcvState state;
+	char		value[512];
+	EtcdCompare cmp;
+	EtcdOp		put = {ETCD_OP_PUT, worker.failover_key, value, 0, false};
+	bool		done;
+
+	if (!cluster_failover_request(&worker.view, &req) || !req.handed_over ||
+		req.final_confirmed || strcmp(req.leader, worker.node) != 0)
+		return;
+	SpinLockAcquire(&WalRcv->mutex);
+	state = WalRcv->walRcvState;
+	SpinLockRelease(&WalRcv->mutex);
+	if (state == WALRCV_STOPPED)
+	{
+		soon(FAST_CYCLE_US / 5);	/* still replaying local WAL */
+		return;
+	}
+	snprintf(value, sizeof(value),
+			 "{\"leader\":\"%s\",\"member\":\"%s\",\"final_lsn\":" UINT64_FORMAT ",\"handed_over\":true,\"final_confirmed\":true}",
+			 worker.node, req.member, (uint64) Max(snap->replay_lsn, req.final_lsn));
+	cmp.key = worker.failover_key;
+	cmp.target = ETCD_CMP_MOD;
+	cmp.result = ETCD_CMP_EQUAL;
+	cmp.value = NULL;
+	cmp.number = req.mod_revision;
+	if (etcd_txn(worker.etcd, &cmp, 1, &put, 1, NULL, 0, &done, NULL) == ETCD_OK && done)
+		ereport(LOG,
+				(errmsg("pg_ha: switchover: this node's WAL ends at %X/%X; \"%s\" promotes once it has it",
+						LSN_FORMAT_ARGS(Max(snap->replay_lsn, req.final_lsn)), req.member)));
+}
+
 static bool
 standby_cycle(const NodeSnapshot *snap)
 {
 	const char *leader = cluster_leader(&worker.view);
+
+	confirm_final_position(snap);
 
 	if (!publish_member(snap, false))
 		return false;
