@@ -611,7 +611,9 @@ patroni_metric(StringInfo out, const char *name, const char *type, const char *h
 {
 	appendStringInfo(out, "# HELP %s %s\n# TYPE %s %s\n%s{scope=\"", name, help, name, type, name);
 	metrics_append_label_value(out, scope);
-	appendStringInfo(out, "\"} %.17g\n", value);
+	appendStringInfoString(out, "\"} ");
+	metrics_append_double(out, value);
+	appendStringInfoChar(out, '\n');
 }
 
 /*

@@ -108,6 +108,9 @@ typedef struct HttpResponse
 	StringInfo	body;			/* caller-provided, reset per request */
 	const char *extra_headers;	/* "Name: value\r\n"..., or NULL */
 	bool		close;			/* close after this response */
+	bool		may_defer;		/* in: the listener can park this request */
+	bool		defer;			/* out: park it until the metrics cache
+								 * refreshes, then ask again */
 } HttpResponse;
 
 /* health.c */
@@ -127,17 +130,23 @@ extern void pg_ha_http_shmem_startup(void);
 extern void pg_ha_http_register_workers(void);
 extern void metrics_handle(const HttpRequest *req, HttpResponse *resp);
 extern void metrics_after_responses(void);
+/* Changes each time the collector publishes; parked scrapes wait for it. */
+extern uint64 metrics_cache_generation(void);
+
+/* Longest a scrape waits for a refresh before it gets the older cache. */
+#define METRICS_MAX_WAIT_US		(2 * INT64CONST(1000000))
 /* health.c: patroni_* families for :8008/metrics */
 extern void metrics_patroni(StringInfo out);
 /* Appends s as a Prometheus label value (escapes \ " and newline). */
 extern void metrics_append_label_value(StringInfo out, const char *s);
+/* Appends v as a sample value: shortest round-trip form, NaN, +Inf, -Inf. */
+extern void metrics_append_double(StringInfo out, double v);
 
 /* metrics_pg.c: the collector worker that fills the cache */
 extern PGDLLEXPORT void pg_ha_metrics_collector_main(Datum arg);
 /* metrics.c: publishes a freshly built text into the shared cache */
 extern void metrics_cache_publish(const char *text, size_t len, int64 duration_us,
 								  uint64 errors);
-extern bool metrics_cache_scraped_recently(int64 now_us);
 extern int64 metrics_cache_age_us(int64 now_us);
 extern void metrics_cache_register_collector(void);
 extern void metrics_cache_unregister_collector(int code, Datum arg);

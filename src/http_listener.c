@@ -75,6 +75,10 @@ typedef struct HttpConn
 	int64		write_start_us; /* 0 = no pending output */
 	int64		linger_until_us;
 	HttpRequestParser parser;
+	bool		parked;			/* a scrape waits for a metrics refresh */
+	HttpRequest parked_req;
+	uint64		parked_gen;
+	int64		parked_until_us;
 	size_t		in_len;
 	char		in[HTTP_READ_BUF];
 	StringInfoData out;
@@ -96,6 +100,7 @@ static Listener listeners[2];
 static int	epfd = -1;
 static HttpConn *conns[HTTP_MAX_CONNS];
 static int	nconns = 0;
+static int	nparked = 0;		/* connections waiting for a metrics refresh */
 static MemoryContext request_context;
 static StringInfoData resp_body;
 
@@ -201,6 +206,8 @@ conn_set_events(HttpConn *c, uint32 events)
 static void
 conn_close(HttpConn *c)
 {
+	if (c->parked)
+		nparked--;
 	for (int i = 0; i < nconns; i++)
 	{
 		if (conns[i] == c)
@@ -305,8 +312,13 @@ answer_error(HttpConn *c, int status)
 	append_response(c, NULL, &r);
 }
 
+/*
+ * Answers req; or, when the metrics handler asks for it, parks the
+ * connection until the collector publishes a fresh cache (or the wait runs
+ * out): the scrape gets current figures, nobody else waits.
+ */
 static void
-answer_request(HttpConn *c, const HttpRequest *req)
+answer_request(HttpConn *c, const HttpRequest *req, bool may_defer, int64 now)
 {
 	HttpResponse r;
 	MemoryContext old;
@@ -315,6 +327,7 @@ answer_request(HttpConn *c, const HttpRequest *req)
 	resetStringInfo(&resp_body);
 	r.body = &resp_body;
 	r.status = 404;
+	r.may_defer = may_defer;
 
 	old = MemoryContextSwitchTo(request_context);
 	if (c->port == HTTP_PORT_API)
@@ -323,6 +336,17 @@ answer_request(HttpConn *c, const HttpRequest *req)
 		metrics_handle(req, &r);
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(request_context);
+
+	if (r.defer && may_defer)
+	{
+		c->parked = true;
+		c->parked_req = *req;
+		c->parked_gen = metrics_cache_generation();
+		c->parked_until_us = now + METRICS_MAX_WAIT_US;
+		nparked++;
+		conn_set_events(c, 0);
+		return;
+	}
 
 	if (r.close || !req->keep_alive)
 		c->closing = true;
@@ -335,7 +359,7 @@ process_input(HttpConn *c, int64 now)
 {
 	size_t		off = 0;
 
-	while (off < c->in_len && !c->closing &&
+	while (off < c->in_len && !c->closing && !c->parked &&
 		   c->out.len - c->out_off < HTTP_OUT_HIGH_WATER)
 	{
 		size_t		n = http_request_feed(&c->parser, c->in + off, c->in_len - off);
@@ -343,7 +367,7 @@ process_input(HttpConn *c, int64 now)
 		off += n;
 		if (c->parser.complete)
 		{
-			answer_request(c, &c->parser.req);
+			answer_request(c, &c->parser.req, true, now);
 			http_request_next(&c->parser);
 			c->request_start_us = 0;
 			c->idle_since_us = now;
@@ -491,6 +515,38 @@ handle_conn_event(HttpConn *c, uint32 events, int64 now)
 	}
 }
 
+/* Answers parked scrapes whose refresh arrived or whose wait ran out. */
+static void
+unpark_connections(int64 now)
+{
+	uint64		gen = metrics_cache_generation();
+
+	for (int i = nconns - 1; i >= 0 && nparked > 0; i--)
+	{
+		HttpConn   *c;
+
+		if (i >= nconns)
+			continue;
+		c = conns[i];
+		if (!c->parked || (gen == c->parked_gen && now < c->parked_until_us))
+			continue;
+		c->parked = false;
+		nparked--;
+		answer_request(c, &c->parked_req, false, now);
+		if (!flush_output(c, now))
+			continue;
+		if (c->events & EPOLLOUT)
+			continue;
+		conn_set_events(c, EPOLLIN);
+		/* requests pipelined behind the scrape */
+		if (c->phase == CONN_ACTIVE && c->in_len > 0)
+		{
+			process_input(c, now);
+			(void) flush_output(c, now);
+		}
+	}
+}
+
 /* Closes connections past their deadline; answers 408 to slow requests. */
 static void
 expire_connections(int64 now)
@@ -501,6 +557,8 @@ expire_connections(int64 now)
 
 		if (i >= nconns)
 			continue;
+		if (c->parked)
+			continue;			/* unpark_connections bounds the wait */
 		if (c->phase == CONN_LINGER)
 		{
 			if (now >= c->linger_until_us)
@@ -595,7 +653,8 @@ pg_ha_http_main(Datum arg)
 			next_tick = now + HTTP_TICK_MS * 1000;
 		}
 
-		n = epoll_wait(epfd, events, lengthof(events), HTTP_TICK_MS);
+		/* parked scrapes: look for the refresh every 2 ms */
+		n = epoll_wait(epfd, events, lengthof(events), nparked > 0 ? 2 : HTTP_TICK_MS);
 		if (n < 0)
 		{
 			if (errno == EINTR)
@@ -613,6 +672,8 @@ pg_ha_http_main(Datum arg)
 			else
 				handle_conn_event((HttpConn *) ptr, events[i].events, now);
 		}
+		if (nparked > 0)
+			unpark_connections(now);
 		metrics_after_responses();
 	}
 }

@@ -6,11 +6,14 @@
  * A scrape never runs SQL.  It writes, in text format 0.0.4:
  *   - pg_up and pg_in_recovery, read from shared memory at scrape time;
  *   - the pg_exporter-named families (pg_db_*, pg_table_*, ...), copied
- *     from the cache the collector refreshed at most pg_ha.metrics_cache_ttl
- *     seconds ago (a scrape that finds it older wakes the collector);
+ *     from the cache the collector fills; a scrape that finds the cache
+ *     older than pg_ha.metrics_cache_ttl wakes the collector and is parked
+ *     by the listener (which goes on serving everyone else) until the
+ *     refresh is published, at most METRICS_MAX_WAIT_US;
  *   - the pg_ha_* families, from PgHaShared, and the scrape's own duration.
- * The collector refreshes only while somebody scrapes, so an unscraped node
- * pays nothing.
+ * The collector refreshes only when a scrape asks, so each scrape costs at
+ * most one refresh, scrapers within the TTL share one, and an unscraped
+ * node pays nothing.
  */
 #include "pg_ha.h"
 
@@ -18,9 +21,11 @@
 #include "http.h"
 
 #include <limits.h>
+#include <math.h>
 
 #include "access/xlog.h"
 #include "access/xlogrecovery.h"
+#include "common/shortest_dec.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
@@ -36,18 +41,14 @@ int			pg_ha_metrics_size_interval = 300;
 int			pg_ha_metrics_buffer_kb = 4096;
 char	   *pg_ha_metrics_database = NULL;
 
-/* A scrape in the last this-many seconds keeps the collector refreshing. */
-#define METRICS_ACTIVE_WINDOW_S 300
-
 /*
- * The cache.  `lock` guards everything but last_scrape_us (atomic): the
+ * The cache.  `lock` guards all of it: the
  * collector takes it exclusively only to memcpy a finished text in, the
  * listener shared only to memcpy it out, so neither waits for SQL.
  */
 typedef struct MetricsCache
 {
 	LWLock	   *lock;
-	pg_atomic_uint64 last_scrape_us;	/* monotonic; 0 = never */
 	Latch	   *collector_latch;
 	pid_t		collector_pid;
 	int64		collected_at_us;	/* monotonic; 0 = never */
@@ -157,7 +158,6 @@ pg_ha_http_shmem_startup(void)
 	{
 		memset(metrics_cache, 0, offsetof(MetricsCache, data));
 		metrics_cache->lock = &(GetNamedLWLockTranche("pg_ha_metrics"))->lock;
-		pg_atomic_init_u64(&metrics_cache->last_scrape_us, 0);
 		metrics_cache->capacity = (size_t) pg_ha_metrics_buffer_kb * 1024;
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -237,12 +237,15 @@ metrics_cache_age_us(int64 now_us)
 	return at == 0 ? INT64_MAX : now_us - at;
 }
 
-bool
-metrics_cache_scraped_recently(int64 now_us)
+uint64
+metrics_cache_generation(void)
 {
-	uint64		last = pg_atomic_read_u64(&metrics_cache->last_scrape_us);
+	uint64		gen;
 
-	return last != 0 && now_us - (int64) last < METRICS_ACTIVE_WINDOW_S * INT64CONST(1000000);
+	LWLockAcquire(metrics_cache->lock, LW_SHARED);
+	gen = metrics_cache->refreshes;
+	LWLockRelease(metrics_cache->lock);
+	return gen;
 }
 
 /*
@@ -298,6 +301,23 @@ metrics_after_responses(void)
 	LWLockRelease(metrics_cache->lock);
 }
 
+/* Shortest text that reads back as the same double (as float8out does). */
+void
+metrics_append_double(StringInfo out, double v)
+{
+	char		buf[DOUBLE_SHORTEST_DECIMAL_LEN];
+
+	if (isnan(v))
+		appendStringInfoString(out, "NaN");
+	else if (isinf(v))
+		appendStringInfoString(out, v > 0 ? "+Inf" : "-Inf");
+	else
+	{
+		double_to_shortest_decimal_buf(v, buf);
+		appendStringInfoString(out, buf);
+	}
+}
+
 void
 metrics_append_label_value(StringInfo out, const char *s)
 {
@@ -324,7 +344,9 @@ static void
 gauge(StringInfo out, const char *name, const char *help, double value)
 {
 	family(out, name, "gauge", help);
-	appendStringInfo(out, "%s %.17g\n", name, value);
+	appendStringInfo(out, "%s ", name);
+	metrics_append_double(out, value);
+	appendStringInfoChar(out, '\n');
 }
 
 static void
@@ -435,19 +457,36 @@ metrics_handle(const HttpRequest *req, HttpResponse *resp)
 	if (req->method != HTTP_M_GET)
 		return;
 
-	pg_atomic_write_u64(&metrics_cache->last_scrape_us, (uint64) start);
+	/*
+	 * A stale cache and a live collector: ask for a refresh and let the
+	 * listener park this scrape until it is published (at most
+	 * METRICS_MAX_WAIT_US).  Scrapes within the TTL share one refresh.
+	 */
+	if (resp->may_defer)
+	{
+		bool		stale;
+
+		LWLockAcquire(metrics_cache->lock, LW_SHARED);
+		stale = metrics_cache->collector_latch != NULL &&
+			(metrics_cache->collected_at_us == 0 ||
+			 start - metrics_cache->collected_at_us >= pg_ha_metrics_cache_ttl * INT64CONST(1000000));
+		LWLockRelease(metrics_cache->lock);
+		if (stale)
+		{
+			collector_poke_pending = true;
+			resp->defer = true;
+			return;
+		}
+	}
 
 	in_recovery = RecoveryInProgress();
 	running = !in_recovery || HotStandbyActive();
 	gauge(resp->body, "pg_up", "1 if postgres accepts connections", running ? 1 : 0);
 	gauge(resp->body, "pg_in_recovery", "1 if postgres is in recovery (a replica)", in_recovery ? 1 : 0);
 
-	/* the cache; when it is stale, the collector is woken after the answer */
+	/* the cache, fresh or (the wait ran out, no collector) the last one */
 	LWLockAcquire(metrics_cache->lock, LW_SHARED);
 	appendBinaryStringInfo(resp->body, metrics_cache->data, metrics_cache->len);
-	if (metrics_cache->collected_at_us == 0 ||
-		start - metrics_cache->collected_at_us >= pg_ha_metrics_cache_ttl * INT64CONST(1000000))
-		collector_poke_pending = true;
 	LWLockRelease(metrics_cache->lock);
 
 	pg_ha_families(resp->body, start);

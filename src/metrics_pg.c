@@ -250,7 +250,16 @@ static const MetricQuery queries[] = {
 		" FROM pg_database WHERE datallowconn ORDER BY 1",
 	"", false, EVERY_SIZE_INTERVAL},
 	{"pg_table", "most active tables of the collector's database",
-		"SELECT current_database()::text AS datname, s.schemaname || '.' || s.relname AS relname,"
+		/* pick the top N from pg_class with cheap counters, then read the
+		 * views for those N only: the views cost per row and per index */
+		"WITH top AS MATERIALIZED (SELECT array_agg(oid) AS ids FROM (SELECT c.oid FROM pg_class c"
+		" JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'm')"
+		" AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'"
+		" ORDER BY pg_stat_get_tuples_returned(c.oid) + pg_stat_get_tuples_fetched(c.oid)"
+		" + pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid)"
+		" + pg_stat_get_tuples_deleted(c.oid) + pg_stat_get_live_tuples(c.oid) DESC, c.oid"
+		" LIMIT %d) t)"
+		" SELECT current_database()::text AS datname, s.schemaname || '.' || s.relname AS relname,"
 		" s.relid::int8 AS relid, c.relpages::int8 AS pages, c.reltuples::float8 AS tuples,"
 		" age(c.relfrozenxid)::int8 AS age, c.relnatts::int AS ncols,"
 		" c.relpages::int8 * current_setting('block_size')::int8 AS size_bytes,"
@@ -270,23 +279,29 @@ static const MetricQuery queries[] = {
 		" coalesce(io.toast_blks_read, 0) AS toast_blks_read, coalesce(io.toast_blks_hit, 0) AS toast_blks_hit,"
 		" coalesce(io.tidx_blks_read, 0) AS tidx_blks_read, coalesce(io.tidx_blks_hit, 0) AS tidx_blks_hit"
 		" FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
-		" LEFT JOIN pg_statio_user_tables io ON io.relid = s.relid"
-		" ORDER BY s.seq_tup_read + coalesce(s.idx_tup_fetch, 0) + s.n_tup_ins + s.n_tup_upd"
-		" + s.n_tup_del + s.n_live_tup DESC, s.relid LIMIT %d",
+		" LEFT JOIN (SELECT * FROM pg_statio_user_tables"
+		"  WHERE relid = ANY((SELECT ids FROM top)::oid[])) io ON io.relid = s.relid"
+		" WHERE s.relid = ANY((SELECT ids FROM top)::oid[]) ORDER BY s.relid",
 		"seq_scan seq_tup_read idx_scan idx_tup_fetch tbl_scan tup_read n_tup_ins n_tup_upd"
 		" n_tup_del n_tup_mod n_tup_hot_upd vacuum_count autovacuum_count analyze_count"
 		" autoanalyze_count heap_blks_read heap_blks_hit idx_blks_read idx_blks_hit"
 		" toast_blks_read toast_blks_hit tidx_blks_read tidx_blks_hit",
 	true, EVERY_REFRESH},
 	{"pg_index", "most used indexes of the collector's database",
-		"SELECT current_database()::text AS datname, s.schemaname || '.' || s.relname AS relname,"
+		"WITH top AS MATERIALIZED (SELECT array_agg(oid) AS ids FROM (SELECT c.oid FROM pg_class c"
+		" JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'i'"
+		" AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'"
+		" ORDER BY pg_stat_get_numscans(c.oid) + pg_stat_get_tuples_returned(c.oid) DESC, c.oid"
+		" LIMIT %d) t)"
+		" SELECT current_database()::text AS datname, s.schemaname || '.' || s.relname AS relname,"
 		" s.indexrelname::text AS idxname, s.indexrelid::int8 AS relid,"
 		" c.relpages::int8 * current_setting('block_size')::int8 AS size_bytes,"
 		" s.idx_scan, s.idx_tup_read, s.idx_tup_fetch,"
-		" coalesce(io.idx_blks_read, 0) AS idx_blks_read, coalesce(io.idx_blks_hit, 0) AS idx_blks_hit"
+		/* pg_statio_all_indexes' own definitions, without a second join */
+		" pg_stat_get_blocks_fetched(s.indexrelid) - pg_stat_get_blocks_hit(s.indexrelid) AS idx_blks_read,"
+		" pg_stat_get_blocks_hit(s.indexrelid) AS idx_blks_hit"
 		" FROM pg_stat_user_indexes s JOIN pg_class c ON c.oid = s.indexrelid"
-		" LEFT JOIN pg_statio_user_indexes io ON io.indexrelid = s.indexrelid"
-		" ORDER BY s.idx_scan + s.idx_tup_read DESC, s.indexrelid LIMIT %d",
+		" WHERE s.indexrelid = ANY((SELECT ids FROM top)::oid[]) ORDER BY s.indexrelid",
 	"idx_scan idx_tup_read idx_tup_fetch idx_blks_read idx_blks_hit", true, EVERY_REFRESH},
 	{"pg_func", "most called functions of the collector's database",
 		"SELECT current_database()::text AS datname, schemaname || '.' || funcname AS funcname,"
@@ -300,7 +315,10 @@ static const MetricQuery queries[] = {
 /* per query: its last rendered text (in collector_context) and when */
 static char *query_text[NQUERIES];
 static int64 query_ran_at[NQUERIES];
+static SPIPlanPtr query_plan[NQUERIES];
+static int	query_plan_limit[NQUERIES];
 static MemoryContext collector_context;
+static bool poked;				/* a scrape set our latch */
 
 static bool
 is_counter(const MetricQuery *q, const char *col)
@@ -358,12 +376,7 @@ append_value(StringInfo out, Datum d, Oid typid)
 			appendStringInfoString(out, "NaN");
 			return;
 	}
-	if (isnan(f))
-		appendStringInfoString(out, "NaN");
-	else if (isinf(f))
-		appendStringInfoString(out, f > 0 ? "+Inf" : "-Inf");
-	else
-		appendStringInfo(out, "%.17g", f);
+	metrics_append_double(out, f);
 }
 
 /* Renders the SPI result of q: one family per numeric column. */
@@ -425,17 +438,37 @@ run_query(int i)
 	const MetricQuery *q = &queries[i];
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	char	   *sql;
 	volatile bool ok = true;
-
-	sql = q->limited ? psprintf(q->sql, pg_ha_metrics_table_limit) : (char *) q->sql;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
 	PG_TRY();
 	{
-		int			rc = SPI_execute(sql, true, 0);
+		int			rc;
 		char	   *text;
+
+		/*
+		 * Plans are prepared once and kept (the plan cache replans them
+		 * after DDL): planning these views costs more than running them.
+		 */
+		if (query_plan[i] != NULL && q->limited && query_plan_limit[i] != pg_ha_metrics_table_limit)
+		{
+			SPI_freeplan(query_plan[i]);
+			query_plan[i] = NULL;
+		}
+		if (query_plan[i] == NULL)
+		{
+			char	   *sql = q->limited ? psprintf(q->sql, pg_ha_metrics_table_limit) : (char *) q->sql;
+			SPIPlanPtr	plan = SPI_prepare(sql, 0, NULL);
+
+			if (plan == NULL)
+				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+			if (SPI_keepplan(plan) != 0)
+				elog(ERROR, "SPI_keepplan failed");
+			query_plan[i] = plan;
+			query_plan_limit[i] = pg_ha_metrics_table_limit;
+		}
+		rc = SPI_execute_plan(query_plan[i], NULL, NULL, true, 0);
 
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "SPI_execute returned %s", SPI_result_code_string(rc));
@@ -528,31 +561,32 @@ pg_ha_metrics_collector_main(Datum arg)
 											  ALLOCSET_DEFAULT_SIZES);
 	before_shmem_exit(metrics_cache_unregister_collector, 0);
 	metrics_cache_register_collector();
+	poked = false;
 
 	for (;;)
 	{
 		int64		now = pg_ha_monotonic_us();
 		int64		ttl_us = pg_ha_metrics_cache_ttl * INT64CONST(1000000);
 		int64		age = metrics_cache_age_us(now);
-		long		wait_ms = pg_ha_metrics_cache_ttl * 1000L;
+		long		wait_ms = 60000;
+		int			rc;
 
 		/*
-		 * Refresh when the cache is stale and somebody scraped recently (or
-		 * there is no cache yet: the first scrape should find one).
+		 * Refresh when a scrape found the cache stale and woke us (the
+		 * listener parks it until we publish), and once at start so that
+		 * the first scrape finds figures at once.
 		 */
-		if (age >= ttl_us && (age == INT64_MAX || metrics_cache_scraped_recently(now)))
+		if (age >= ttl_us && (age == INT64_MAX || poked))
 		{
 			MemoryContext old = MemoryContextSwitchTo(collector_context);
 
 			refresh_cache();
 			MemoryContextSwitchTo(old);
-			wait_ms = pg_ha_metrics_cache_ttl * 1000L;
 		}
-		else if (age < ttl_us)
-			wait_ms = Max(1, (ttl_us - age) / 1000);
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 wait_ms, PG_WAIT_EXTENSION);
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					   wait_ms, PG_WAIT_EXTENSION);
+		poked = (rc & WL_LATCH_SET) != 0;
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
