@@ -109,6 +109,36 @@ extern bool pg_ha_archive_key(const char *name, char *key, size_t keylen,
 /* Logs and records a failure for name (shared by module and pushers). */
 extern void pg_ha_archive_note_error(const char *name, const char *msg);
 
+/*
+ * A consistent copy of the archive's counters and last events, for
+ * pg_ha.archive_status() and the metrics endpoint.  Takes the lock shared
+ * for a few copies; does no I/O.  Returns false if pg_ha's shared memory is
+ * absent.  Rates are over the last ARCHIVE_RECENT acknowledgements within a
+ * minute.
+ */
+typedef struct PgHaArchiveStats
+{
+	uint64		archived_count;
+	uint64		archived_bytes;
+	uint64		stored_bytes;
+	uint64		pushed_ahead;
+	uint64		lookahead_hits;
+	uint64		already_count;
+	uint64		failed_count;
+	uint64		mismatch_count;
+	uint64		corrupt_count;
+	int			in_flight;
+	double		files_per_second;
+	double		bytes_per_second;
+	char		last_archived[ARCHIVE_NAME_LEN];
+	TimestampTz last_archived_at;
+	char		last_failed[ARCHIVE_NAME_LEN];
+	TimestampTz last_failed_at;
+	char		last_error[AR_ERR_LEN];
+} PgHaArchiveStats;
+
+extern bool pg_ha_archive_stats(PgHaArchiveStats *out);
+
 /* ---------- look-ahead pushers (archive_push.c) ---------- */
 
 extern void pg_ha_archive_register_workers(void);

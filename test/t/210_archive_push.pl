@@ -186,7 +186,7 @@ note "files pushed ahead by the pushers: $ahead";
 	my $log_offset  = -s $node->logfile;
 	rename("$pgdata/pg_wal/archive_status/$b.done", "$pgdata/pg_wal/archive_status/$b.ready")
 	  or die "rename: $!";
-	$node->safe_psql('postgres', 'SELECT pg_switch_wal()');
+	new_segment(1000);    # new WAL wakes the archiver, which then rescans
 	ok($node->poll_query_until('postgres',
 			"SELECT mismatch_count > $before->{mismatch} FROM pg_ha.archive_status()"),
 		'mismatch: counted in pg_ha.archive_status().mismatch_count');
@@ -289,6 +289,34 @@ SKIP:
 	my $next = new_segment(1000);
 	ok(wait_archived($next), 'unwritable repo fixed: archiving resumes');
 	ok(-f object_path($ro, $seg), 'unwritable repo fixed: the kept segment is archived');
+}
+
+# --- A file the module cannot archive is refused with a WARNING; the
+# archiver stays up (same process) and carries on once it is gone.
+{
+	$node->append_conf('postgresql.conf', "pg_ha.archive_repo = '$repo'\n");
+	$node->reload;
+	sleep 1;
+	my ($archiver) = $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'");
+	my $bogus       = '0000000100000000000000AA.history';
+	my $fail_before = pg_failed_count();
+	my $log_offset  = -s $node->logfile;
+	open my $fh, '>', "$pgdata/pg_wal/$bogus" or die;
+	print $fh "1\t0/0\tnot a real history file\n";
+	close $fh;
+	open $fh, '>', "$pgdata/pg_wal/archive_status/$bogus.ready" or die;
+	close $fh;
+	new_segment(1000);
+	ok($node->poll_query_until('postgres', "SELECT failed_count > $fail_before FROM pg_stat_archiver"),
+		'bad name: the archiver reports a failure');
+	ok($node->log_contains(qr/WARNING:  pg_ha: could not archive "\Q$bogus\E": .*not a WAL segment/, $log_offset),
+		'bad name: WARNING says why');
+	is($node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'"),
+		$archiver, 'bad name: the archiver process survived');
+	unlink "$pgdata/pg_wal/archive_status/$bogus.ready", "$pgdata/pg_wal/$bogus";
+	my $next = new_segment(1000);
+	ok(wait_archived($next), 'bad name removed: archiving goes on');
 }
 
 $node->stop;
