@@ -7,7 +7,9 @@
 use strict;
 use warnings;
 
+use File::Basename qw(dirname);
 use File::Compare;
+use File::Copy;
 use File::Find;
 use File::Path qw(make_path);
 use IPC::Run;
@@ -23,8 +25,9 @@ my $repo    = "$tmp/repo";
 make_path($repo);
 
 my $node = PostgreSQL::Test::Cluster->new('crash');
-$node->init(allows_streaming => 1);
-# zstd level 19 takes seconds per segment: kills land mid-push
+# 1 MB segments: many files, each pushed in a fraction of a second
+$node->init(allows_streaming => 1, extra => ['--wal-segsize=1']);
+# zstd level 19 is slow enough that kills land mid-push
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_ha'
 pg_ha.etcd_endpoints = 'http://127.0.0.1:9'
@@ -63,6 +66,13 @@ sub new_segments
 	return $last;
 }
 
+sub object_path
+{
+	my ($seg) = @_;
+	return "$repo/archtest/$sysid/wal/" . substr($seg, 0, 8) . '/'
+	  . substr($seg, 0, 16) . "/$seg";
+}
+
 sub postmaster_pid
 {
 	open my $fh, '<', "$pgdata/postmaster.pid" or return undef;
@@ -87,7 +97,7 @@ sub child_pids
 sub wait_mid_push
 {
 	return $node->poll_query_until('postgres',
-		'SELECT in_flight > 0 AND pending_count > 1 FROM pg_ha.archive_status()');
+		'SELECT in_flight > 0 AND pending_count > 3 FROM pg_ha.archive_status()');
 }
 
 # Every object in the repository must restore and equal the segment in
@@ -140,8 +150,23 @@ my $last = new_segments(5);
 ok(wait_mid_push(), 'archiver: pushes are in flight');
 my ($archiver) = child_pids(postmaster_pid(), qr/archiver/);
 ok($archiver, "archiver: found the archiver process ($archiver)");
+my $log_offset = -s $node->logfile;
 kill 'KILL', $archiver;
-ok($node->poll_query_until('postgres', 'SELECT true'), 'archiver: server is back after the crash restart');
+# wait for the postmaster to notice, then for it to accept connections again
+# (a psql started in between can die under IPC::Run)
+my $back = 0;
+for (1 .. 600)
+{
+	if ($node->log_contains(qr/all server processes terminated; reinitializing/, $log_offset)
+		&& system('pg_isready', '-q', '-h', $node->host, '-p', $node->port) == 0)
+	{
+		$back = 1;
+		last;
+	}
+	select(undef, undef, undef, 0.1);
+}
+ok($back && $node->poll_query_until('postgres', 'SELECT true'),
+	'archiver: server is back after the crash restart');
 ok($node->log_contains(qr/archiver process \(PID $archiver\) was terminated by signal 9/),
 	'archiver: postmaster saw the archiver killed');
 check_repository('after kill -9 of the archiver');
@@ -159,14 +184,30 @@ for (1 .. 100)
 	last unless grep { kill 0, $_ } @children;
 	select(undef, undef, undef, 0.1);
 }
-check_repository('after kill -9 of postgres');
+
+# A write cut short leaves at most <object>.tmp.<pid> (the object's name
+# is only linked after the fsync).  Kills rarely land inside the write
+# itself, so plant such a leftover for a segment still waiting: half of a
+# real object under the temp name.
+my ($pending) = grep { !-f object_path($_) } sort map { m{/([0-9A-F]{24})\.ready$} ? $1 : () }
+  glob("$pgdata/pg_wal/archive_status/*.ready");
+my ($some_object) = grep { -f $_ } map { object_path($_) }
+  sort map { m{/([0-9A-F]{24})\.done$} ? $1 : () } glob("$pgdata/pg_wal/archive_status/*.done");
+ok($pending && $some_object, "postgres: $pending is waiting and not in the repository");
+my $obj = object_path($pending);
+make_path(dirname($obj));
+copy($some_object, "$obj.tmp.99999") or die "copy: $!";
+truncate("$obj.tmp.99999", int((-s $some_object) / 2));
+my ($n_obj, $n_tmp) = check_repository('after kill -9 of postgres');
+cmp_ok($n_tmp, '>=', 1, 'after kill -9 of postgres: a partial temp file is present');
 
 # fast compression again; everything pending gets archived
 $node->append_conf('postgresql.conf', "pg_ha.archive_compression_level = 1\n");
 $node->start;
 ok(wait_all_archived($last), 'after restart: every segment is archived');
 my ($objects) = check_repository('after archiving resumed');
-cmp_ok($objects, '>=', 9, "after archiving resumed: $objects segments in the repository");
+ok(-f object_path($pending), "after archiving resumed: $pending was archived beside the leftover temp file");
+cmp_ok($objects, '>=', 20, "after archiving resumed: $objects segments in the repository");
 
 $node->stop;
 done_testing();

@@ -134,8 +134,10 @@ $follower->stop;
 # above shares the repository, so this one stays on timeline 1.)
 my $replica = PostgreSQL::Test::Cluster->new('replica');
 $replica->init_from_backup($primary, 'base');
+# no --repo / --cluster: pg_ha_restore reads pg_ha.archive_repo and
+# pg_ha.cluster from the data directory's postgresql.conf
 $replica->append_conf('postgresql.conf', qq{
-restore_command = '$restore_command'
+restore_command = '$restore %f %p'
 primary_conninfo = ''
 recovery_target_timeline = 'current'
 pg_ha.node_name = 'replica'
