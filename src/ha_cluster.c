@@ -155,6 +155,12 @@ parse_member(const EtcdKV *kv, const char *name, MemberInfo *m)
 	json_string(doc, "role", role, sizeof(role));
 	m->is_replica = strcmp(role, "replica") == 0;
 	json_string(doc, "conn_url", m->conn_url, sizeof(m->conn_url));
+	{
+		char		rstate[32];
+
+		json_string(doc, "replication_state", rstate, sizeof(rstate));
+		m->streaming = strcmp(rstate, "streaming") == 0;
+	}
 	lsn = json_number(doc, "xlog_location", -1);
 	m->lsn = (lsn >= 0 && lsn < 1.8e19) ? (XLogRecPtr) lsn : InvalidXLogRecPtr;
 	m->timeline = (TimeLineID) Max(0, json_number(doc, "timeline", 0));

@@ -25,6 +25,7 @@ typedef struct MemberInfo
 	TimeLineID	timeline;
 	bool		nofailover;
 	bool		noloadbalance;
+	bool		streaming;		/* replica: replication_state is "streaming" */
 	int			failover_priority;
 	char		conn_url[256];
 	int64		mod_revision;

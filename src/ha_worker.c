@@ -654,13 +654,34 @@ hand_over(const FailoverRequest *req)
 	};
 	bool		succeeded;
 
+	const char *abandon = NULL;
+	XLogRecPtr	behind = InvalidXLogRecPtr;
+
 	if (!cluster_member(&worker.view, req->member, &cand) || !cand.is_replica ||
 		!conn_url_host_port(cand.conn_url, host, sizeof(host), port, sizeof(port)))
+		abandon = "candidate is not a running replica";
+	else
+	{
+		/* lag as the walsender sees it now: exact, unlike member keys */
+		XLogRecPtr	theirs = standby_flush_lsn(req->member);
+		XLogRecPtr	mine = GetFlushRecPtr(NULL);
+
+		if (theirs == InvalidXLogRecPtr)
+			abandon = "candidate is not streaming from the leader";
+		else if (mine > theirs &&
+				 mine - theirs > (uint64) pg_ha_maximum_lag_on_failover * 1024)
+		{
+			abandon = "candidate is lagging more than pg_ha.maximum_lag_on_failover";
+			behind = mine - theirs;
+		}
+	}
+	if (abandon)
 	{
 		ereport(WARNING,
-				(errmsg("pg_ha: switchover to \"%s\" abandoned: not a running replica", req->member)));
-		snprintf(value, sizeof(value), "{\"leader\":\"%s\",\"member\":\"%s\",\"aborted\":\"candidate is not a running replica\"}",
-				 worker.node, req->member);
+				(errmsg("pg_ha: switchover to \"%s\" abandoned: %s", req->member, abandon),
+				 behind ? errdetail("It is %llu bytes behind.", (unsigned long long) behind) : 0));
+		snprintf(value, sizeof(value), "{\"leader\":\"%s\",\"member\":\"%s\",\"aborted\":\"%s\"}",
+				 worker.node, req->member, abandon);
 		etcd_put(worker.etcd, worker.failover_key, value, 0);
 		return;
 	}

@@ -13,6 +13,7 @@
 #include "access/xlog.h"
 #include "access/xlogrecovery.h"
 #include "replication/walreceiver.h"
+#include "storage/spin.h"
 
 void
 node_take_snapshot(NodeSnapshot *snap)
@@ -28,7 +29,10 @@ node_take_snapshot(NodeSnapshot *snap)
 	}
 	snap->replay_lsn = GetXLogReplayRecPtr(&snap->timeline);
 	snap->receive_lsn = GetWalRcvFlushRecPtr(NULL, NULL);
-	snap->streaming = WalRcvStreaming();
+	/* connected and streaming now, not merely trying to (WalRcvStreaming) */
+	SpinLockAcquire(&WalRcv->mutex);
+	snap->streaming = WalRcv->walRcvState == WALRCV_STREAMING;
+	SpinLockRelease(&WalRcv->mutex);
 	snap->lsn = Max(snap->replay_lsn, snap->receive_lsn);
 }
 

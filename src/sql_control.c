@@ -163,8 +163,25 @@ wait_for_leader(EtcdClient *client, const char *member)
 }
 
 /*
+ * Is this failover key a request some node still acts on?  A note left by
+ * a leader that stopped cleanly (no member) or an abandoned request is not.
+ */
+static bool
+failover_key_pending(const char *value, size_t len)
+{
+	cJSON	   *doc = cJSON_ParseWithLength(value, len);
+	const cJSON *member = cJSON_GetObjectItemCaseSensitive(doc, "member");
+	bool		pending = cJSON_IsObject(doc) && cJSON_IsString(member) &&
+		member->valuestring[0] != '\0' &&
+		cJSON_GetObjectItemCaseSensitive(doc, "aborted") == NULL;
+
+	cJSON_Delete(doc);
+	return pending;
+}
+
+/*
  * Create the failover key with value; refuses (and frees the client) when
- * one exists already: one switchover or failover at a time.
+ * a pending request exists: one switchover or failover at a time.
  */
 static void
 write_failover_request(EtcdClient *client, const char *value, const char *what)
@@ -172,6 +189,18 @@ write_failover_request(EtcdClient *client, const char *value, const char *what)
 	EtcdKV		existing;
 	EtcdStatus	st = etcd_create(client, pg_ha_key("failover"), value, 0, &existing);
 
+	if (st == ETCD_NOT_FOUND && existing.key &&
+		!failover_key_pending(existing.value, existing.value_len))
+	{
+		/* replace a stale note, unless someone else just did */
+		EtcdCompare cmp = {existing.key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL, existing.mod_revision};
+		EtcdOp		put = {ETCD_OP_PUT, existing.key, value, 0, false};
+		bool		replaced;
+
+		st = etcd_txn(client, &cmp, 1, &put, 1, NULL, 0, &replaced, NULL);
+		if (st == ETCD_OK && !replaced)
+			st = ETCD_NOT_FOUND;
+	}
 	etcd_kv_free(&existing);
 	if (st == ETCD_NOT_FOUND)
 	{
@@ -237,7 +266,9 @@ pg_ha_switchover(PG_FUNCTION_ARGS)
 		refuse(client, &view, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
 			   "switchover refused: the cluster has no leader",
 			   "Use pg_ha.failover(candidate) when there is no healthy leader.");
-	if (cluster_get(&view, "failover") != NULL)
+	if (cluster_get(&view, "failover") != NULL &&
+		failover_key_pending(cluster_get(&view, "failover")->value,
+							 cluster_get(&view, "failover")->value_len))
 		refuse(client, &view, ERRCODE_OBJECT_IN_USE,
 			   "switchover refused: a switchover or failover is already in progress",
 			   psprintf("The failover key holds %s.", cluster_get(&view, "failover")->value));
@@ -260,12 +291,21 @@ pg_ha_switchover(PG_FUNCTION_ARGS)
 	if (cand.nofailover || cand.failover_priority <= 0)
 		refuse(client, &view, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
 			   psprintf("switchover refused: \"%s\" is tagged nofailover", candidate), NULL);
-	if (cluster_member(&view, leader, &lead) && lead.lsn > cand.lsn &&
+	/*
+	 * Lag is judged by the leader at hand-over time from its walsender
+	 * (member keys are published seconds apart and would misjudge a busy
+	 * cluster); here only a candidate that is not streaming is refused.
+	 */
+	if (!cand.streaming && cluster_member(&view, leader, &lead) && lead.lsn > cand.lsn &&
 		lead.lsn - cand.lsn > (uint64) pg_ha_maximum_lag_on_failover * 1024)
 		refuse(client, &view, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
 			   psprintf("switchover refused: \"%s\" is lagging", candidate),
-			   psprintf("It is %llu bytes behind the leader; pg_ha.maximum_lag_on_failover is %d kB.",
+			   psprintf("It is not streaming and %llu bytes behind the leader; pg_ha.maximum_lag_on_failover is %d kB.",
 						(unsigned long long) (lead.lsn - cand.lsn), pg_ha_maximum_lag_on_failover));
+	if (!cand.streaming)
+		refuse(client, &view, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+			   psprintf("switchover refused: \"%s\" is not streaming from the leader", candidate),
+			   "A replica that is not connected would keep the cluster fenced while it catches up.");
 	cluster_reset(&view);
 
 	if (scheduled && at > GetCurrentTimestamp())
