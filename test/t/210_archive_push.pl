@@ -205,6 +205,38 @@ note "files pushed ahead by the pushers: $ahead";
 	ok(wait_archived($next), 'mismatch resolved: archiving resumes');
 }
 
+# --- A re-offered file whose archived copy is corrupt: refused, reported,
+# not overwritten; moving the damaged object aside lets it be pushed again.
+{
+	my $c   = $done[2];
+	my $obj = object_path($repo, $c);
+	copy($obj, "$tmp/saved_c") or die;
+	open my $fh, '+<:raw', $obj or die;
+	seek($fh, 100, 0);
+	print $fh "garbage";
+	close $fh;
+	my $before      = status();
+	my $log_offset  = -s $node->logfile;
+	rename("$pgdata/pg_wal/archive_status/$c.done", "$pgdata/pg_wal/archive_status/$c.ready")
+	  or die "rename: $!";
+	new_segment(1000);
+	ok($node->poll_query_until('postgres',
+			"SELECT corrupt_count > 0 FROM pg_ha.archive_status()"),
+		'corrupt object: counted in corrupt_count');
+	ok($node->log_contains(qr/WARNING:  pg_ha: archived copy of "\Q$c\E" is corrupt/, $log_offset),
+		'corrupt object: WARNING names the file');
+	ok($node->log_contains(qr/payload checksum mismatch/, $log_offset), 'corrupt object: says which check failed');
+	ok(-f "$pgdata/pg_wal/archive_status/$c.ready", 'corrupt object: the file stays .ready');
+
+	rename($obj, "$obj.damaged") or die;
+	my $next = new_segment(1000);
+	ok(wait_archived($next), 'corrupt object moved aside: archiving resumes');
+	my ($rc) = run_restore('--prefetch', '0', $c, "$tmp/c_again");
+	ok($rc == 0 && compare("$tmp/c_again", "$pgdata/pg_wal/$c") == 0,
+		'corrupt object moved aside: pushed again, restores byte-identical');
+	unlink "$obj.damaged";
+}
+
 # --- Restore refuses damaged objects; exit codes.
 {
 	my $seg = $done[0];
