@@ -19,7 +19,8 @@
  *   - per-table, per-index and per-function families are limited to the
  *     pg_ha.metrics_table_limit most active objects;
  *   - pg_database_size walks every file of every database: it runs every
- *     pg_ha.metrics_size_interval seconds, not per refresh;
+ *     pg_ha.metrics_size_interval seconds, not per refresh; pg_meta and
+ *     pg_setting hold restart-only values and run once per collector;
  *   - lock_timeout 100ms and statement_timeout 10s on the session, as a
  *     backstop.
  */
@@ -48,7 +49,8 @@
 typedef enum QueryEvery
 {
 	EVERY_REFRESH = 0,			/* each cache refresh */
-	EVERY_SIZE_INTERVAL			/* pg_ha.metrics_size_interval */
+	EVERY_SIZE_INTERVAL,		/* pg_ha.metrics_size_interval */
+	ONCE						/* values that change only with a restart */
 } QueryEvery;
 
 typedef struct MetricQuery
@@ -89,7 +91,7 @@ static const MetricQuery queries[] = {
 		" current_setting('server_version') AS version,"
 		" current_setting('server_version_num') AS ver_num,"
 		" 1 AS info",
-	"", false, EVERY_REFRESH},
+	"", false, ONCE},
 	{"pg_setting", "server settings",
 		"SELECT current_setting('max_connections')::int AS max_connections,"
 		" current_setting('max_prepared_transactions')::int AS max_prepared_transactions,"
@@ -103,7 +105,7 @@ static const MetricQuery queries[] = {
 		" (current_setting('wal_log_hints')::bool)::int AS wal_log_hints,"
 		" (current_setting('archive_mode') <> 'off')::int AS archive_mode,"
 		" (current_setting('hot_standby')::bool)::int AS hot_standby",
-	"", false, EVERY_REFRESH},
+	"", false, ONCE},
 	{"pg_sync_standby", "synchronous replication configured",
 		"SELECT (current_setting('synchronous_standby_names') <> '')::int AS enabled",
 	"", false, EVERY_REFRESH},
@@ -519,6 +521,8 @@ refresh_cache(void)
 		if (queries[i].every == EVERY_SIZE_INTERVAL)
 			every = pg_ha_metrics_size_interval * INT64CONST(1000000);
 		if (query_text[i] != NULL && every > 0 && start - query_ran_at[i] < every)
+			continue;
+		if (query_text[i] != NULL && queries[i].every == ONCE)
 			continue;
 		if (run_query(i))
 			query_ran_at[i] = start;

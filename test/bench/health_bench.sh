@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# test/bench/health_bench.sh - wrk against the health API: pg_ha vs Patroni.
+#
+# One etcd, one pg_ha primary (pg_ha.api_listen) and one Patroni 3.0.2
+# primary (its own postgres, the same etcd, another namespace) on this
+# machine.  For GET /primary and OPTIONS /primary (what HAProxy sends) it
+# runs `wrk -t$THREADS -c$CONNS -d${DURATION}s --latency` against each and
+# prints req/s, p50/p99 latency, CPU per request of the serving processes
+# (pg_ha's listener; Patroni's process plus its postgres backends), and the
+# ratios.
+#
+#   test/bench/health_bench.sh            # as root or as the postgres user
+#   DURATION=30 CONNS=100 test/bench/health_bench.sh
+#
+# Needs: pg_ha installed, etcd, wrk, patroni (Debian 3.0.2, run with
+# /usr/bin/python3), curl.  Not part of `make installcheck`.
+set -euo pipefail
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$BENCH_DIR/lib.sh"
+bench_as_user "$@"
+
+DURATION=${DURATION:-10}
+THREADS=${THREADS:-2}
+CONNS=${CONNS:-50}
+PATRONI=${PATRONI:-/usr/bin/patroni}
+
+for c in wrk etcd etcdctl curl /usr/bin/python3 "$PATRONI"; do
+	command -v "$c" >/dev/null || die "$c not found"
+done
+
+bench_workdir
+ETCD=$BASE; ETCD_PEER=$((BASE + 1))
+PGHA_PORT=$((BASE + 2)); PGHA_API=$((BASE + 3)); PGHA_METRICS=$((BASE + 4))
+PAT_PORT=$((BASE + 5)); PAT_API=$((BASE + 6))
+
+log "etcd on 127.0.0.1:$ETCD"
+start_etcd "$ETCD" "$ETCD_PEER"
+
+log "pg_ha primary on $PGHA_PORT, API on $PGHA_API"
+start_pg_ha node1 "$PGHA_PORT" "$PGHA_API" "$PGHA_METRICS" "$ETCD"
+wait_for 60 is_200 "http://127.0.0.1:$PGHA_API/primary" || die "pg_ha /primary never answered 200"
+
+log "Patroni $("/usr/bin/python3" "$PATRONI" --version 2>&1 | awk '{print $2}') primary on $PAT_PORT, REST API on $PAT_API"
+cat >"$W/patroni.yml" <<EOF
+scope: bench
+namespace: /patroni_bench/
+name: p1
+restapi:
+  listen: 127.0.0.1:$PAT_API
+  connect_address: 127.0.0.1:$PAT_API
+etcd3:
+  hosts: 127.0.0.1:$ETCD
+bootstrap:
+  dcs:
+    ttl: 30
+    loop_wait: 10
+    retry_timeout: 10
+  initdb:
+  - encoding: UTF8
+  - auth: trust
+  pg_hba:
+  - local all all trust
+  - host all all 127.0.0.1/32 trust
+  - host replication all 127.0.0.1/32 trust
+postgresql:
+  listen: 127.0.0.1:$PAT_PORT
+  connect_address: 127.0.0.1:$PAT_PORT
+  data_dir: $W/pg_patroni
+  bin_dir: $PGBIN
+  pgpass: $W/pgpass
+  authentication:
+    superuser: {username: postgres}
+    replication: {username: postgres}
+  parameters:
+    unix_socket_directories: '$W'
+EOF
+/usr/bin/python3 "$PATRONI" "$W/patroni.yml" >"$W/patroni.log" 2>&1 &
+PAT_PID=$!
+PIDS+=("$PAT_PID")
+disown "$PAT_PID" 2>/dev/null || true
+wait_for 90 is_200 "http://127.0.0.1:$PAT_API/primary" || { tail -20 "$W/patroni.log" >&2; die "Patroni /primary never answered 200"; }
+
+PGHA_LISTENER=$(child_pid "$(pm_pid "$W/pg_node1")" "pg_ha http")
+[ -n "$PGHA_LISTENER" ] || die "pg_ha listener process not found"
+PAT_PM=$(pm_pid "$W/pg_patroni")
+
+printf 'wrk.method = "OPTIONS"\n' >"$W/options.lua"
+printf 'wrk.method = "GET"\n' >"$W/get.lua"
+
+# to_ms "1.23ms" -> 1.23
+to_ms() {
+	awk -v v="$1" 'BEGIN {
+		if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+		else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+		else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+		else print v }'
+}
+
+# run NAME URL METHOD PIDS...: prints "rps p50_ms p99_ms cpu_us_per_req errors"
+run() {
+	local name=$1 url=$2 method=$3; shift 3
+	local out c0 c1 rps p50 p99 reqs errs
+	c0=$(cpu_us_ticks "$@")
+	out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$W/$method.lua" "$url" 2>&1)
+	c1=$(cpu_us_ticks "$@")
+	echo "$out" >"$W/wrk_${name}_$method.txt"
+	rps=$(echo "$out" | awk '/^Requests\/sec:/ { print $2 }')
+	p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" { print $2 }')")
+	p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" { print $2 }')")
+	reqs=$(echo "$out" | awk '/requests in/ { print $1 }')
+	errs=$(echo "$out" | awk '/Socket errors|Non-2xx/ { printf "%s ", $0 }')
+	local cpu=$(( (c1 - c0) / (reqs > 0 ? reqs : 1) ))
+	echo "$rps $p50 $p99 $cpu ${errs:-none}"
+}
+
+printf '\nwrk -t%s -c%s -d%ss, %s cores, load before: %s\n\n' "$THREADS" "$CONNS" "$DURATION" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-8s %-8s %12s %10s %10s %14s  %s\n' server method req/s p50_ms p99_ms cpu_us/req errors
+for method in options get; do
+	M=$(echo "$method" | tr a-z A-Z)
+	read -r a_rps a_p50 a_p99 a_cpu a_err < <(run pg_ha "http://127.0.0.1:$PGHA_API/primary" "$method" "$PGHA_LISTENER")
+	# Patroni: its own process and the processes of its postgres
+	read -r b_rps b_p50 b_p99 b_cpu b_err < <(run patroni "http://127.0.0.1:$PAT_API/primary" "$method" \
+		"$PAT_PID" $(ps -o pid= --ppid "$PAT_PM"))
+	printf '%-8s %-8s %12s %10s %10s %14s  %s\n' pg_ha "$M" "$a_rps" "$a_p50" "$a_p99" "$a_cpu" "$a_err"
+	printf '%-8s %-8s %12s %10s %10s %14s  %s\n' patroni "$M" "$b_rps" "$b_p50" "$b_p99" "$b_cpu" "$b_err"
+	printf '  ratio %s: req/s %s, p99 %s lower, CPU/request %s lower\n' "$M" \
+		"$(ratio "$a_rps" "$b_rps")" "$(ratio "$b_p99" "$a_p99")" "$(ratio "$b_cpu" "$a_cpu")"
+done
+
+# Latency without queueing: one connection, one request at a time (what a
+# single HAProxy check sees), so the figures are not wrk's own queue.
+printf '\nOPTIONS /primary, wrk -t1 -c1 -d%ss (latency of one check at a time)\n' "$DURATION"
+printf '%-8s %12s %10s %10s\n' server req/s p50_ms p99_ms
+SAVE_T=$THREADS SAVE_C=$CONNS
+THREADS=1 CONNS=1
+read -r a_rps a_p50 a_p99 a_cpu a_err < <(run pg_ha1 "http://127.0.0.1:$PGHA_API/primary" options "$PGHA_LISTENER")
+read -r b_rps b_p50 b_p99 b_cpu b_err < <(run patroni1 "http://127.0.0.1:$PAT_API/primary" options "$PAT_PID")
+THREADS=$SAVE_T CONNS=$SAVE_C
+printf '%-8s %12s %10s %10s\n' pg_ha "$a_rps" "$a_p50" "$a_p99"
+printf '%-8s %12s %10s %10s\n' patroni "$b_rps" "$b_p50" "$b_p99"
+printf '  ratio: p99 %s lower\n' "$(ratio "$b_p99" "$a_p99")"
+printf '\nload after: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+# pg_ha's CPU column counts only the listener; Patroni's counts its process
+# and every process of its postgres (each request runs a query there).
