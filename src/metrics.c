@@ -16,6 +16,7 @@
  * node pays nothing.
  */
 #include "pg_ha.h"
+#include "archive.h"
 
 #define PG_HA_HTTP_BACKEND
 #include "http.h"
@@ -431,6 +432,45 @@ pg_ha_families(StringInfo out, int64 now_us)
 		  truncated ? 1 : 0);
 }
 
+/* WAL archive module (archive.h): lock-free counters, two timestamps. */
+static void
+pg_ha_archive_families(StringInfo out)
+{
+	PgHaArchiveShared *a = pg_ha_archive_shared;
+	TimestampTz last_ok;
+	TimestampTz last_failed;
+
+	if (a == NULL)
+		return;
+	LWLockAcquire(a->lock, LW_SHARED);
+	last_ok = a->last_archived_at;
+	last_failed = a->last_failed_at;
+	LWLockRelease(a->lock);
+
+	counter(out, "pg_ha_archive_archived_total", "WAL files the archive module confirmed to the archiver",
+			pg_atomic_read_u64(&a->archived_count));
+	counter(out, "pg_ha_archive_archived_bytes_total", "Original size of the WAL files archived",
+			pg_atomic_read_u64(&a->archived_bytes));
+	counter(out, "pg_ha_archive_stored_bytes_total", "Size of the archived WAL files in the repository",
+			pg_atomic_read_u64(&a->stored_bytes));
+	counter(out, "pg_ha_archive_pushed_ahead_total", "WAL files pushed by look-ahead workers",
+			pg_atomic_read_u64(&a->pushed_ahead));
+	counter(out, "pg_ha_archive_lookahead_hits_total", "Archiver requests found already pushed ahead",
+			pg_atomic_read_u64(&a->lookahead_hits));
+	counter(out, "pg_ha_archive_already_archived_total", "Files offered again with identical content, accepted",
+			pg_atomic_read_u64(&a->already_count));
+	counter(out, "pg_ha_archive_failed_total", "Archiver calls that failed",
+			pg_atomic_read_u64(&a->failed_count));
+	counter(out, "pg_ha_archive_mismatch_total", "Files whose repository copy holds different content",
+			pg_atomic_read_u64(&a->mismatch_count));
+	counter(out, "pg_ha_archive_corrupt_total", "Repository objects that failed their checks",
+			pg_atomic_read_u64(&a->corrupt_count));
+	gauge(out, "pg_ha_archive_last_archived_timestamp_seconds", "Unix time of the last archived file (0: none)",
+		  last_ok ? (double) timestamptz_to_time_t(last_ok) : 0);
+	gauge(out, "pg_ha_archive_last_failed_timestamp_seconds", "Unix time of the last failure (0: none)",
+		  last_failed ? (double) timestamptz_to_time_t(last_failed) : 0);
+}
+
 void
 metrics_handle(const HttpRequest *req, HttpResponse *resp)
 {
@@ -490,6 +530,7 @@ metrics_handle(const HttpRequest *req, HttpResponse *resp)
 	LWLockRelease(metrics_cache->lock);
 
 	pg_ha_families(resp->body, start);
+	pg_ha_archive_families(resp->body);
 	gauge(resp->body, "pg_ha_scrape_duration_seconds", "Time this scrape took to serve",
 		  (pg_ha_monotonic_us() - start) / 1e6);
 }

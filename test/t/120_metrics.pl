@@ -113,6 +113,8 @@ ok(sample($p, 'pg_ha_lease_remaining_seconds') > 0, 'primary: pg_ha_lease_remain
 is(sample($p, 'pg_ha_state', qr/state="leader"/), 1, 'primary: pg_ha_state{state="leader"} 1');
 ok(defined sample($p, 'pg_ha_etcd_requests_total'), 'primary: pg_ha_etcd_requests_total');
 ok(defined sample($p, 'pg_ha_scrape_duration_seconds'), 'primary: pg_ha_scrape_duration_seconds');
+ok(defined sample($p, 'pg_ha_archive_archived_total'), 'primary: pg_ha_archive_archived_total');
+ok(defined sample($p, 'pg_ha_metrics_refresh_duration_seconds'), 'primary: pg_ha_metrics_refresh_duration_seconds');
 
 # top-N: 12 tables, limit 5
 my $ntables = () = $p =~ /^pg_table_n_live_tup\{/mg;
