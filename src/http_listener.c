@@ -439,13 +439,50 @@ flush_output(HttpConn *c, int64 now)
 		c->phase = CONN_LINGER;
 		c->linger_until_us = now + HTTP_LINGER_US;
 	}
-	conn_set_events(c, EPOLLIN);
+	/* a parked scrape reads nothing more until it is answered */
+	conn_set_events(c, c->parked ? 0 : EPOLLIN);
 	return true;
+}
+
+/*
+ * Answers buffered requests and writes the answers, until the input is used
+ * up, the client stops reading (EPOLLOUT), or a scrape is parked.  False
+ * when the connection was closed.
+ */
+static bool
+drive(HttpConn *c, int64 now)
+{
+	for (;;)
+	{
+		size_t		before = c->in_len;
+
+		if (c->phase == CONN_ACTIVE && !c->parked && !c->closing && c->in_len > 0)
+			process_input(c, now);
+		if (c->out.len > 0)
+		{
+			if (!flush_output(c, now))
+				return false;
+			if (c->events & EPOLLOUT)
+				return true;	/* the rest when the client reads */
+		}
+		if (c->parked || c->phase != CONN_ACTIVE || c->in_len == 0 || c->in_len == before)
+			return true;
+	}
 }
 
 static void
 handle_conn_event(HttpConn *c, uint32 events, int64 now)
 {
+	if (c->parked)
+	{
+		/* reads nothing until answered; writes what it answered before */
+		if (events & (EPOLLERR | EPOLLHUP))
+			conn_close(c);
+		else if (events & EPOLLOUT)
+			(void) flush_output(c, now);
+		return;
+	}
+
 	if (events & EPOLLOUT)
 	{
 		if (!flush_output(c, now))
@@ -453,65 +490,53 @@ handle_conn_event(HttpConn *c, uint32 events, int64 now)
 		if (c->events & EPOLLOUT)
 			return;				/* still not drained */
 		/* drained: answer pipelined requests left in the buffer */
-		if (c->phase == CONN_ACTIVE && c->in_len > 0)
-		{
-			process_input(c, now);
-			if (!flush_output(c, now))
-				return;
-		}
+		(void) drive(c, now);
 		return;
 	}
 
-	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+	if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) == 0)
+		return;
+	for (;;)
 	{
-		for (;;)
-		{
-			char		discard[4096];
-			char	   *buf;
-			size_t		room;
-			ssize_t		n;
+		char		discard[4096];
+		char	   *buf;
+		size_t		room;
+		ssize_t		n;
 
-			if (c->phase == CONN_LINGER)
-			{
-				buf = discard;
-				room = sizeof(discard);
-			}
-			else
-			{
-				buf = c->in + c->in_len;
-				room = sizeof(c->in) - c->in_len;
-				if (room == 0)
-					break;
-			}
-			n = recv(c->fd, buf, room, 0);
-			if (n == 0)
-			{
-				conn_close(c);
-				return;
-			}
-			if (n < 0)
-			{
-				if (errno == EINTR)
-					continue;
-				if (errno == EAGAIN || errno == EWOULDBLOCK)
-					break;
-				conn_close(c);
-				return;
-			}
-			if (c->phase == CONN_LINGER)
-				continue;
-			c->in_len += n;
-			process_input(c, now);
-			if (c->out.len > 0)
-			{
-				if (!flush_output(c, now))
-					return;
-				if (c->events & EPOLLOUT)
-					return;
-			}
-			if (c->phase == CONN_LINGER)
-				continue;
+		if (c->phase == CONN_LINGER)
+		{
+			buf = discard;
+			room = sizeof(discard);
 		}
+		else
+		{
+			buf = c->in + c->in_len;
+			room = sizeof(c->in) - c->in_len;
+			if (room == 0)
+				return;			/* drive() stopped on back-pressure */
+		}
+		n = recv(c->fd, buf, room, 0);
+		if (n == 0)
+		{
+			conn_close(c);
+			return;
+		}
+		if (n < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			conn_close(c);
+			return;
+		}
+		if (c->phase == CONN_LINGER)
+			continue;
+		c->in_len += n;
+		if (!drive(c, now))
+			return;
+		if (c->parked || (c->events & EPOLLOUT))
+			return;
 	}
 }
 
@@ -533,17 +558,11 @@ unpark_connections(int64 now)
 		c->parked = false;
 		nparked--;
 		answer_request(c, &c->parked_req, false, now);
-		if (!flush_output(c, now))
+		/* the answer, then requests pipelined behind the scrape */
+		if (!drive(c, now))
 			continue;
-		if (c->events & EPOLLOUT)
-			continue;
-		conn_set_events(c, EPOLLIN);
-		/* requests pipelined behind the scrape */
-		if (c->phase == CONN_ACTIVE && c->in_len > 0)
-		{
-			process_input(c, now);
-			(void) flush_output(c, now);
-		}
+		if (!(c->events & EPOLLOUT) && !c->parked)
+			conn_set_events(c, EPOLLIN);
 	}
 }
 

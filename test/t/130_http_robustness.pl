@@ -17,7 +17,7 @@ use PgHa::Test;
 my $etcd = PgHa::Etcd->new(members => 1);
 my $mport = PostgreSQL::Test::Cluster::get_free_port();
 my $node = new_primary(name => 'node1', etcd => $etcd, ttl => 5,
-	extra_conf => "pg_ha.metrics_listen = '127.0.0.1:$mport'");
+	extra_conf => "pg_ha.metrics_listen = '127.0.0.1:$mport'\npg_ha.metrics_cache_ttl = 1");
 my $port = $node->api_port;
 
 sub listener_pid
@@ -217,6 +217,14 @@ my @idle = map { connect_api() } 1 .. 50;
 	ok(!grep({ $_ != 200 } @codes), '... all 200');
 }
 {
+	# answers past the output high-water mark (400 x ~3 kB): the rest of the
+	# buffered input is answered as the client reads
+	my $s = connect_api();
+	print $s "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" x 400;
+	my @codes = read_responses($s, 400, 30);
+	is(scalar(@codes), 400, '400 pipelined GET /metrics (past the high-water mark) all answered');
+}
+{
 	# a valid request followed by garbage: the first is answered, then 400
 	my $s = connect_api();
 	print $s "GET /health HTTP/1.1\r\nHost: x\r\n\r\nBLAH BLAH\r\n\r\n";
@@ -270,6 +278,31 @@ my @idle = map { connect_api() } 1 .. 50;
 	}
 	is($ok, 400, '400 concurrent connections all answered');
 	close $_ for @socks;
+}
+
+# --- the metrics port: pipelined scrapes (parked while the cache refreshes)
+{
+	sleep 2;	# the cache is stale: the first scrape is parked for a refresh
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $mport, Proto => 'tcp')
+	  or die;
+	print $s "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" x 3 . "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n";
+	my @codes = read_responses($s, 4, 10);
+	is_deeply(\@codes, [qw(200 200 200 404)], 'metrics port: pipelined scrapes answered in order');
+}
+{
+	# a scraper that gives up while its scrape may be parked
+	for (1 .. 20)
+	{
+		my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $mport, Proto => 'tcp')
+		  or die;
+		print $s "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+		close $s;
+	}
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $mport, Proto => 'tcp')
+	  or die;
+	print $s "GET /metrics HTTP/1.0\r\n\r\n";
+	like((read_all($s, 10))[0], qr/^HTTP\/1\.1 200 .*\npg_up 1\n/s,
+		'metrics port answers after scrapers hung up mid-scrape');
 }
 
 # --- the metrics port is just as robust
