@@ -117,7 +117,8 @@ conf_lookup(const char *file, const char *name, char *value, size_t len)
 
 		while (isspace((unsigned char) *p))
 			p++;
-		if (strncmp(p, name, nlen) != 0)
+		if (strncmp(p, name, nlen) != 0 ||
+			!(isspace((unsigned char) p[nlen]) || p[nlen] == '='))
 			continue;
 		p += nlen;
 		while (isspace((unsigned char) *p))
