@@ -6,7 +6,8 @@
 # target_session_attrs=read-write picks it).  Their commits are refused, but
 # nothing they do may leave the old primary with WAL the candidate lacks:
 # the old primary must still rejoin as a replica WITHOUT pg_rewind (same
-# postmaster PID, never stopped, no "diverged" in its log), and every
+# postmaster PID, never stopped, no "diverged" in its log), the third node
+# must follow the new primary without diverging either, and every
 # acknowledged INSERT must be on the new primary.
 
 use strict;
@@ -27,6 +28,8 @@ $n1->safe_psql('postgres', 'CREATE TABLE w (id bigserial PRIMARY KEY, client int
 $n1->wait_for_catchup($_, 'replay') for ($n2, $n3);
 my $pm_pid  = $n1->postmaster_pid;
 my $log_off = -s $n1->logfile;
+my $pm_pid3  = $n3->postmaster_pid;
+my $log_off3 = -s $n3->logfile;
 
 # Two clients, each a shell loop of one psql session per INSERT against
 # node1 only (a pool that has not noticed the switchover yet); every
@@ -91,6 +94,19 @@ unlike($log, qr/pg_ha: diverged/, 'node1 did not diverge from the new primary');
 unlike($log, qr/rewind/i, 'node1 log does not mention a rewind');
 note "node1 pg_ha log lines:\n"
   . join("\n", map { "  $_" } grep { /pg_ha: (switchover|fenced|terminated|demoting|diverged)/ } split /\n/, $log);
+
+# The third node streamed from node1 until the switchover: it must not have
+# received WAL past the point where node2's timeline forks either.
+wait_ok(
+	sub {
+		return 0 unless postmaster_running($n3);
+		my $r = wal_receiver($n3) or return 0;
+		return $r->{status} eq 'streaming' && $r->{sender_port} == $n2->port;
+	},
+	'node3 streams from node2', timeout => 30);
+my $log3 = log_since($n3, $log_off3);
+unlike($log3, qr/pg_ha: diverged/, 'node3 did not diverge from the new primary');
+is($n3->postmaster_pid, $pm_pid3, 'node3 postmaster PID unchanged');
 
 forget_if_stopped($n1, $n2, $n3);
 done_testing();
