@@ -290,7 +290,9 @@ push_next(void)
 						   &file_buf, &scratch_buf, err, sizeof(err));
 	if (rc == AR_OK)
 	{
-		if (!already)
+		if (already)
+			pg_atomic_fetch_add_u64(&pg_ha_archive_shared->already_count, 1);
+		else
 			pg_atomic_fetch_add_u64(&pg_ha_archive_shared->pushed_ahead, 1);
 		finish_slot(slotno, name, SLOT_PUSHED, crc, orig_len, stored);
 		return true;
