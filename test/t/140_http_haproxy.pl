@@ -123,10 +123,18 @@ wait_ok(sub { steadily($repl_port, 'node2') }, 'replica service reaches node2 (t
 	timeout => 60, interval => 1);
 
 # --- switchover: node2 becomes the leader
-# the session that asks may be cut by the demotion: ignore its outcome
+# The session that asks may be cut by the demotion: only a refusal (the
+# leader does not see node2 streaming yet) is retried.
 my ($rc, $res, $serr) = (0, '', '');
-$rc = $primary->psql('postgres', "SELECT pg_ha.switchover('node2')",
-	stdout => \$res, stderr => \$serr);
+for my $try (1 .. 30)
+{
+	($res, $serr) = ('', '');
+	$rc = $primary->psql('postgres', "SELECT pg_ha.switchover('node2')",
+		stdout => \$res, stderr => \$serr);
+	last unless $serr =~ /switchover refused/;
+	note "switchover refused (try $try): $serr";
+	sleep 1;
+}
 note "switchover: rc $rc, $res $serr";
 wait_ok(sub { ($replica->safe_psql('postgres', 'SELECT pg_is_in_recovery()') eq 'f') },
 	'node2 is promoted', timeout => 60);
