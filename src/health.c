@@ -36,6 +36,7 @@
 #include "http.h"
 
 #include <fcntl.h>
+#include <netdb.h>
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,7 +44,12 @@
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
 #include "access/xlogrecovery.h"
+#include "common/ip.h"
 #include "miscadmin.h"
+#include "replication/walsender.h"
+#include "replication/walsender_private.h"
+#include "storage/spin.h"
+#include "utils/backend_status.h"
 #include "utils/timestamp.h"
 
 /* What one answer is computed from: copied out once per request. */
@@ -355,8 +361,79 @@ json_timestamp(StringInfo out, TimestampTz ts)
 	appendStringInfo(out, "\"%s.%06d+00:00\"", buf, (int) usec);
 }
 
+/*
+ * Patroni's "replication": one entry per WAL sender, from the walsender
+ * slots and the backend status array, both in shared memory.  "usename"
+ * needs the catalog, which the listener cannot read: it is left out.  pg_ha
+ * has no synchronous mode: sync_state is "async", or "potential" for a
+ * standby named in synchronous_standby_names.
+ */
 static void
-status_json(StringInfo out, const NodeView *v)
+replication_json(StringInfo out)
+{
+	int			nbackends = -1;
+	bool		first = true;
+
+	for (int i = 0; i < max_wal_senders; i++)
+	{
+		WalSnd	   *w = &WalSndCtl->walsnds[i];
+		pid_t		pid;
+		WalSndState state;
+		int			priority;
+		const char *appname = "";
+		char		addr[NI_MAXHOST] = "";
+
+		SpinLockAcquire(&w->mutex);
+		pid = w->pid;
+		state = w->state;
+		priority = w->sync_standby_priority;
+		SpinLockRelease(&w->mutex);
+		if (pid == 0)
+			continue;
+
+		/* a copy of the backend status array, taken once per document */
+		if (nbackends < 0)
+			nbackends = pgstat_fetch_stat_numbackends();
+		for (int b = 1; b <= nbackends; b++)
+		{
+			LocalPgBackendStatus *l = pgstat_fetch_stat_local_beentry(b);
+			PgBackendStatus *be = l ? &l->backendStatus : NULL;
+
+			if (be == NULL || be->st_procpid != pid)
+				continue;
+			appname = be->st_appname ? be->st_appname : "";
+			if (be->st_clientaddr.addr.ss_family == AF_INET ||
+				be->st_clientaddr.addr.ss_family == AF_INET6)
+				(void) pg_getnameinfo_all(&be->st_clientaddr.addr, be->st_clientaddr.salen,
+										  addr, sizeof(addr), NULL, 0, NI_NUMERICHOST);
+			break;
+		}
+
+		appendStringInfoString(out, first ? ",\"replication\":[{" : ",{");
+		first = false;
+		appendStringInfoString(out, "\"application_name\":");
+		json_string(out, appname);
+		appendStringInfoString(out, ",\"client_addr\":");
+		if (addr[0])
+			json_string(out, addr);
+		else
+			appendStringInfoString(out, "null");
+		appendStringInfoString(out, ",\"state\":");
+		json_string(out, state == WALSNDSTATE_STREAMING ? "streaming" :
+					state == WALSNDSTATE_CATCHUP ? "catchup" :
+					state == WALSNDSTATE_BACKUP ? "backup" :
+					state == WALSNDSTATE_STOPPING ? "stopping" : "startup");
+		appendStringInfo(out, ",\"sync_state\":\"%s\",\"sync_priority\":%d}",
+						 priority > 0 ? "potential" : "async", priority);
+	}
+	if (!first)
+		appendStringInfoChar(out, ']');
+	if (nbackends >= 0)
+		pgstat_clear_backend_activity_snapshot();
+}
+
+static void
+status_json(StringInfo out, const NodeView *v, bool with_replication)
 {
 	bool		unlocked = !(v->lease_valid || (v->leader_known && v->leader[0] != '\0'));
 
@@ -383,6 +460,8 @@ status_json(StringInfo out, const NodeView *v)
 		appendStringInfo(out, ",\"xlog\":{\"location\":" UINT64_FORMAT "}",
 						 (uint64) v->pos.lsn);
 	appendStringInfo(out, ",\"timeline\":%u", v->pos.timeline);
+	if (with_replication)
+		replication_json(out);
 	if (unlocked)
 		appendStringInfoString(out, ",\"cluster_unlocked\":true");
 	appendStringInfo(out, ",\"dcs_last_seen\":%ld",
@@ -600,7 +679,8 @@ health_handle(const HttpRequest *req, HttpResponse *resp)
 	else if (route->kind == HK_HISTORY)
 		history_json(resp->body, v.pos.timeline);
 	else
-		status_json(resp->body, &v);
+		/* health GETs answer fast: the replication list is for /patroni */
+		status_json(resp->body, &v, route->kind == HK_PATRONI);
 }
 
 /* ---------- patroni_* metrics (GET /metrics on the API port) ---------- */

@@ -99,6 +99,10 @@ like($doc->{postmaster_start_time}, qr/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}\+0
 	'primary /patroni: postmaster_start_time as Patroni prints it');
 ok(!$doc->{cluster_unlocked}, 'primary /patroni: cluster locked');
 ok($doc->{dcs_last_seen} > 0, 'primary /patroni: dcs_last_seen');
+my ($rep) = grep { $_->{application_name} eq 'node2' } @{ $doc->{replication} // [] };
+ok($rep, 'primary /patroni: replication lists node2');
+is($rep && $rep->{state}, 'streaming', 'primary /patroni: node2 streaming');
+is($rep && $rep->{sync_state}, 'async', 'primary /patroni: node2 async');
 
 $doc = JSON::PP::decode_json(req($replica, 'GET', '/patroni')->{content});
 is($doc->{role}, 'replica', 'replica /patroni: role replica');
