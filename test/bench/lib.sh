@@ -87,7 +87,8 @@ pg_ha.api_listen = '127.0.0.1:$api'
 pg_ha.metrics_listen = '127.0.0.1:$metrics'
 $extra
 EOF
-	"$PGBIN/pg_ctl" -D "$d" -l "$W/$name.log" -w start >/dev/null || die "postgres $name did not start"
+	"$PGBIN/pg_ctl" -D "$d" -l "$W/$name.log" -w start >/dev/null ||
+		{ tail -5 "$W/$name.log" >&2; die "postgres $name did not start (a port in use? run again)"; }
 }
 
 # postmaster PID of a data directory
