@@ -23,6 +23,12 @@
  * Transactions without an XID (reads, and the worker's own ALTER SYSTEM)
  * are not fenced: they acknowledge nothing a new leader would lack.
  *
+ * Data-modifying statements are also refused when they start (executor
+ * hook), not only at commit: a statement that runs while fenced would
+ * write heap WAL, then an abort record, that no standby has.  That does not
+ * change what is acknowledged, but every such byte makes the former
+ * primary diverge from the next leader and need pg_rewind to come back.
+ *
  * pg_ha.fencing = off turns all of this off, for the DBA who must run a
  * primary with etcd gone and accepts the risk of two primaries.
  */
@@ -30,11 +36,13 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
+static ExecutorStart_hook_type prev_executor_start = NULL;
 
 /* Why writes are refused right now, or NULL when they are allowed. */
 const char *
@@ -78,6 +86,21 @@ fence_xact_callback(XactEvent event, void *arg)
 }
 
 static void
+fence_executor_start(QueryDesc *queryDesc, int eflags)
+{
+	PlannedStmt *stmt = queryDesc->plannedstmt;
+
+	/* EXPLAIN without ANALYZE writes nothing */
+	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) == 0 &&
+		(stmt->commandType != CMD_SELECT || stmt->hasModifyingCTE || stmt->rowMarks != NIL))
+		refuse_if_fenced("write");
+	if (prev_executor_start)
+		prev_executor_start(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+}
+
+static void
 fence_process_utility(PlannedStmt *pstmt, const char *queryString,
 					  bool readOnlyTree, ProcessUtilityContext context,
 					  ParamListInfo params, QueryEnvironment *queryEnv,
@@ -103,4 +126,6 @@ pg_ha_install_fence(void)
 	RegisterXactCallback(fence_xact_callback, NULL);
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = fence_process_utility;
+	prev_executor_start = ExecutorStart_hook;
+	ExecutorStart_hook = fence_executor_start;
 }

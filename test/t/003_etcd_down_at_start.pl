@@ -30,7 +30,7 @@ is($node->safe_psql('postgres', 'SELECT 1'), '1',
 # included.  Lift the fence (pg_ha.fencing is reloadable) just long enough
 # to create the extension, so the status functions exist; then put it back.
 my ($rc, $out, $err) = $node->psql('postgres', 'CREATE EXTENSION pg_ha');
-like($err, qr/pg_ha: commit refused/,
+like($err, qr/pg_ha: (commit|write) refused/,
 	'writes (CREATE EXTENSION) are fenced while etcd is down');
 $node->append_conf('postgresql.conf', "pg_ha.fencing = off\n");
 $node->reload;

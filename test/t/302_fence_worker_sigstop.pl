@@ -74,7 +74,7 @@ if (defined $t_refused)
 		'refusal comes no later than (lease left - margin) + 1 s of slack');
 }
 is($state, '25006', 'refusal SQLSTATE 25006');
-like($err // '', qr/pg_ha: commit refused: this node does not hold a valid leader lease/,
+like($err // '', qr/pg_ha: (commit|write) refused: this node does not hold a valid leader lease/,
 	'refusal names the missing lease');
 ok((PgHa::Node::process_title($wpid) // '') =~ /pg_ha/, 'worker is still there (stopped)');
 

@@ -1,8 +1,8 @@
 
 # Rejoin of a former primary that diverged.  node1's HA worker is stopped
-# (SIGSTOP) so its lease runs out; node1 keeps writing WAL that no one else
-# gets (its commits are refused by the fence, but the rows and the aborts
-# are in its WAL); node2 takes over.  When the worker runs again node1
+# (SIGSTOP) so its lease runs out and another node takes over; node1 then
+# writes WAL nobody else gets (a segment-switch record, which no write
+# fence stops).  When the worker runs again node1
 # demotes itself, finds it replayed its old timeline past the fork point,
 # and shuts down for pg_rewind.  The harness, as the service manager,
 # runs "pg_hactl rejoin --if-needed" and starts it: node1 comes back as a
@@ -34,7 +34,7 @@ my $worker = $n1->safe_psql('postgres', 'SELECT worker_pid FROM pg_ha.status()')
 ok($worker > 0, "node1's HA worker runs (pid $worker)");
 kill 'STOP', $worker;
 
-# diverge: WAL on node1 that nobody streams before the new leader forks
+# until the lease runs out writes still commit (and stream); then refused
 my ($new_leader) = (undef);
 wait_for(
 	sub {
@@ -49,7 +49,11 @@ my ($ok) = try_sql($n1, 'INSERT INTO t VALUES (-1)');
 ok(!$ok, 'node1 refuses commits without its lease');
 my $new = $by_name{$new_leader};
 wait_for(sub { !in_recovery($new) }, timeout => 30, what => "$new_leader promoted");
-for (1 .. 5) { try_sql($n1, 'INSERT INTO t SELECT generate_series(1, 20000)', timeout => 10); }
+# WAL that no fence stops (a segment switch record): node1 now has WAL on
+# timeline 1 past the point where the new leader forked.  (No checkpoint:
+# recycling the segment of the fork point would leave pg_rewind without the
+# WAL it reads, and pg_hactl would re-clone instead.)
+try_sql($n1, 'SELECT pg_switch_wal()', timeout => 10);
 
 kill 'CONT', $worker;
 
