@@ -208,6 +208,28 @@ $etcd->start_all;
 wait_ok(sub { code($primary, 'GET', '/primary') == 200 },
 	'etcd back: /primary -> 200 again', timeout => 60);
 
+# --- fenced: in maintenance mode, a primary that finds another name in the
+# leader key raises the write fence and stays as it is (no demotion while
+# paused).  Its health answers must stop routing writes to it.
+$primary->safe_psql('postgres', 'SELECT pg_ha.pause()');
+wait_ok(sub { JSON::PP::decode_json(req($primary, 'GET', '/patroni')->{content})->{pause} },
+	'fenced: cluster paused first', timeout => 30);
+# another node's claim (node9: not a running member, so nobody here undoes
+# it), on a lease of its own as a node that won an election would hold it
+my $lease = $etcd->grant_lease(60);
+$etcd->put($primary->ha_key('leader'), 'node9', lease => $lease);
+wait_ok(sub { JSON::PP::decode_json(req($primary, 'GET', '/patroni')->{content})->{pg_ha}{fenced} },
+	'fenced: the primary raises its fence when the leader key names node9', timeout => 30);
+my %fenced = (
+	'/primary' => 503, '/read-write' => 503, '/master' => 503, '/' => 503,
+	'/leader' => 503, '/replica' => 503, '/read-only' => 503,
+	'/health' => 200, '/liveness' => 200, '/readiness' => 200,
+	'/sync' => 503, '/async' => 503,
+);
+check_codes($primary, 'primary, fenced', \%fenced);
+like(scalar($http->get("http://127.0.0.1:$pm_port/metrics")->{content}), qr/^pg_ha_fenced 1$/m,
+	'fenced: pg_ha_fenced 1');
+
 $replica->stop;
 $primary->stop;
 done_testing();
