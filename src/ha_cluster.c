@@ -316,6 +316,25 @@ cluster_history_timeline(const ClusterView *view, TimeLineID tli, XLogRecPtr *fo
 	return latest;
 }
 
+void
+cluster_last_leader(const ClusterView *view, char *out, size_t len)
+{
+	const EtcdKV *kv = cluster_get(view, "history");
+	cJSON	   *doc;
+	const cJSON *last;
+	const cJSON *name;
+
+	out[0] = '\0';
+	if (kv == NULL)
+		return;
+	doc = cJSON_ParseWithLength(kv->value, kv->value_len);
+	last = cJSON_IsArray(doc) ? cJSON_GetArrayItem(doc, cJSON_GetArraySize(doc) - 1) : NULL;
+	name = cJSON_IsArray(last) ? cJSON_GetArrayItem(last, 4) : NULL;
+	if (cJSON_IsString(name) && strlen(name->valuestring) < len)
+		strcpy(out, name->valuestring);
+	cJSON_Delete(doc);
+}
+
 /* The history value with one entry appended, palloc'd. */
 char *
 cluster_history_append(const ClusterView *view, TimeLineID old_tli, XLogRecPtr switch_lsn,

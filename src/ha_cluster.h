@@ -55,6 +55,8 @@ extern XLogRecPtr cluster_optime(const ClusterView *view);
 extern bool cluster_failover_request(const ClusterView *view, FailoverRequest *req);
 extern TimeLineID cluster_history_timeline(const ClusterView *view, TimeLineID tli,
 										   XLogRecPtr *fork_lsn);
+/* new_leader of the last history entry, "" when there is none. */
+extern void cluster_last_leader(const ClusterView *view, char *out, size_t len);
 extern char *cluster_history_append(const ClusterView *view, TimeLineID old_tli,
 									XLogRecPtr switch_lsn, const char *reason,
 									const char *when, const char *new_leader);

@@ -775,6 +775,29 @@ primary_cycle(const NodeSnapshot *snap)
 			yield_to("", why);
 			return true;
 		}
+		else
+		{
+			/*
+			 * A free key goes straight to a primary only if it was the last
+			 * leader.  Any other primary (one restarted without its
+			 * standby.signal, say) may have moved to the same timeline
+			 * number on a branch of its own: it demotes and competes as a
+			 * replica, where its position is weighed against the last
+			 * leader's (maximum_lag_on_failover).
+			 */
+			char		last[PG_HA_NAME_LEN];
+
+			cluster_last_leader(&worker.view, last, sizeof(last));
+			if (last[0] != '\0' && strcmp(last, worker.node) != 0)
+			{
+				char	   *why = psprintf("the last leader was \"%s\", not this node", last);
+
+				remember_error("not taking the leader key: %s", why);
+				set_state(HA_EV_LEADER_KEY_TAKEN, why);
+				yield_to("", why);
+				return true;
+			}
+		}
 		if (!acquire_leader_key())
 			return false;
 		if (!worker.is_leader)
