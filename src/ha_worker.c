@@ -592,6 +592,12 @@ record_promotion(const NodeSnapshot *snap)
 	if (etcd_txn(worker.etcd, &cmp, 1, ops, 2, &ops[1], 1, &succeeded, NULL) != ETCD_OK)
 		remember_error("cannot record promotion in history: %s", etcd_last_error(worker.etcd));
 	pfree(value);
+	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	if (strcmp(worker.promote_reason, "switchover") == 0)
+		pg_ha_shared->switchovers++;
+	else
+		pg_ha_shared->failovers++;
+	LWLockRelease(pg_ha_shared->lock);
 	ereport(LOG,
 			(errmsg("pg_ha: promoted: now leader on timeline %u (switched at %X/%X, %s)",
 					snap->timeline, LSN_FORMAT_ARGS(switch_lsn), worker.promote_reason)));

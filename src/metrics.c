@@ -371,6 +371,8 @@ pg_ha_families(StringInfo out, int64 now_us)
 	uint64		etcd_requests;
 	uint64		etcd_errors;
 	uint64		etcd_latency_us;
+	uint64		failovers;
+	uint64		switchovers;
 	TimestampTz etcd_last_ok;
 	int64		collected_at;
 	int64		duration_us;
@@ -387,6 +389,8 @@ pg_ha_families(StringInfo out, int64 now_us)
 	etcd_errors = pg_ha_shared->etcd_errors;
 	etcd_latency_us = pg_ha_shared->etcd_latency_us;
 	etcd_last_ok = pg_ha_shared->etcd_last_ok;
+	failovers = pg_ha_shared->failovers;
+	switchovers = pg_ha_shared->switchovers;
 	LWLockRelease(pg_ha_shared->lock);
 
 	LWLockAcquire(metrics_cache->lock, LW_SHARED);
@@ -414,6 +418,11 @@ pg_ha_families(StringInfo out, int64 now_us)
 		metrics_append_label_value(out, ha_state_name((HaState) s));
 		appendStringInfo(out, "\"} %d\n", s == (int) state ? 1 : 0);
 	}
+	counter(out, "pg_ha_failovers_total",
+			"Times this node was promoted by an automatic or manual failover since postgres started",
+			failovers);
+	counter(out, "pg_ha_switchovers_total",
+			"Times this node was promoted by a switchover since postgres started", switchovers);
 	gauge(out, "pg_ha_etcd_reachable", "1 if the last etcd call succeeded", etcd_reachable ? 1 : 0);
 	counter(out, "pg_ha_etcd_requests_total", "etcd requests sent by the HA worker", etcd_requests);
 	counter(out, "pg_ha_etcd_errors_total", "etcd requests that failed", etcd_errors);

@@ -125,6 +125,8 @@ typedef struct PgHaShared
 	char		etcd_endpoint[ETCD_MAX_URL];
 	TimestampTz etcd_last_ok;
 	char		last_error[PG_HA_ERROR_LEN];
+	uint64		failovers;		/* promotions of this node by (manual) failover */
+	uint64		switchovers;	/* promotions of this node by switchover */
 	uint64		etcd_requests;
 	uint64		etcd_errors;
 	uint64		etcd_latency_us;

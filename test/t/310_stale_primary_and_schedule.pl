@@ -9,6 +9,7 @@ use warnings;
 
 use Test::More;
 use PostgreSQL::Test::Utils;
+use HTTP::Tiny;
 use PgHa::Etcd;
 use PgHa::Cluster;
 use PgHa::Failover;
@@ -29,6 +30,19 @@ ok($moved, 'the switchover happened at the scheduled time');
 cmp_ok($secs, '>=', 2.5, sprintf('not before its time (%.1f s after the call)', $secs));
 wait_for(sub { (in_recovery($n1) // 0) == 1 }, timeout => 30, what => 'node1 a replica');
 
+# the promotion is counted in the new leader's metrics
+sub metric
+{
+	my ($node, $name) = @_;
+	my $resp = HTTP::Tiny->new(timeout => 5)->get('http://127.0.0.1:' . $node->metrics_port . '/metrics');
+	return undef unless $resp->{success};
+	return $resp->{content} =~ /^\Q$name\E (\S+)$/m ? $1 : undef;
+}
+is(wait_for(sub { my $v = metric($n2, 'pg_ha_switchovers_total'); defined $v && $v > 0 ? $v : undef },
+		timeout => 30, what => 'pg_ha_switchovers_total on node2'),
+	1, 'node2 counts one switchover (pg_ha_switchovers_total)');
+is(metric($n2, 'pg_ha_failovers_total'), 0, 'and no failover');
+
 # --- node2 leads on timeline 2.  Crash it: another node takes over on
 # timeline 3.  Then stop the others (the replica first, so nobody races),
 # which leaves the leader key free, and start node2 alone: a stale former
@@ -40,6 +54,9 @@ my %by_name = (node1 => $n1, node3 => $n3);
 my $leader = $by_name{$next};
 my ($replica) = grep { $_->name ne $next } ($n1, $n3);
 wait_for(sub { !in_recovery($leader) }, timeout => 30, what => "$next promoted");
+is(wait_for(sub { my $v = metric($leader, 'pg_ha_failovers_total'); defined $v && $v > 0 ? $v : undef },
+		timeout => 30, what => "pg_ha_failovers_total on $next"),
+	1, "$next counts one failover (pg_ha_failovers_total)");
 wait_for(sub { ($etcd->get($n1->ha_key('history')) // '') =~ /^\[\[1,.*\],\[2,/ },
 	timeout => 30, what => 'history to record timeline 3');
 $replica->stop('fast');
