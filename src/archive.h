@@ -108,6 +108,8 @@ extern bool pg_ha_archive_key(const char *name, char *key, size_t keylen,
 							  char *err, size_t errlen);
 /* Logs and records a failure for name (shared by module and pushers). */
 extern void pg_ha_archive_note_error(const char *name, const char *msg);
+/* Slot tracking name, or -1; the caller holds pg_ha_archive_shared->lock. */
+extern int	pg_ha_archive_slot_find(const char *name);
 
 /*
  * A consistent copy of the archive's counters and last events, for

@@ -214,8 +214,8 @@ archiver_repo(char *err, size_t errlen)
 	return repo;
 }
 
-static int
-slot_find(const char *name)
+int
+pg_ha_archive_slot_find(const char *name)
 {
 	for (int i = 0; i < ARCHIVE_SLOTS; i++)
 	{
@@ -282,7 +282,7 @@ slot_take(const char *name, int *slotno, ArchiveSlot *copy)
 	LWLockAcquire(s->lock, LW_EXCLUSIVE);
 	s->archiver_latch = MyLatch;
 	memcpy(pushers, s->pusher_latches, sizeof(pushers));
-	i = slot_find(name);
+	i = pg_ha_archive_slot_find(name);
 	if (i >= 0)
 	{
 		ArchiveSlot *slot = &s->slots[i];

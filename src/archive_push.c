@@ -137,19 +137,6 @@ scan_ready(char **names, int max)
 	}
 }
 
-static int
-slot_lookup(const char *name)
-{
-	for (int i = 0; i < ARCHIVE_SLOTS; i++)
-	{
-		ArchiveSlot *slot = &pg_ha_archive_shared->slots[i];
-
-		if (slot->state != SLOT_FREE && strcmp(slot->name, name) == 0)
-			return i;
-	}
-	return -1;
-}
-
 /*
  * Claims the oldest .ready file nobody has claimed, within the look-ahead
  * bound.  Returns the slot number, or -1 when there is nothing to do.
@@ -179,7 +166,7 @@ claim_next(char *name_out)
 		{
 			int			victim = -1;
 
-			if (slot_lookup(names[k]) >= 0)
+			if (pg_ha_archive_slot_find(names[k]) >= 0)
 				continue;
 			for (int i = 0; i < ARCHIVE_SLOTS; i++)
 			{
