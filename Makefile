@@ -43,6 +43,10 @@ include $(PGXS)
 # PGXS's Makefile.global resets PROVE_FLAGS: set ours after it
 PROVE_FLAGS = -I $(srcdir)/test/perl --timer
 
+# PGXS tracks no header dependencies: a struct that grows in a header must
+# rebuild every object, or processes disagree on shared-memory layouts
+$(OBJS) $(FRONTEND_OBJS): $(wildcard $(srcdir)/src/*.h)
+
 # after PGXS: CFLAGS and CPPFLAGS are known here
 $(PROGRAMS): %: src/bin/%.c $(FRONTEND_OBJS)
 	$(CC) $(CFLAGS) $(CPPFLAGS) -I$(includedir) -DPGBINDIR=\"$(bindir)\" -o $@ $< $(FRONTEND_OBJS) $(LDFLAGS) $(PROGRAM_LIBS)

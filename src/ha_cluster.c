@@ -155,6 +155,7 @@ parse_member(const EtcdKV *kv, const char *name, MemberInfo *m)
 	json_string(doc, "role", role, sizeof(role));
 	m->is_replica = strcmp(role, "replica") == 0;
 	json_string(doc, "conn_url", m->conn_url, sizeof(m->conn_url));
+	json_string(doc, "api_url", m->api_url, sizeof(m->api_url));
 	{
 		char		rstate[32];
 
@@ -314,6 +315,66 @@ cluster_history_timeline(const ClusterView *view, TimeLineID tli, XLogRecPtr *fo
 	}
 	cJSON_Delete(doc);
 	return latest;
+}
+
+bool
+cluster_members_json(const ClusterView *view, char *buf, size_t len)
+{
+	MemberInfo	members[PG_HA_MAX_MEMBERS];
+	int			n = cluster_members(view, members, PG_HA_MAX_MEMBERS);
+	const char *leader = cluster_leader(view);
+	XLogRecPtr	leader_lsn = InvalidXLogRecPtr;
+	cJSON	   *arr = cJSON_CreateArray();
+	char	   *text;
+	bool		fits;
+
+	for (int i = 0; i < n; i++)
+		if (strcmp(members[i].name, leader) == 0)
+			leader_lsn = members[i].lsn;
+	for (int i = 0; arr && i < n; i++)
+	{
+		const MemberInfo *m = &members[i];
+		bool		is_leader = strcmp(m->name, leader) == 0;
+		cJSON	   *o = cJSON_CreateObject();
+		char		host[256] = "";
+		const char *colon;
+		const char *start = strstr(m->conn_url, "://");
+
+		if (o == NULL)
+			break;
+		cJSON_AddItemToArray(arr, o);
+		cJSON_AddStringToObject(o, "name", m->name);
+		cJSON_AddStringToObject(o, "role", is_leader ? "leader" : (m->is_replica ? "replica" : "master"));
+		cJSON_AddStringToObject(o, "state", m->is_replica ? (m->streaming ? "streaming" : "running") : "running");
+		if (m->api_url[0])
+			cJSON_AddStringToObject(o, "api_url", m->api_url);
+		if (start && (colon = strrchr(start + 3, ':')) != NULL && colon - (start + 3) < (long) sizeof(host))
+		{
+			snprintf(host, sizeof(host), "%.*s", (int) (colon - (start + 3)), start + 3);
+			cJSON_AddStringToObject(o, "host", host);
+			cJSON_AddNumberToObject(o, "port", atoi(colon + 1));
+		}
+		cJSON_AddNumberToObject(o, "timeline", m->timeline);
+		if (!is_leader && leader_lsn != InvalidXLogRecPtr && m->lsn != InvalidXLogRecPtr)
+			cJSON_AddNumberToObject(o, "lag", (double) (leader_lsn > m->lsn ? leader_lsn - m->lsn : 0));
+		if (m->nofailover || m->noloadbalance || m->failover_priority != 1)
+		{
+			cJSON	   *tags = cJSON_AddObjectToObject(o, "tags");
+
+			if (m->nofailover)
+				cJSON_AddBoolToObject(tags, "nofailover", true);
+			if (m->noloadbalance)
+				cJSON_AddBoolToObject(tags, "noloadbalance", true);
+			cJSON_AddNumberToObject(tags, "failover_priority", m->failover_priority);
+		}
+	}
+	text = arr ? cJSON_PrintUnformatted(arr) : NULL;
+	cJSON_Delete(arr);
+	fits = text != NULL && strlen(text) < len;
+	strlcpy(buf, fits ? text : "", len);
+	if (text)
+		cJSON_free(text);
+	return fits;
 }
 
 void

@@ -28,6 +28,7 @@ typedef struct MemberInfo
 	bool		streaming;		/* replica: replication_state is "streaming" */
 	int			failover_priority;
 	char		conn_url[256];
+	char		api_url[256];
 	int64		mod_revision;
 } MemberInfo;
 
@@ -55,6 +56,11 @@ extern XLogRecPtr cluster_optime(const ClusterView *view);
 extern bool cluster_failover_request(const ClusterView *view, FailoverRequest *req);
 extern TimeLineID cluster_history_timeline(const ClusterView *view, TimeLineID tli,
 										   XLogRecPtr *fork_lsn);
+/*
+ * The members as Patroni's GET /cluster lists them (a JSON array) into buf;
+ * false when it does not fit (members are left out rather than cut).
+ */
+extern bool cluster_members_json(const ClusterView *view, char *buf, size_t len);
 /* new_leader of the last history entry, "" when there is none. */
 extern void cluster_last_leader(const ClusterView *view, char *out, size_t len);
 extern char *cluster_history_append(const ClusterView *view, TimeLineID old_tli,

@@ -204,7 +204,11 @@ publish_shared(const NodeSnapshot *snap, bool etcd_ok)
 	{
 		pg_ha_shared->paused = cluster_paused(&worker.view);
 		pg_ha_shared->cluster_optime = cluster_optime(&worker.view);
+		cluster_members_json(&worker.view, pg_ha_shared->members_json,
+							 sizeof(pg_ha_shared->members_json));
 	}
+	else
+		pg_ha_shared->members_json[0] = '\0';
 	pg_ha_shared->nofailover = pg_ha_nofailover || pg_ha_failover_priority == 0;
 	pg_ha_shared->noloadbalance = pg_ha_noloadbalance;
 	pg_ha_shared->etcd_reachable = etcd_ok;
@@ -346,6 +350,9 @@ service_watch(void)
 	st = etcd_watch_poll(worker.watch, &events);
 	for (int i = 0; i < events.count; i++)
 		handle_event(&events.events[i]);
+	/* readers (the health API's /cluster) see changes as they come */
+	if (events.count > 0)
+		publish_shared(NULL, true);
 	etcd_eventlist_free(&events);
 	if (st != ETCD_OK)
 	{

@@ -499,14 +499,34 @@ status_json(StringInfo out, const NodeView *v, bool with_replication)
 }
 
 /*
- * GET /cluster: the members this node knows from shared memory (itself and
- * the leader's name); the full member list lives in etcd, which the
- * listener never calls.
+ * GET /cluster: the members as the HA worker last read them from etcd
+ * (shared memory; the listener never calls etcd).  Before the worker has
+ * read etcd, only this node and the leader's name.
  */
 static void
 cluster_json(StringInfo out, const NodeView *v)
 {
 	bool		self_leader = v->lease_valid && !v->fenced;
+	char	   *members = palloc(PG_HA_MEMBERS_JSON_LEN);
+
+	/* the HA worker's copy of the member keys, when it has one */
+	LWLockAcquire(pg_ha_shared->lock, LW_SHARED);
+	memcpy(members, pg_ha_shared->members_json, PG_HA_MEMBERS_JSON_LEN);
+	LWLockRelease(pg_ha_shared->lock);
+	members[PG_HA_MEMBERS_JSON_LEN - 1] = '\0';
+	if (members[0] == '[')
+	{
+		appendStringInfoString(out, "{\"members\":");
+		appendStringInfoString(out, members);
+		appendStringInfoString(out, ",\"scope\":");
+		json_string(out, v->cluster);
+		if (v->paused)
+			appendStringInfoString(out, ",\"pause\":true");
+		appendStringInfoChar(out, '}');
+		pfree(members);
+		return;
+	}
+	pfree(members);
 
 	appendStringInfoString(out, "{\"members\":[{\"name\":");
 	json_string(out, v->node);

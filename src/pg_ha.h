@@ -19,6 +19,7 @@
 #define PG_HA_VERSION "1.0.0"
 #define PG_HA_NAME_LEN 64		/* node and cluster names, including NUL */
 #define PG_HA_ERROR_LEN 256
+#define PG_HA_MEMBERS_JSON_LEN 16384
 
 /* ---------- configuration (guc.c) ---------- */
 
@@ -125,6 +126,8 @@ typedef struct PgHaShared
 	char		etcd_endpoint[ETCD_MAX_URL];
 	TimestampTz etcd_last_ok;
 	char		last_error[PG_HA_ERROR_LEN];
+	/* members as Patroni's /cluster lists them: a JSON array, "" if unknown */
+	char		members_json[PG_HA_MEMBERS_JSON_LEN];
 	uint64		failovers;		/* promotions of this node by (manual) failover */
 	uint64		switchovers;	/* promotions of this node by switchover */
 	uint64		etcd_requests;

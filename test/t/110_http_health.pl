@@ -121,6 +121,9 @@ is($doc->{scope}, 'pgtest', '/cluster: scope');
 my %m = map { $_->{name} => $_ } @{ $doc->{members} };
 is($m{node2}{role}, 'replica', '/cluster on the replica: itself as replica');
 is($m{node1}{role}, 'leader',  '/cluster on the replica: node1 as leader');
+is($m{node1}{port}, $primary->port, '/cluster: the leader\'s port, from its member key');
+is($m{node2}{timeline}, 1, '/cluster: timelines');
+ok(exists $m{node2}{lag}, '/cluster: a replica\'s lag');
 
 $r = req($primary, 'GET', '/history');
 is($r->{status}, 200, 'GET /history is 200');
