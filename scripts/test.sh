@@ -134,6 +134,19 @@ as_user() {
 	fi
 }
 
+# A small file system for the full-disk archive test (213): as root, a
+# 24 MB tmpfs unless the caller named one; skipped where mounting fails.
+if [ "$is_root" = 1 ] && [ -z "${PG_HA_TEST_SMALL_FS:-}" ]; then
+	small_fs=$(mktemp -d /tmp/pg_ha_small_fs.XXXXXX)
+	if mount -t tmpfs -o size=24m tmpfs "$small_fs" 2>/dev/null; then
+		chmod 1777 "$small_fs"
+		export PG_HA_TEST_SMALL_FS=$small_fs
+		trap 'umount "$small_fs" 2>/dev/null; rmdir "$small_fs" 2>/dev/null' EXIT
+	else
+		rmdir "$small_fs"
+	fi
+fi
+
 log "testing as $TEST_USER in $SRC"
 status=0
 regress_rc=0
