@@ -30,6 +30,9 @@ sub hactl
 my ($rc, $out, $err) = hactl(@conn, 'list');
 is($rc, 0, 'list exits 0');
 like($out, qr/^node1\s+127\.0\.0\.1:\d+\s+Leader\s+running/m, 'list: node1 is the leader');
+# member keys are refreshed every TTL/3: wait for node2's to catch up
+$out = wait_for(sub { my (undef, $o) = hactl(@conn, 'list'); $o =~ /^node2\s+\S+\s+Replica\s+running\s+1\s+0\.0/m ? $o : undef },
+	timeout => 30, what => 'list to show node2 caught up');
 like($out, qr/^node2\s+\S+\s+Replica\s+running\s+1\s+0\.0/m, 'list: node2 is a replica, not lagging');
 ($rc, $out) = hactl('--pgdata', $n2->data_dir, 'list');
 like($out, qr/^node3\s+\S+\s+Replica/m, 'list with --pgdata reads the settings from postgresql.conf');
