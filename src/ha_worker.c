@@ -44,6 +44,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/bgwriter.h"
 #include "postmaster/interrupt.h"
 #include "postmaster/postmaster.h"
 #include "replication/walreceiver.h"
@@ -698,6 +699,14 @@ hand_over(const FailoverRequest *req)
 		etcd_put(worker.etcd, worker.failover_key, value, 0);
 		return;
 	}
+	/*
+	 * Checkpoint while still writable: the write gap starts at the fence and
+	 * lasts until this node, restarted as a standby, has replayed its WAL
+	 * since the last checkpoint and confirmed where it ends.  Flushing now
+	 * leaves that replay short.
+	 */
+	ereport(LOG, (errmsg("pg_ha: switchover: checkpoint before handing leadership to \"%s\"", req->member)));
+	RequestCheckpoint(CHECKPOINT_IMMEDIATE | CHECKPOINT_FORCE | CHECKPOINT_WAIT);
 	ereport(LOG, (errmsg("pg_ha: switchover: handing leadership to \"%s\"", req->member)));
 	raise_fence("switchover");
 	terminate_client_backends();
