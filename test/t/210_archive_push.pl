@@ -296,7 +296,14 @@ sub check_repo_failure
 	my $seg         = new_segment(20000);
 	ok($node->poll_query_until('postgres', "SELECT failed_count > $fail_before FROM pg_stat_archiver"),
 		"$what: pg_stat_archiver counts failures");
-	ok($node->log_contains($log_re, $log_offset), "$what: the log says why");
+	# the WARNING may land in the log file a moment after the failure is counted
+	my $logged = 0;
+	for (1 .. 100)
+	{
+		last if ($logged = $node->log_contains($log_re, $log_offset));
+		select(undef, undef, undef, 0.1);
+	}
+	ok($logged, "$what: the log says why");
 	like(status()->{last_error}, $log_re, "$what: pg_ha.archive_status().last_error says why");
 	$node->safe_psql('postgres', 'CHECKPOINT');
 	ok(-f "$pgdata/pg_wal/archive_status/$seg.ready", "$what: $seg is still .ready after a checkpoint");
