@@ -15,6 +15,7 @@ use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use PgHa::Archive;
 
 my $bindir = `pg_config --bindir`;
 chomp $bindir;
@@ -25,19 +26,7 @@ make_path($repo);
 
 my $node = PostgreSQL::Test::Cluster->new('arch');
 $node->init(allows_streaming => 1);
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'pg_ha'
-pg_ha.etcd_endpoints = 'http://127.0.0.1:9'
-pg_ha.etcd_timeout = 200
-pg_ha.cluster = 'archtest'
-pg_ha.node_name = 'arch'
-pg_ha.api_listen = ''
-# no etcd here: keep writes allowed (pg_ha.fencing) and no fixed ports
-pg_ha.fencing = off
-pg_ha.metrics_listen = ''
-archive_mode = on
-archive_library = 'pg_ha'
-pg_ha.archive_repo = '$repo'
+$node->append_conf('postgresql.conf', archive_conf(repo => $repo, name => 'arch') . qq{
 wal_keep_size = '2GB'
 });
 $node->start;

@@ -16,6 +16,7 @@ use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use PgHa::Archive;
 
 my $bindir = `pg_config --bindir`;
 chomp $bindir;
@@ -28,19 +29,7 @@ my $node = PostgreSQL::Test::Cluster->new('crash');
 # 1 MB segments: many files, each pushed in a fraction of a second
 $node->init(allows_streaming => 1, extra => ['--wal-segsize=1']);
 # zstd level 19 is slow enough that kills land mid-push
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'pg_ha'
-pg_ha.etcd_endpoints = 'http://127.0.0.1:9'
-pg_ha.etcd_timeout = 200
-pg_ha.cluster = 'archtest'
-pg_ha.node_name = 'crash'
-pg_ha.api_listen = ''
-# no etcd here: keep writes allowed (pg_ha.fencing) and no fixed ports
-pg_ha.fencing = off
-pg_ha.metrics_listen = ''
-archive_mode = on
-archive_library = 'pg_ha'
-pg_ha.archive_repo = '$repo'
+$node->append_conf('postgresql.conf', archive_conf(repo => $repo, name => 'crash') . qq{
 pg_ha.archive_compression_level = 19
 wal_keep_size = '2GB'
 restart_after_crash = on

@@ -14,6 +14,7 @@ use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use PgHa::Archive;
 
 my $bindir = `pg_config --bindir`;
 chomp $bindir;
@@ -25,19 +26,7 @@ my $restore_command = "$restore --repo $repo --cluster archtest %f %p";
 
 my $primary = PostgreSQL::Test::Cluster->new('primary');
 $primary->init(allows_streaming => 1);
-$primary->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'pg_ha'
-pg_ha.etcd_endpoints = 'http://127.0.0.1:9'
-pg_ha.etcd_timeout = 200
-pg_ha.cluster = 'archtest'
-pg_ha.api_listen = ''
-# no etcd here: keep writes allowed (pg_ha.fencing) and no fixed ports
-pg_ha.fencing = off
-pg_ha.metrics_listen = ''
-archive_mode = on
-archive_library = 'pg_ha'
-pg_ha.archive_repo = '$repo'
-});
+$primary->append_conf('postgresql.conf', archive_conf(repo => $repo));
 $primary->start;
 $primary->safe_psql('postgres', 'CREATE EXTENSION pg_ha');
 $primary->safe_psql('postgres',

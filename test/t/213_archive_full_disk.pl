@@ -18,6 +18,7 @@ use File::Path qw(make_path remove_tree);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use PgHa::Archive;
 
 my $small = $ENV{PG_HA_TEST_SMALL_FS};
 plan skip_all => 'set PG_HA_TEST_SMALL_FS to a small writable file system (see the header)'
@@ -30,18 +31,7 @@ make_path($big);
 
 my $node = PostgreSQL::Test::Cluster->new('full');
 $node->init(allows_streaming => 1);
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'pg_ha'
-pg_ha.etcd_endpoints = 'http://127.0.0.1:9'
-pg_ha.etcd_timeout = 200
-pg_ha.cluster = 'archtest'
-pg_ha.node_name = 'full'
-pg_ha.api_listen = ''
-pg_ha.fencing = off
-pg_ha.metrics_listen = ''
-archive_mode = on
-archive_library = 'pg_ha'
-pg_ha.archive_repo = '$repo'
+$node->append_conf('postgresql.conf', archive_conf(repo => $repo, name => 'full') . qq{
 pg_ha.archive_compression = 'none'
 wal_keep_size = '1GB'
 });

@@ -11,24 +11,14 @@ use File::Path qw(make_path);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use PgHa::Archive;
 
 my $repo = PostgreSQL::Test::Utils::tempdir() . '/repo';
 make_path($repo);
 
 my $primary = PostgreSQL::Test::Cluster->new('primary');
 $primary->init(allows_streaming => 1);
-$primary->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'pg_ha'
-pg_ha.etcd_endpoints = 'http://127.0.0.1:9'
-pg_ha.etcd_timeout = 200
-pg_ha.cluster = 'archtest'
-pg_ha.api_listen = ''
-pg_ha.fencing = off
-pg_ha.metrics_listen = ''
-archive_mode = always
-archive_library = 'pg_ha'
-pg_ha.archive_repo = '$repo'
-});
+$primary->append_conf('postgresql.conf', archive_conf(repo => $repo, mode => 'always'));
 $primary->start;
 $primary->safe_psql('postgres', 'CREATE EXTENSION pg_ha');
 $primary->backup('base');
