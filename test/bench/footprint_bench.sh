@@ -102,39 +102,7 @@ run_patroni() {
 	etcd_pid=${PIDS[-1]}
 	for i in 1 2 3; do
 		local port=$((BASE + 110 + 10 * i)) api=$((BASE + 111 + 10 * i))
-		cat >"$W/patroni_$tag$i.yml" <<EOF
-scope: bench
-namespace: /patroni_bench/
-name: p$i
-restapi:
-  listen: 127.0.0.1:$api
-  connect_address: 127.0.0.1:$api
-etcd3:
-  hosts: 127.0.0.1:$e
-bootstrap:
-  dcs:
-    ttl: $ttl
-    loop_wait: $loop
-    retry_timeout: $retry
-  initdb:
-  - encoding: UTF8
-  - auth: trust
-  pg_hba:
-  - local all all trust
-  - host all all 127.0.0.1/32 trust
-  - host replication all 127.0.0.1/32 trust
-postgresql:
-  listen: 127.0.0.1:$port
-  connect_address: 127.0.0.1:$port
-  data_dir: $W/pg_pat_$tag$i
-  bin_dir: $PGBIN
-  pgpass: $W/pgpass_$tag$i
-  authentication:
-    superuser: {username: postgres}
-    replication: {username: postgres}
-  parameters:
-    unix_socket_directories: '$W'
-EOF
+		write_patroni_yml "$W/patroni_$tag$i.yml" "p$i" "$port" "$api" "$e" "$W/pg_pat_$tag$i" "$ttl" "$loop" "$retry"
 	done
 	/usr/bin/python3 "$PATRONI" "$W/patroni_${tag}1.yml" >"$W/patroni_${tag}1.log" 2>&1 &
 	local p1=$!

@@ -41,39 +41,7 @@ start_pg_ha node1 "$PGHA_PORT" "$PGHA_API" "$PGHA_METRICS" "$ETCD"
 wait_for 60 is_200 "http://127.0.0.1:$PGHA_API/primary" || die "pg_ha /primary never answered 200"
 
 log "Patroni $("/usr/bin/python3" "$PATRONI" --version 2>&1 | awk '{print $2}') primary on $PAT_PORT, REST API on $PAT_API"
-cat >"$W/patroni.yml" <<EOF
-scope: bench
-namespace: /patroni_bench/
-name: p1
-restapi:
-  listen: 127.0.0.1:$PAT_API
-  connect_address: 127.0.0.1:$PAT_API
-etcd3:
-  hosts: 127.0.0.1:$ETCD
-bootstrap:
-  dcs:
-    ttl: 30
-    loop_wait: 10
-    retry_timeout: 10
-  initdb:
-  - encoding: UTF8
-  - auth: trust
-  pg_hba:
-  - local all all trust
-  - host all all 127.0.0.1/32 trust
-  - host replication all 127.0.0.1/32 trust
-postgresql:
-  listen: 127.0.0.1:$PAT_PORT
-  connect_address: 127.0.0.1:$PAT_PORT
-  data_dir: $W/pg_patroni
-  bin_dir: $PGBIN
-  pgpass: $W/pgpass
-  authentication:
-    superuser: {username: postgres}
-    replication: {username: postgres}
-  parameters:
-    unix_socket_directories: '$W'
-EOF
+write_patroni_yml "$W/patroni.yml" p1 "$PAT_PORT" "$PAT_API" "$ETCD" "$W/pg_patroni"
 /usr/bin/python3 "$PATRONI" "$W/patroni.yml" >"$W/patroni.log" 2>&1 &
 PAT_PID=$!
 PIDS+=("$PAT_PID")

@@ -40,7 +40,9 @@ bench_workdir() {
 	W=$(mktemp -d /tmp/pg_ha_bench.XXXXXX)
 	trap bench_cleanup EXIT
 	trap 'exit 130' INT TERM
-	BASE=$((20000 + RANDOM % 30000))
+	# below the kernel's ephemeral range (32768-60999), where outgoing
+	# connections would take the ports we pick
+	BASE=$((20000 + RANDOM % 12000))
 }
 
 # wait_for SECONDS CMD...: poll CMD every 0.2 s
@@ -127,4 +129,44 @@ cpu_us_ticks() {
 		total=$((total + t))
 	done
 	echo $((total * 1000000 / hz))
+}
+
+# write_patroni_yml FILE NAME PORT API ETCD_PORT DATA_DIR [TTL LOOP_WAIT RETRY]:
+# a Patroni 3.0.2 node of cluster "bench" under namespace /patroni_bench/
+write_patroni_yml() {
+	local file=$1 name=$2 port=$3 api=$4 etcd=$5 data=$6
+	local ttl=${7:-30} loop=${8:-10} retry=${9:-10}
+	cat >"$file" <<EOF
+scope: bench
+namespace: /patroni_bench/
+name: $name
+restapi:
+  listen: 127.0.0.1:$api
+  connect_address: 127.0.0.1:$api
+etcd3:
+  hosts: 127.0.0.1:$etcd
+bootstrap:
+  dcs:
+    ttl: $ttl
+    loop_wait: $loop
+    retry_timeout: $retry
+  initdb:
+  - encoding: UTF8
+  - auth: trust
+  pg_hba:
+  - local all all trust
+  - host all all 127.0.0.1/32 trust
+  - host replication all 127.0.0.1/32 trust
+postgresql:
+  listen: 127.0.0.1:$port
+  connect_address: 127.0.0.1:$port
+  data_dir: $data
+  bin_dir: $PGBIN
+  pgpass: $data.pgpass
+  authentication:
+    superuser: {username: postgres}
+    replication: {username: postgres}
+  parameters:
+    unix_socket_directories: '$W'
+EOF
 }
