@@ -121,6 +121,7 @@ extern char *pg_ha_metrics_listen;
 extern int	pg_ha_metrics_cache_ttl;	/* seconds */
 extern int	pg_ha_metrics_table_limit;
 extern int	pg_ha_metrics_size_interval;	/* seconds */
+extern int	pg_ha_metrics_rank_interval;	/* seconds */
 extern int	pg_ha_metrics_buffer_kb;
 extern char *pg_ha_metrics_database;
 

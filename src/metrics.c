@@ -39,6 +39,7 @@ char	   *pg_ha_metrics_listen = NULL;
 int			pg_ha_metrics_cache_ttl = 5;
 int			pg_ha_metrics_table_limit = 256;
 int			pg_ha_metrics_size_interval = 300;
+int			pg_ha_metrics_rank_interval = 60;
 int			pg_ha_metrics_buffer_kb = 4096;
 char	   *pg_ha_metrics_database = NULL;
 
@@ -124,6 +125,11 @@ pg_ha_http_define_gucs(void)
 							NULL,
 							&pg_ha_metrics_table_limit, 256, 0, 100000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_ha.metrics_rank_interval",
+							"How often the most active tables, indexes and functions are chosen again for the per-object families.",
+							NULL,
+							&pg_ha_metrics_rank_interval, 60, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("pg_ha.metrics_size_interval",
 							"How often database sizes (pg_size_bytes) are recomputed; they walk every data file.",
 							NULL,

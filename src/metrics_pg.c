@@ -17,7 +17,9 @@
  *     control-file functions: no relation locks (sizes of tables come from
  *     pg_class.relpages, not pg_relation_size, which locks the relation);
  *   - per-table, per-index and per-function families are limited to the
- *     pg_ha.metrics_table_limit most active objects;
+ *     pg_ha.metrics_table_limit most active objects, chosen again every
+ *     pg_ha.metrics_rank_interval (choosing walks every object; reading the
+ *     chosen ones is what each refresh does);
  *   - pg_database_size walks every file of every database: it runs every
  *     pg_ha.metrics_size_interval seconds, not per refresh; pg_meta and
  *     pg_setting hold restart-only values and run once per collector;
@@ -33,6 +35,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -42,6 +45,10 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/array.h"
+#include "utils/datum.h"
+#include "utils/inval.h"
+#include "utils/syscache.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -57,14 +64,25 @@ typedef struct MetricQuery
 {
 	const char *prefix;			/* family name prefix */
 	const char *help;			/* what the rows are */
-	const char *sql;			/* "%d" (once) is the top-N limit when limited */
+	/*
+	 * Per-object families (tables, indexes, functions): rank_sql picks the
+	 * pg_ha.metrics_table_limit most active objects ("%d" is the limit) and
+	 * returns their OIDs as one oid[]; sql reads the figures of those objects
+	 * only, given that array as $1.  Ranking walks every object of the
+	 * database, so it runs every pg_ha.metrics_rank_interval, not each refresh.
+	 */
+	const char *rank_sql;
+	const char *sql;
 	const char *counters;		/* space-separated counter columns */
-	bool		limited;
 	QueryEvery	every;
+	/* runs only where this extension is installed in the collector's database */
+	const char *requires_extension;
+	bool		sql_limited;	/* sql's "%d" is pg_ha.metrics_table_limit */
 } MetricQuery;
 
 static const MetricQuery queries[] = {
 	{"pg", "server state",
+		NULL,
 		"SELECT extract(epoch FROM now())::float8 AS timestamp,"
 		" extract(epoch FROM now() - pg_postmaster_start_time())::float8 AS uptime,"
 		" extract(epoch FROM pg_postmaster_start_time())::float8 AS boot_time,"
@@ -79,8 +97,9 @@ static const MetricQuery queries[] = {
 		" (CASE WHEN pg_is_in_recovery() AND pg_is_wal_replay_paused() THEN 1 ELSE 0 END) AS is_wal_replay_paused,"
 		" current_setting('server_version_num')::int AS version,"
 		" (SELECT timeline_id FROM pg_control_checkpoint()) AS timeline_id",
-	"", false, EVERY_REFRESH},
+	"", EVERY_REFRESH, NULL, false},
 	{"pg_meta", "server identity (value 1)",
+		NULL,
 		"SELECT (SELECT system_identifier FROM pg_control_system())::text AS cluster_id,"
 		" current_setting('cluster_name') AS cluster_name,"
 		" current_setting('port') AS listen_port,"
@@ -91,8 +110,9 @@ static const MetricQuery queries[] = {
 		" current_setting('server_version') AS version,"
 		" current_setting('server_version_num') AS ver_num,"
 		" 1 AS info",
-	"", false, ONCE},
+	"", ONCE, NULL, false},
 	{"pg_setting", "server settings",
+		NULL,
 		"SELECT current_setting('max_connections')::int AS max_connections,"
 		" current_setting('max_prepared_transactions')::int AS max_prepared_transactions,"
 		" current_setting('max_worker_processes')::int AS max_worker_processes,"
@@ -105,11 +125,13 @@ static const MetricQuery queries[] = {
 		" (current_setting('wal_log_hints')::bool)::int AS wal_log_hints,"
 		" (current_setting('archive_mode') <> 'off')::int AS archive_mode,"
 		" (current_setting('hot_standby')::bool)::int AS hot_standby",
-	"", false, ONCE},
+	"", ONCE, NULL, false},
 	{"pg_sync_standby", "synchronous replication configured",
+		NULL,
 		"SELECT (current_setting('synchronous_standby_names') <> '')::int AS enabled",
-	"", false, EVERY_REFRESH},
+	"", EVERY_REFRESH, NULL, false},
 	{"pg_db", "pg_stat_database per database",
+		NULL,
 		"SELECT d.datname::text AS datname, d.oid::int8 AS datid, age(d.datfrozenxid)::int8 AS age,"
 		" d.datistemplate::int AS is_template, d.datallowconn::int AS allow_conn,"
 		" d.datconnlimit AS conn_limit, d.datfrozenxid::text::int8 AS frozen_xid,"
@@ -129,8 +151,9 @@ static const MetricQuery queries[] = {
 		" tup_fetched tup_inserted tup_updated tup_deleted tup_modified conflicts temp_files"
 		" temp_bytes deadlocks cks_fails blk_read_time blk_write_time session_time active_time"
 		" ixact_time sessions sessions_abandoned sessions_fatal sessions_killed",
-	false, EVERY_REFRESH},
+	EVERY_REFRESH, NULL, false},
 	{"pg_activity", "client backends per database and state",
+		NULL,
 		"SELECT d.datname::text AS datname, st.state,"
 		" count(a.pid) AS count,"
 		" coalesce(max(extract(epoch FROM now() - a.state_change)), 0)::float8 AS max_duration,"
@@ -141,23 +164,27 @@ static const MetricQuery queries[] = {
 		" LEFT JOIN pg_stat_activity a ON a.datid = d.oid AND a.state = st.state"
 		" AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()"
 		" WHERE d.datallowconn GROUP BY 1, 2 ORDER BY 1, 2",
-	"", false, EVERY_REFRESH},
+	"", EVERY_REFRESH, NULL, false},
 	{"pg_backend", "server processes per type",
+		NULL,
 		"SELECT backend_type AS type, count(*) AS count FROM pg_stat_activity GROUP BY 1 ORDER BY 1",
-	"", false, EVERY_REFRESH},
+	"", EVERY_REFRESH, NULL, false},
 	{"pg_lock", "locks held or awaited per database and mode",
+		NULL,
 		"SELECT d.datname::text AS datname, m.mode, count(l.locktype) AS count"
 		" FROM pg_database d CROSS JOIN (VALUES ('AccessShareLock'), ('RowShareLock'),"
 		" ('RowExclusiveLock'), ('ShareUpdateExclusiveLock'), ('ShareLock'),"
 		" ('ShareRowExclusiveLock'), ('ExclusiveLock'), ('AccessExclusiveLock')) m(mode)"
 		" LEFT JOIN pg_locks l ON l.database = d.oid AND l.mode = m.mode"
 		" WHERE d.datallowconn GROUP BY 1, 2 ORDER BY 1, 2",
-	"", false, EVERY_REFRESH},
+	"", EVERY_REFRESH, NULL, false},
 	{"pg_xact", "transaction id horizon",
+		NULL,
 		"SELECT pg_snapshot_xmin(s)::text::int8 AS xmin, pg_snapshot_xmax(s)::text::int8 AS xmax,"
 		" (SELECT count(*) FROM pg_snapshot_xip(s)) AS xnum FROM pg_current_snapshot() s",
-	"", false, EVERY_REFRESH},
+	"", EVERY_REFRESH, NULL, false},
 	{"pg_repl", "replication connections (pg_stat_replication)",
+		NULL,
 		"SELECT coalesce(application_name, '') AS appname, coalesce(usename::text, '') AS usename,"
 		" coalesce(host(client_addr), 'localhost') AS address, pid::text AS pid,"
 		" coalesce(client_port, 0)::text AS client_port,"
@@ -179,13 +206,15 @@ static const MetricQuery queries[] = {
 		" FROM pg_stat_replication,"
 		" LATERAL (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
 		"  ELSE pg_current_wal_lsn() END AS cur) c ORDER BY 1, 4",
-	"", false, EVERY_REFRESH},
+	"", EVERY_REFRESH, NULL, false},
 	{"pg_downstream", "replication connections per state",
+		NULL,
 		"SELECT st.state, count(r.pid) AS count FROM (VALUES ('streaming'), ('startup'),"
 		" ('catchup'), ('backup'), ('stopping')) st(state)"
 		" LEFT JOIN pg_stat_replication r ON r.state = st.state GROUP BY 1 ORDER BY 1",
-	"", false, EVERY_REFRESH},
+	"", EVERY_REFRESH, NULL, false},
 	{"pg_recv", "WAL receiver (replicas)",
+		NULL,
 		"SELECT coalesce(slot_name, '') AS slot_name, coalesce(sender_host, '') AS sender_host,"
 		" (receive_start_lsn - '0/0')::float8 AS init_lsn, receive_start_tli AS init_tli,"
 		" (written_lsn - '0/0')::float8 AS write_lsn, (flushed_lsn - '0/0')::float8 AS flush_lsn,"
@@ -194,8 +223,22 @@ static const MetricQuery queries[] = {
 		" extract(epoch FROM last_msg_receipt_time)::float8 AS msg_recv_time,"
 		" extract(epoch FROM latest_end_time)::float8 AS reported_time"
 		" FROM pg_stat_wal_receiver",
-	"", false, EVERY_REFRESH},
+	"", EVERY_REFRESH, NULL, false},
+	{"pg_sub", "logical replication subscriptions (pg_stat_subscription, apply workers)",
+		NULL,
+		"SELECT su.subname::text AS subname, su.oid::int8 AS id, coalesce(st.pid, 0) AS pid,"
+		" (st.received_lsn - '0/0')::float8 AS received_lsn,"
+		" (st.latest_end_lsn - '0/0')::float8 AS reported_lsn,"
+		" extract(epoch FROM st.last_msg_send_time)::float8 AS msg_send_time,"
+		" extract(epoch FROM st.last_msg_receipt_time)::float8 AS msg_recv_time,"
+		" extract(epoch FROM st.latest_end_time)::float8 AS reported_time"
+		" FROM pg_subscription su LEFT JOIN pg_stat_get_subscription(NULL) st"
+		"  ON st.subid = su.oid AND st.relid IS NULL"
+		" WHERE su.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+		" ORDER BY 1",
+	"", EVERY_REFRESH, NULL, false},
 	{"pg_slot", "replication slots",
+		NULL,
 		"SELECT slot_name::text AS slot_name, active::int AS active, temporary::int AS temporary,"
 		" xmin::text::int8 AS xmin, catalog_xmin::text::int8 AS catalog_xmin,"
 		" (restart_lsn - '0/0')::float8 AS restart_lsn,"
@@ -206,14 +249,16 @@ static const MetricQuery queries[] = {
 		" CASE wal_status WHEN 'reserved' THEN 0 WHEN 'extended' THEN 1 WHEN 'unreserved' THEN 2"
 		"  WHEN 'lost' THEN 3 ELSE -1 END AS wal_status"
 		" FROM pg_replication_slots ORDER BY 1",
-	"", false, EVERY_REFRESH},
+	"", EVERY_REFRESH, NULL, false},
 	{"pg_archiver", "WAL archiver (pg_stat_archiver)",
+		NULL,
 		"SELECT archived_count AS finish_count, failed_count,"
 		" coalesce(extract(epoch FROM last_archived_time), 0)::float8 AS last_finish_time,"
 		" coalesce(extract(epoch FROM last_failed_time), 0)::float8 AS last_failed_time,"
 		" extract(epoch FROM stats_reset)::float8 AS reset_time FROM pg_stat_archiver",
-	"finish_count failed_count", false, EVERY_REFRESH},
+	"finish_count failed_count", EVERY_REFRESH, NULL, false},
 	{"pg_bgwriter", "background writer and checkpoints (pg_stat_bgwriter)",
+		NULL,
 		"SELECT checkpoints_timed, checkpoints_req, checkpoint_write_time / 1000 AS checkpoint_write_time,"
 		" checkpoint_sync_time / 1000 AS checkpoint_sync_time, buffers_checkpoint, buffers_clean,"
 		" maxwritten_clean, buffers_backend, buffers_backend_fsync, buffers_alloc,"
@@ -221,13 +266,15 @@ static const MetricQuery queries[] = {
 		"checkpoints_timed checkpoints_req checkpoint_write_time checkpoint_sync_time"
 		" buffers_checkpoint buffers_clean maxwritten_clean buffers_backend"
 		" buffers_backend_fsync buffers_alloc",
-	false, EVERY_REFRESH},
+	EVERY_REFRESH, NULL, false},
 	{"pg_checkpointer", "checkpointer (PG17 names, from pg_stat_bgwriter)",
+		NULL,
 		"SELECT checkpoints_timed AS timed, checkpoints_req AS req,"
 		" checkpoint_write_time / 1000 AS write_time, checkpoint_sync_time / 1000 AS sync_time,"
 		" buffers_checkpoint AS buffers_written FROM pg_stat_bgwriter",
-	"timed req write_time sync_time buffers_written", false, EVERY_REFRESH},
+	"timed req write_time sync_time buffers_written", EVERY_REFRESH, NULL, false},
 	{"pg_checkpoint", "last checkpoint (pg_control_checkpoint)",
+		NULL,
 		"SELECT (checkpoint_lsn - '0/0')::float8 AS checkpoint_lsn, (redo_lsn - '0/0')::float8 AS redo_lsn,"
 		" timeline_id AS tli, prev_timeline_id AS prev_tli, full_page_writes::int AS full_page_writes,"
 		" split_part(next_xid, ':', 1)::int8 AS next_xid_epoch, split_part(next_xid, ':', 2)::int8 AS next_xid,"
@@ -240,61 +287,92 @@ static const MetricQuery queries[] = {
 		" extract(epoch FROM checkpoint_time)::float8 AS time,"
 		" extract(epoch FROM now() - checkpoint_time)::float8 AS elapse"
 		" FROM pg_control_checkpoint()",
-	"", false, EVERY_REFRESH},
+	"", EVERY_REFRESH, NULL, false},
 	{"pg_wal", "WAL generation (pg_stat_wal)",
+		NULL,
 		"SELECT wal_records AS records, wal_fpi AS fpi, wal_bytes::float8 AS bytes,"
 		" wal_buffers_full AS buffers_full, wal_write AS write, wal_sync AS sync,"
 		" wal_write_time / 1000 AS write_time, wal_sync_time / 1000 AS sync_time,"
 		" extract(epoch FROM stats_reset)::float8 AS reset_time FROM pg_stat_wal",
-	"records fpi bytes buffers_full write sync write_time sync_time", false, EVERY_REFRESH},
+	"records fpi bytes buffers_full write sync write_time sync_time", EVERY_REFRESH, NULL, false},
 	{"pg_size", "database size on disk",
+		NULL,
 		"SELECT datname::text AS datname, pg_database_size(oid)::float8 AS bytes"
 		" FROM pg_database WHERE datallowconn ORDER BY 1",
-	"", false, EVERY_SIZE_INTERVAL},
+	"", EVERY_SIZE_INTERVAL, NULL, false},
 	{"pg_table", "most active tables of the collector's database",
-		/* pick the top N from pg_class with cheap counters, then read the
-		 * views for those N only: the views cost per row and per index */
-		"WITH top AS MATERIALIZED (SELECT array_agg(oid) AS ids FROM (SELECT c.oid FROM pg_class c"
+		/* cheap counters only: the views cost per row and per index */
+		"SELECT coalesce(array_agg(oid), '{}') FROM (SELECT c.oid FROM pg_class c"
 		" JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'm')"
 		" AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'"
 		" ORDER BY pg_stat_get_tuples_returned(c.oid) + pg_stat_get_tuples_fetched(c.oid)"
 		" + pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid)"
 		" + pg_stat_get_tuples_deleted(c.oid) + pg_stat_get_live_tuples(c.oid) DESC, c.oid"
-		" LIMIT %d) t)"
-		" SELECT current_database()::text AS datname, s.schemaname || '.' || s.relname AS relname,"
-		" s.relid::int8 AS relid, c.relpages::int8 AS pages, c.reltuples::float8 AS tuples,"
+		" LIMIT %d) t",
+		/*
+		 * pg_stat_user_tables and pg_statio_user_tables' own definitions
+		 * (PG15), read for the chosen tables only, with one pass over each
+		 * table's indexes (and its TOAST table's) instead of the views'
+		 * GROUP BY and per-column subqueries.
+		 */
+		"SELECT current_database()::text AS datname, n.nspname || '.' || c.relname AS relname,"
+		" c.oid::int8 AS relid, c.relpages::int8 AS pages, c.reltuples::float8 AS tuples,"
 		" age(c.relfrozenxid)::int8 AS age, c.relnatts::int AS ncols,"
 		" c.relpages::int8 * current_setting('block_size')::int8 AS size_bytes,"
-		" s.seq_scan, s.seq_tup_read, coalesce(s.idx_scan, 0) AS idx_scan,"
-		" coalesce(s.idx_tup_fetch, 0) AS idx_tup_fetch,"
-		" s.seq_scan + coalesce(s.idx_scan, 0) AS tbl_scan,"
-		" s.seq_tup_read + coalesce(s.idx_tup_fetch, 0) AS tup_read,"
+		" s.seq_scan, s.seq_tup_read, coalesce(ix.scans, 0) AS idx_scan,"
+		" coalesce(ix.fetched, 0) + s.tup_fetched AS idx_tup_fetch,"
+		" s.seq_scan + coalesce(ix.scans, 0) AS tbl_scan,"
+		" s.seq_tup_read + coalesce(ix.fetched, 0) + s.tup_fetched AS tup_read,"
 		" s.n_tup_ins, s.n_tup_upd, s.n_tup_del, s.n_tup_ins + s.n_tup_upd + s.n_tup_del AS n_tup_mod,"
-		" s.n_tup_hot_upd, s.n_live_tup, s.n_dead_tup, s.n_mod_since_analyze, s.n_ins_since_vacuum,"
-		" extract(epoch FROM s.last_vacuum)::float8 AS last_vacuum,"
-		" extract(epoch FROM s.last_autovacuum)::float8 AS last_autovacuum,"
-		" extract(epoch FROM s.last_analyze)::float8 AS last_analyze,"
-		" extract(epoch FROM s.last_autoanalyze)::float8 AS last_autoanalyze,"
-		" s.vacuum_count, s.autovacuum_count, s.analyze_count, s.autoanalyze_count,"
-		" coalesce(io.heap_blks_read, 0) AS heap_blks_read, coalesce(io.heap_blks_hit, 0) AS heap_blks_hit,"
-		" coalesce(io.idx_blks_read, 0) AS idx_blks_read, coalesce(io.idx_blks_hit, 0) AS idx_blks_hit,"
-		" coalesce(io.toast_blks_read, 0) AS toast_blks_read, coalesce(io.toast_blks_hit, 0) AS toast_blks_hit,"
-		" coalesce(io.tidx_blks_read, 0) AS tidx_blks_read, coalesce(io.tidx_blks_hit, 0) AS tidx_blks_hit"
-		" FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
-		" LEFT JOIN (SELECT * FROM pg_statio_user_tables"
-		"  WHERE relid = ANY((SELECT ids FROM top)::oid[])) io ON io.relid = s.relid"
-		" WHERE s.relid = ANY((SELECT ids FROM top)::oid[]) ORDER BY s.relid",
+		" pg_stat_get_tuples_hot_updated(c.oid) AS n_tup_hot_upd,"
+		" pg_stat_get_live_tuples(c.oid) AS n_live_tup, pg_stat_get_dead_tuples(c.oid) AS n_dead_tup,"
+		" pg_stat_get_mod_since_analyze(c.oid) AS n_mod_since_analyze,"
+		" pg_stat_get_ins_since_vacuum(c.oid) AS n_ins_since_vacuum,"
+		" extract(epoch FROM pg_stat_get_last_vacuum_time(c.oid))::float8 AS last_vacuum,"
+		" extract(epoch FROM pg_stat_get_last_autovacuum_time(c.oid))::float8 AS last_autovacuum,"
+		" extract(epoch FROM pg_stat_get_last_analyze_time(c.oid))::float8 AS last_analyze,"
+		" extract(epoch FROM pg_stat_get_last_autoanalyze_time(c.oid))::float8 AS last_autoanalyze,"
+		" pg_stat_get_vacuum_count(c.oid) AS vacuum_count,"
+		" pg_stat_get_autovacuum_count(c.oid) AS autovacuum_count,"
+		" pg_stat_get_analyze_count(c.oid) AS analyze_count,"
+		" pg_stat_get_autoanalyze_count(c.oid) AS autoanalyze_count,"
+		" pg_stat_get_blocks_fetched(c.oid) - pg_stat_get_blocks_hit(c.oid) AS heap_blks_read,"
+		" pg_stat_get_blocks_hit(c.oid) AS heap_blks_hit,"
+		" coalesce(ix.blks_read, 0) AS idx_blks_read, coalesce(ix.blks_hit, 0) AS idx_blks_hit,"
+		" CASE WHEN c.reltoastrelid = 0 THEN 0 ELSE pg_stat_get_blocks_fetched(c.reltoastrelid)"
+		"  - pg_stat_get_blocks_hit(c.reltoastrelid) END AS toast_blks_read,"
+		" CASE WHEN c.reltoastrelid = 0 THEN 0 ELSE pg_stat_get_blocks_hit(c.reltoastrelid) END"
+		"  AS toast_blks_hit,"
+		" coalesce(tx.blks_read, 0) AS tidx_blks_read, coalesce(tx.blks_hit, 0) AS tidx_blks_hit"
+		" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,"
+		" LATERAL (SELECT pg_stat_get_numscans(c.oid) AS seq_scan,"
+		"  pg_stat_get_tuples_returned(c.oid) AS seq_tup_read,"
+		"  pg_stat_get_tuples_fetched(c.oid) AS tup_fetched,"
+		"  pg_stat_get_tuples_inserted(c.oid) AS n_tup_ins,"
+		"  pg_stat_get_tuples_updated(c.oid) AS n_tup_upd,"
+		"  pg_stat_get_tuples_deleted(c.oid) AS n_tup_del) s,"
+		" LATERAL (SELECT sum(pg_stat_get_numscans(i.indexrelid))::int8 AS scans,"
+		"  sum(pg_stat_get_tuples_fetched(i.indexrelid))::int8 AS fetched,"
+		"  sum(pg_stat_get_blocks_fetched(i.indexrelid) - pg_stat_get_blocks_hit(i.indexrelid))::int8"
+		"   AS blks_read,"
+		"  sum(pg_stat_get_blocks_hit(i.indexrelid))::int8 AS blks_hit"
+		"  FROM pg_index i WHERE i.indrelid = c.oid) ix,"
+		" LATERAL (SELECT sum(pg_stat_get_blocks_fetched(i.indexrelid) - pg_stat_get_blocks_hit(i.indexrelid))::int8"
+		"   AS blks_read,"
+		"  sum(pg_stat_get_blocks_hit(i.indexrelid))::int8 AS blks_hit"
+		"  FROM pg_index i WHERE c.reltoastrelid <> 0 AND i.indrelid = c.reltoastrelid) tx"
+		" WHERE c.oid = ANY($1) ORDER BY c.oid",
 		"seq_scan seq_tup_read idx_scan idx_tup_fetch tbl_scan tup_read n_tup_ins n_tup_upd"
 		" n_tup_del n_tup_mod n_tup_hot_upd vacuum_count autovacuum_count analyze_count"
 		" autoanalyze_count heap_blks_read heap_blks_hit idx_blks_read idx_blks_hit"
 		" toast_blks_read toast_blks_hit tidx_blks_read tidx_blks_hit",
-	true, EVERY_REFRESH},
+	EVERY_REFRESH, NULL, false},
 	{"pg_index", "most used indexes of the collector's database",
-		"WITH top AS MATERIALIZED (SELECT array_agg(oid) AS ids FROM (SELECT c.oid FROM pg_class c"
+		"SELECT coalesce(array_agg(oid), '{}') FROM (SELECT c.oid FROM pg_class c"
 		" JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'i'"
 		" AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'"
 		" ORDER BY pg_stat_get_numscans(c.oid) + pg_stat_get_tuples_returned(c.oid) DESC, c.oid"
-		" LIMIT %d) t)"
+		" LIMIT %d) t",
 		" SELECT current_database()::text AS datname, s.schemaname || '.' || s.relname AS relname,"
 		" s.indexrelname::text AS idxname, s.indexrelid::int8 AS relid,"
 		" c.relpages::int8 * current_setting('block_size')::int8 AS size_bytes,"
@@ -303,13 +381,38 @@ static const MetricQuery queries[] = {
 		" pg_stat_get_blocks_fetched(s.indexrelid) - pg_stat_get_blocks_hit(s.indexrelid) AS idx_blks_read,"
 		" pg_stat_get_blocks_hit(s.indexrelid) AS idx_blks_hit"
 		" FROM pg_stat_user_indexes s JOIN pg_class c ON c.oid = s.indexrelid"
-		" WHERE s.indexrelid = ANY((SELECT ids FROM top)::oid[]) ORDER BY s.indexrelid",
-	"idx_scan idx_tup_read idx_tup_fetch idx_blks_read idx_blks_hit", true, EVERY_REFRESH},
+		" WHERE s.indexrelid = ANY($1) ORDER BY s.indexrelid",
+	"idx_scan idx_tup_read idx_tup_fetch idx_blks_read idx_blks_hit", EVERY_REFRESH, NULL, false},
 	{"pg_func", "most called functions of the collector's database",
+		/* the namespace test first: pg_proc has thousands of built-in rows */
+		"SELECT coalesce(array_agg(oid), '{}') FROM (SELECT p.oid FROM pg_proc p"
+		" WHERE p.pronamespace <> ALL (ARRAY(SELECT oid FROM pg_namespace"
+		"  WHERE nspname IN ('pg_catalog', 'information_schema')))"
+		" AND pg_stat_get_function_calls(p.oid) IS NOT NULL"
+		" ORDER BY pg_stat_get_function_calls(p.oid) DESC, p.oid LIMIT %d) t",
 		"SELECT current_database()::text AS datname, schemaname || '.' || funcname AS funcname,"
 		" funcid::int8 AS id, calls, total_time / 1000 AS total_time, self_time / 1000 AS self_time"
-		" FROM pg_stat_user_functions ORDER BY calls DESC, funcid LIMIT %d",
-	"calls total_time self_time", true, EVERY_REFRESH},
+		" FROM pg_stat_user_functions WHERE funcid = ANY($1) ORDER BY calls DESC, funcid",
+	"calls total_time self_time", EVERY_REFRESH, NULL, false},
+	{"pg_query", "statements with the most execution time (pg_stat_statements)",
+		NULL,
+		/*
+		 * pg_stat_statements(false): without the query texts, which live in
+		 * a file.  One row per database and queryid (the view has one per
+		 * user and nesting level too, which would repeat label sets).
+		 */
+		"SELECT d.datname::text AS datname, s.queryid::text AS query,"
+		" sum(s.calls)::int8 AS calls, sum(s.rows)::int8 AS rows,"
+		" sum(s.total_exec_time)::float8 / 1000 AS exec_time,"
+		" sum(s.blk_read_time + s.blk_write_time)::float8 / 1000 AS io_time,"
+		" sum(s.wal_bytes)::float8 AS wal_bytes,"
+		" sum(s.shared_blks_hit)::int8 AS sblk_hit, sum(s.shared_blks_read)::int8 AS sblk_read,"
+		" sum(s.shared_blks_dirtied)::int8 AS sblk_dirtied,"
+		" sum(s.shared_blks_written)::int8 AS sblk_written"
+		" FROM pg_stat_statements(false) s JOIN pg_database d ON d.oid = s.dbid"
+		" WHERE s.queryid IS NOT NULL GROUP BY 1, 2 ORDER BY 5 DESC, 1, 2 LIMIT %d",
+		"calls rows exec_time io_time wal_bytes sblk_hit sblk_read sblk_dirtied sblk_written",
+	EVERY_REFRESH, "pg_stat_statements", true},
 };
 
 #define NQUERIES lengthof(queries)
@@ -319,6 +422,16 @@ static char *query_text[NQUERIES];
 static int64 query_ran_at[NQUERIES];
 static SPIPlanPtr query_plan[NQUERIES];
 static int	query_plan_limit[NQUERIES];
+/* per-object queries: the ranking plan, its limit, and its last answer */
+static SPIPlanPtr rank_plan[NQUERIES];
+static int	rank_plan_limit[NQUERIES];
+static Datum rank_ids[NQUERIES];	/* oid[] in collector_context; 0 = none */
+static int64 ranked_at[NQUERIES];
+static uint64 query_rows[NQUERIES];	/* rows of the last run */
+static char *query_failing[NQUERIES];	/* message of the last failure, if failing */
+/* a relation or function was created, dropped or altered: rank again */
+static bool catalog_changed = true;
+static bool rank_all;			/* this refresh: catalog_changed at its start */
 static MemoryContext collector_context;
 static bool poked;				/* a scrape set our latch */
 
@@ -381,61 +494,160 @@ append_value(StringInfo out, Datum d, Oid typid)
 	metrics_append_double(out, f);
 }
 
-/* Renders the SPI result of q: one family per numeric column. */
+/*
+ * Renders the SPI result of q: one family per numeric column.  The label
+ * set of a row is the same in every family, so it is escaped once per row
+ * ("{a=\"x\",b=\"y\"}", or "" without labels), not once per sample: at the
+ * default table limit a refresh writes about 10,000 samples.
+ */
 static char *
 render(const MetricQuery *q)
 {
 	SPITupleTable *tt = SPI_tuptable;
 	TupleDesc	desc = tt->tupdesc;
 	StringInfoData out;
+	StringInfoData lab;
 	int			natts = desc->natts;
+	uint64		nrows = SPI_processed;
+	char	  **labels = palloc(sizeof(char *) * Max(nrows, 1));
+	size_t		prefix_len = strlen(q->prefix);
+
+	initStringInfo(&lab);
+	for (uint64 row = 0; row < nrows; row++)
+	{
+		bool		first = true;
+
+		resetStringInfo(&lab);
+		for (int l = 1; l <= natts; l++)
+		{
+			char	   *v;
+
+			if (!is_label_type(TupleDescAttr(desc, l - 1)->atttypid))
+				continue;
+			v = SPI_getvalue(tt->vals[row], desc, l);
+			appendStringInfoChar(&lab, first ? '{' : ',');
+			appendStringInfoString(&lab, NameStr(TupleDescAttr(desc, l - 1)->attname));
+			appendStringInfoString(&lab, "=\"");
+			metrics_append_label_value(&lab, v ? v : "");
+			appendStringInfoChar(&lab, '"');
+			first = false;
+		}
+		if (!first)
+			appendStringInfoChar(&lab, '}');
+		labels[row] = pstrdup(lab.data);
+	}
 
 	initStringInfo(&out);
 	for (int col = 1; col <= natts; col++)
 	{
-		Oid			typid = SPI_gettypeid(desc, col);
-		const char *colname = SPI_fname(desc, col);
+		Form_pg_attribute att = TupleDescAttr(desc, col - 1);
+		const char *colname = NameStr(att->attname);
+		size_t		colname_len = strlen(colname);
 
-		if (is_label_type(typid))
+		if (is_label_type(att->atttypid))
 			continue;
 		appendStringInfo(&out, "# HELP %s_%s %s: %s\n# TYPE %s_%s %s\n",
 						 q->prefix, colname, q->help, colname,
 						 q->prefix, colname, is_counter(q, colname) ? "counter" : "gauge");
-		for (uint64 row = 0; row < SPI_processed; row++)
+		for (uint64 row = 0; row < nrows; row++)
 		{
-			HeapTuple	tup = tt->vals[row];
 			bool		isnull;
-			Datum		d = SPI_getbinval(tup, desc, col, &isnull);
-			bool		first = true;
+			Datum		d = heap_getattr(tt->vals[row], col, desc, &isnull);
 
 			if (isnull)
 				continue;		/* no sample rather than a made-up value */
-			appendStringInfo(&out, "%s_%s", q->prefix, colname);
-			for (int l = 1; l <= natts; l++)
-			{
-				char	   *v;
-
-				if (!is_label_type(SPI_gettypeid(desc, l)))
-					continue;
-				v = SPI_getvalue(tup, desc, l);
-				appendStringInfo(&out, "%c%s=\"", first ? '{' : ',', SPI_fname(desc, l));
-				metrics_append_label_value(&out, v ? v : "");
-				appendStringInfoChar(&out, '"');
-				first = false;
-			}
-			if (!first)
-				appendStringInfoChar(&out, '}');
+			appendBinaryStringInfo(&out, q->prefix, prefix_len);
+			appendStringInfoChar(&out, '_');
+			appendBinaryStringInfo(&out, colname, colname_len);
+			appendStringInfoString(&out, labels[row]);
 			appendStringInfoChar(&out, ' ');
-			append_value(&out, d, typid);
+			append_value(&out, d, att->atttypid);
 			appendStringInfoChar(&out, '\n');
 		}
 	}
 	return out.data;
 }
 
+/*
+ * Invalidation callbacks: any relation or function changed (created,
+ * dropped, altered, or analyzed).  The next refresh ranks again, so a new
+ * table is reported at once and a dropped one is replaced.
+ */
+static void
+relcache_changed(Datum arg, Oid relid)
+{
+	catalog_changed = true;
+}
+
+static void
+syscache_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	catalog_changed = true;
+}
+
+/* SPI_prepare + SPI_keepplan, or ERROR */
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
+}
+
+/*
+ * Chooses again which objects a per-object query reports, when the last
+ * choice is older than pg_ha.metrics_rank_interval or was made with another
+ * limit.  Between rankings a refresh reads only the chosen objects, whose
+ * figures are current: a dropped one is simply absent, a newly busy one
+ * joins at the next ranking.
+ */
+static void
+rank_objects(int i, int64 now)
+{
+	const MetricQuery *q = &queries[i];
+	int64		interval = pg_ha_metrics_rank_interval * INT64CONST(1000000);
+	bool		isnull;
+	Datum		ids;
+	int			rc;
+
+	if (rank_plan[i] != NULL && rank_plan_limit[i] != pg_ha_metrics_table_limit)
+	{
+		SPI_freeplan(rank_plan[i]);
+		rank_plan[i] = NULL;
+		ranked_at[i] = 0;
+	}
+	if (rank_ids[i] != (Datum) 0 && ranked_at[i] != 0 && now - ranked_at[i] < interval &&
+		!rank_all)
+		return;
+	if (rank_plan[i] == NULL)
+	{
+		rank_plan[i] = prepare_kept(psprintf(q->rank_sql, pg_ha_metrics_table_limit), 0, NULL);
+		rank_plan_limit[i] = pg_ha_metrics_table_limit;
+	}
+	rc = SPI_execute_plan(rank_plan[i], NULL, NULL, true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "ranking returned %s", SPI_result_code_string(rc));
+	ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		elog(ERROR, "ranking returned NULL");
+	if (rank_ids[i] != (Datum) 0)
+		pfree(DatumGetPointer(rank_ids[i]));
+	{
+		MemoryContext old = MemoryContextSwitchTo(collector_context);
+
+		rank_ids[i] = datumCopy(ids, false, -1);
+		MemoryContextSwitchTo(old);
+	}
+	ranked_at[i] = now;
+}
+
 /* Runs one query in a subtransaction; false (and a LOG line) on error. */
 static bool
-run_query(int i)
+run_query(int i, int64 now)
 {
 	const MetricQuery *q = &queries[i];
 	MemoryContext oldcontext = CurrentMemoryContext;
@@ -448,36 +660,63 @@ run_query(int i)
 	{
 		int			rc;
 		char	   *text;
+		bool		skip = false;
 
 		/*
 		 * Plans are prepared once and kept (the plan cache replans them
 		 * after DDL): planning these views costs more than running them.
 		 */
-		if (query_plan[i] != NULL && q->limited && query_plan_limit[i] != pg_ha_metrics_table_limit)
+		if (query_plan[i] != NULL && q->sql_limited &&
+			query_plan_limit[i] != pg_ha_metrics_table_limit)
 		{
 			SPI_freeplan(query_plan[i]);
 			query_plan[i] = NULL;
 		}
 		if (query_plan[i] == NULL)
 		{
-			char	   *sql = q->limited ? psprintf(q->sql, pg_ha_metrics_table_limit) : (char *) q->sql;
-			SPIPlanPtr	plan = SPI_prepare(sql, 0, NULL);
+			Oid			oidarray = OIDARRAYOID;
 
-			if (plan == NULL)
-				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-			if (SPI_keepplan(plan) != 0)
-				elog(ERROR, "SPI_keepplan failed");
-			query_plan[i] = plan;
+			if (q->rank_sql)
+				query_plan[i] = prepare_kept(q->sql, 1, &oidarray);
+			else if (q->sql_limited)
+				query_plan[i] = prepare_kept(psprintf(q->sql, pg_ha_metrics_table_limit), 0, NULL);
+			else
+				query_plan[i] = prepare_kept(q->sql, 0, NULL);
 			query_plan_limit[i] = pg_ha_metrics_table_limit;
 		}
-		rc = SPI_execute_plan(query_plan[i], NULL, NULL, true, 0);
+		if (q->rank_sql)
+		{
+			Datum		args[1];
+
+			rank_objects(i, now);
+			args[0] = rank_ids[i];
+			/*
+			 * Nothing chosen (e.g. no function is tracked) and the last
+			 * answer was empty too: it still holds, skip the statement.
+			 */
+			skip = query_text[i] != NULL && query_rows[i] == 0 &&
+				ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(args[0])),
+							   ARR_DIMS(DatumGetArrayTypeP(args[0]))) == 0;
+			rc = skip ? SPI_OK_SELECT : SPI_execute_plan(query_plan[i], args, NULL, true, 0);
+		}
+		else
+			rc = SPI_execute_plan(query_plan[i], NULL, NULL, true, 0);
 
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "SPI_execute returned %s", SPI_result_code_string(rc));
-		text = render(q);
-		if (query_text[i])
-			pfree(query_text[i]);
-		query_text[i] = MemoryContextStrdup(collector_context, text);
+		if (!skip)
+		{
+			text = render(q);
+			query_rows[i] = SPI_processed;
+			if (query_text[i])
+				pfree(query_text[i]);
+			query_text[i] = MemoryContextStrdup(collector_context, text);
+		}
+		if (query_failing[i])
+		{
+			pfree(query_failing[i]);
+			query_failing[i] = NULL;
+		}
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
@@ -492,8 +731,16 @@ run_query(int i)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
-		ereport(LOG,
-				(errmsg("pg_ha: metrics query %s failed: %s", q->prefix, edata->message)));
+		/* a query that fails each refresh is logged once, not every 5 s */
+		if (query_failing[i] == NULL || strcmp(query_failing[i], edata->message) != 0)
+		{
+			ereport(LOG,
+					(errmsg("pg_ha: metrics query %s failed: %s", q->prefix, edata->message),
+					 errdetail("It is counted in pg_ha_metrics_query_errors_total and logged again only if the error changes.")));
+			if (query_failing[i])
+				pfree(query_failing[i]);
+			query_failing[i] = MemoryContextStrdup(collector_context, edata->message);
+		}
 		FreeErrorData(edata);
 		ok = false;
 	}
@@ -513,6 +760,9 @@ refresh_cache(void)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "pg_ha metrics refresh");
+	/* starting the transaction has processed pending invalidations */
+	rank_all = catalog_changed;
+	catalog_changed = false;
 
 	for (int i = 0; i < (int) NQUERIES; i++)
 	{
@@ -524,7 +774,18 @@ refresh_cache(void)
 			continue;
 		if (query_text[i] != NULL && queries[i].every == ONCE)
 			continue;
-		if (run_query(i))
+		if (((queries[i].rank_sql != NULL || queries[i].sql_limited) &&
+			 pg_ha_metrics_table_limit == 0) ||
+			(queries[i].requires_extension != NULL &&
+			 !OidIsValid(get_extension_oid(queries[i].requires_extension, true))))
+		{
+			/* per-object families are off, or the extension is absent */
+			if (query_text[i])
+				pfree(query_text[i]);
+			query_text[i] = NULL;
+			continue;
+		}
+		if (run_query(i, start))
 			query_ran_at[i] = start;
 		else
 			errors++;
@@ -563,6 +824,8 @@ pg_ha_metrics_collector_main(Datum arg)
 
 	collector_context = AllocSetContextCreate(TopMemoryContext, "pg_ha metrics",
 											  ALLOCSET_DEFAULT_SIZES);
+	CacheRegisterRelcacheCallback(relcache_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, syscache_changed, (Datum) 0);
 	before_shmem_exit(metrics_cache_unregister_collector, 0);
 	metrics_cache_register_collector();
 	poked = false;

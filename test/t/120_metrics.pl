@@ -2,7 +2,9 @@
 # Metrics: the pg_ha.metrics_listen endpoint (pg_exporter-named families and
 # pg_ha_*) and :8008/metrics (patroni_*) parse with promtool on a primary
 # and on a replica, carry the expected families and values, stay bounded
-# by pg_ha.metrics_table_limit, and are not held up by DDL.
+# by pg_ha.metrics_table_limit (the chosen tables' figures stay current
+# between rankings, a new table is ranked at once), export pg_query_* where
+# pg_stat_statements is installed, and are not held up by DDL.
 
 use strict;
 use warnings;
@@ -22,9 +24,13 @@ my $etcd = PgHa::Etcd->new(members => 1);
 my $pm_port = PostgreSQL::Test::Cluster::get_free_port();
 my $primary = new_primary(name => 'node1', etcd => $etcd, ttl => 5,
 	extra_conf => "pg_ha.metrics_listen = '127.0.0.1:$pm_port'\n"
-	  . "pg_ha.metrics_cache_ttl = 1\npg_ha.metrics_table_limit = 5");
+	  . "pg_ha.metrics_cache_ttl = 1\npg_ha.metrics_table_limit = 5\n"
+	  # only a catalog change can make the collector rank again in this test
+	  . "pg_ha.metrics_rank_interval = 3600\n"
+	  . "shared_preload_libraries = 'pg_ha,pg_stat_statements'");
 $primary->safe_psql('postgres',
-	join('', map { "CREATE TABLE t$_ (id int primary key, v text); INSERT INTO t$_ SELECT g, 'x' FROM generate_series(1, $_) g;" } 1 .. 12)
+	'CREATE EXTENSION pg_stat_statements;'
+	. join('', map { "CREATE TABLE t$_ (id int primary key, v text); INSERT INTO t$_ SELECT g, 'x' FROM generate_series(1, $_) g;" } 1 .. 12)
 	  . "CREATE DATABASE \"we\"\"ird\ndb\"");
 my $rm_port = PostgreSQL::Test::Cluster::get_free_port();
 my $replica = new_replica(name => 'node2', from => $primary,
@@ -119,6 +125,55 @@ ok(defined sample($p, 'pg_ha_metrics_refresh_duration_seconds'), 'primary: pg_ha
 # top-N: 12 tables, limit 5
 my $ntables = () = $p =~ /^pg_table_n_live_tup\{/mg;
 is($ntables, 5, 'pg_ha.metrics_table_limit bounds pg_table_* to 5 tables');
+
+# The per-table figures are pg_stat_user_tables' and pg_statio_user_tables'.
+# t12 (most rows) is among the chosen five.
+my $t12 = qr/relname="public\.t12"/;
+my $view = sub {
+	my ($col) = @_;
+	return $primary->safe_psql('postgres',
+		"SELECT $col FROM pg_stat_user_tables s JOIN pg_statio_user_tables io USING (relid)"
+		  . " WHERE s.relname = 't12'");
+};
+$primary->safe_psql('postgres', 'SELECT count(*) FROM t12; SELECT * FROM t12 WHERE id = 3');
+for my $m ([ 'seq_scan', 's.seq_scan' ], [ 'idx_scan', 'coalesce(s.idx_scan, 0)' ],
+	[ 'n_tup_ins', 's.n_tup_ins' ], [ 'n_live_tup', 's.n_live_tup' ],
+	[ 'heap_blks_hit', 'io.heap_blks_hit' ], [ 'idx_blks_hit', 'coalesce(io.idx_blks_hit, 0)' ])
+{
+	my ($family, $col) = @$m;
+	my ($got, $want);
+	wait_ok(sub {
+		$want = $view->($col);
+		$got = sample(scrape($pm_port)->{content}, "pg_table_$family", $t12);
+		defined $got && $got == $want },
+		"pg_table_$family of t12 equals the statistics views ($want)", timeout => 30)
+	  or diag("scrape has " . ($got // 'no sample'));
+}
+
+# Between rankings (rank interval 1 h here) the chosen tables' counters
+# stay current: reading t12 moves its seq_scan in the next scrapes.
+my $before = sample(scrape($pm_port)->{content}, 'pg_table_seq_scan', $t12);
+$primary->safe_psql('postgres', 'SELECT count(*) FROM t12') for 1 .. 3;
+wait_ok(sub { sample(scrape($pm_port)->{content}, 'pg_table_seq_scan', $t12) >= $before + 3 },
+	'pg_table_seq_scan of a chosen table follows new scans between rankings', timeout => 30);
+
+# A table created after the ranking is ranked at once (catalog change),
+# not an hour later: t13 has the most rows, so it enters the top 5.
+$primary->safe_psql('postgres',
+	"CREATE TABLE t13 (id int primary key); INSERT INTO t13 SELECT generate_series(1, 500)");
+wait_ok(sub { defined sample(scrape($pm_port)->{content}, 'pg_table_n_live_tup', qr/relname="public\.t13"/) },
+	'a new busy table appears without waiting for pg_ha.metrics_rank_interval', timeout => 30);
+my $n5 = () = scrape($pm_port)->{content} =~ /^pg_table_n_live_tup\{/mg;
+is($n5, 5, 'still 5 tables exported');
+
+# pg_stat_statements: pg_query_* per database and queryid (the top 5 by
+# execution time here: the probe sleeps to be among them)
+$primary->safe_psql('postgres', 'SELECT pg_sleep(0.3) AS pg_ha_metrics_probe') for 1 .. 3;
+my $probe_id = $primary->safe_psql('postgres',
+	"SELECT queryid FROM pg_stat_statements WHERE query LIKE '%pg_ha_metrics_probe%' LIMIT 1");
+wait_ok(sub { (sample(scrape($pm_port)->{content}, 'pg_query_calls',
+	qr/datname="postgres",query="\Q$probe_id\E"/) // 0) >= 3 },
+	'pg_query_calls counts a statement by queryid (pg_stat_statements)', timeout => 30);
 
 # exactly one TYPE line per family, families contiguous
 my (%seen, $last, $dup);
