@@ -1180,6 +1180,54 @@ standby_cycle(const NodeSnapshot *snap)
 
 /* ---------- one cycle ---------- */
 
+/*
+ * Resolves the roles the WAL senders connected as, for the listener's
+ * /patroni "replication" list.  Walsenders come and go between cycles; a
+ * new one is named at the next cycle (TTL/3 at most).
+ */
+static void
+publish_replication_roles(void)
+{
+	Oid			oids[PG_HA_REPL_ROLES];
+	char		names[PG_HA_REPL_ROLES][NAMEDATALEN];
+	int			n = 0;
+	int			nbackends;
+
+	StartTransactionCommand();
+	nbackends = pgstat_fetch_stat_numbackends();
+	for (int b = 1; b <= nbackends && n < PG_HA_REPL_ROLES; b++)
+	{
+		LocalPgBackendStatus *l = pgstat_fetch_stat_local_beentry(b);
+		PgBackendStatus *be = l ? &l->backendStatus : NULL;
+		char	   *name;
+		bool		seen = false;
+
+		if (be == NULL || be->st_backendType != B_WAL_SENDER || !OidIsValid(be->st_userid))
+			continue;
+		for (int i = 0; i < n; i++)
+			seen |= oids[i] == be->st_userid;
+		if (seen)
+			continue;
+		name = GetUserNameFromId(be->st_userid, true);
+		if (name == NULL)
+			continue;
+		oids[n] = be->st_userid;
+		strlcpy(names[n], name, NAMEDATALEN);
+		n++;
+	}
+	/* also forgets the copy of the backend status array */
+	CommitTransactionCommand();
+
+	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < PG_HA_REPL_ROLES; i++)
+	{
+		pg_ha_shared->repl_role_oid[i] = i < n ? oids[i] : InvalidOid;
+		if (i < n)
+			memcpy(pg_ha_shared->repl_role_name[i], names[i], NAMEDATALEN);
+	}
+	LWLockRelease(pg_ha_shared->lock);
+}
+
 static void
 ha_cycle(void)
 {
@@ -1205,6 +1253,7 @@ ha_cycle(void)
 		cluster_reset(&worker.view);
 	}
 	publish_shared(&snap, ok);
+	publish_replication_roles();
 	soon(ok ? worker.lease_ttl * 1000000 / 3 : ETCD_RETRY_US);
 }
 

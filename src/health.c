@@ -47,6 +47,7 @@
 #include "common/ip.h"
 #include "miscadmin.h"
 #include "replication/walsender.h"
+#include "utils/guc_tables.h"
 #include "replication/walsender_private.h"
 #include "storage/spin.h"
 #include "utils/backend_status.h"
@@ -362,9 +363,46 @@ json_timestamp(StringInfo out, TimestampTz ts)
 }
 
 /*
+ * Does a setting changed in the configuration files wait for a restart?
+ * The listener reloads the files on SIGHUP like every process, and marks
+ * such settings in its own copy of the GUC table, so no SQL is needed.
+ */
+static bool
+pending_restart(void)
+{
+	struct config_generic **vars = get_guc_variables();
+	int			n = GetNumConfigOptions();
+
+	for (int i = 0; i < n; i++)
+		if (vars[i]->status & GUC_PENDING_RESTART)
+			return true;
+	return false;
+}
+
+/* name of a WAL sender's role, as the HA worker last resolved it; false if not yet */
+static bool
+replication_role_name(Oid roleid, char *name)
+{
+	bool		found = false;
+
+	LWLockAcquire(pg_ha_shared->lock, LW_SHARED);
+	for (int i = 0; i < PG_HA_REPL_ROLES && !found; i++)
+	{
+		if (pg_ha_shared->repl_role_oid[i] == roleid)
+		{
+			memcpy(name, pg_ha_shared->repl_role_name[i], NAMEDATALEN);
+			found = true;
+		}
+	}
+	LWLockRelease(pg_ha_shared->lock);
+	return found;
+}
+
+/*
  * Patroni's "replication": one entry per WAL sender, from the walsender
  * slots and the backend status array, both in shared memory.  "usename"
- * needs the catalog, which the listener cannot read: it is left out.  pg_ha
+ * needs the catalog, which the listener cannot read: the HA worker resolves
+ * the role names each cycle (null until it has).  pg_ha
  * has no synchronous mode: sync_state is "async", or "potential" for a
  * standby named in synchronous_standby_names.
  */
@@ -382,6 +420,8 @@ replication_json(StringInfo out)
 		int			priority;
 		const char *appname = "";
 		char		addr[NI_MAXHOST] = "";
+		char		usename[NAMEDATALEN];
+		bool		have_usename = false;
 
 		SpinLockAcquire(&w->mutex);
 		pid = w->pid;
@@ -402,6 +442,7 @@ replication_json(StringInfo out)
 			if (be == NULL || be->st_procpid != pid)
 				continue;
 			appname = be->st_appname ? be->st_appname : "";
+			have_usename = replication_role_name(be->st_userid, usename);
 			if (be->st_clientaddr.addr.ss_family == AF_INET ||
 				be->st_clientaddr.addr.ss_family == AF_INET6)
 				(void) pg_getnameinfo_all(&be->st_clientaddr.addr, be->st_clientaddr.salen,
@@ -411,7 +452,12 @@ replication_json(StringInfo out)
 
 		appendStringInfoString(out, first ? ",\"replication\":[{" : ",{");
 		first = false;
-		appendStringInfoString(out, "\"application_name\":");
+		appendStringInfoString(out, "\"usename\":");
+		if (have_usename)
+			json_string(out, usename);
+		else
+			appendStringInfoString(out, "null");
+		appendStringInfoString(out, ",\"application_name\":");
 		json_string(out, appname);
 		appendStringInfoString(out, ",\"client_addr\":");
 		if (addr[0])
@@ -482,6 +528,8 @@ status_json(StringInfo out, const NodeView *v, bool with_replication)
 	appendStringInfoString(out, ",\"scope\":");
 	json_string(out, v->cluster);
 	appendStringInfoChar(out, '}');
+	if (pending_restart())
+		appendStringInfoString(out, ",\"pending_restart\":true");
 	if (v->paused)
 		appendStringInfoString(out, ",\"pause\":true");
 	/* pg_ha's own view, which Patroni has no names for */
@@ -780,7 +828,8 @@ metrics_patroni(StringInfo out)
 				   "Epoch timestamp when DCS was last contacted successfully by Patroni.",
 				   scope, v.etcd_last_ok ? (double) timestamptz_to_time_t(v.etcd_last_ok) : 0);
 	patroni_metric(out, "patroni_pending_restart", "gauge",
-				   "Value is 1 if the node needs a restart, 0 otherwise.", scope, 0);
+				   "Value is 1 if the node needs a restart, 0 otherwise.", scope,
+				   pending_restart() ? 1 : 0);
 	patroni_metric(out, "patroni_is_paused", "gauge",
 				   "Value is 1 if auto failover is disabled, 0 otherwise.", scope, v.paused ? 1 : 0);
 }

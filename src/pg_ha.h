@@ -20,6 +20,7 @@
 #define PG_HA_NAME_LEN 64		/* node and cluster names, including NUL */
 #define PG_HA_ERROR_LEN 256
 #define PG_HA_MEMBERS_JSON_LEN 16384
+#define PG_HA_REPL_ROLES 8		/* distinct roles of WAL senders named in /patroni */
 
 /* ---------- configuration (guc.c) ---------- */
 
@@ -128,6 +129,13 @@ typedef struct PgHaShared
 	char		last_error[PG_HA_ERROR_LEN];
 	/* members as Patroni's /cluster lists them: a JSON array, "" if unknown */
 	char		members_json[PG_HA_MEMBERS_JSON_LEN];
+	/*
+	 * Names of the roles WAL senders connected as, for "usename" in
+	 * /patroni: the listener has no catalog access, the HA worker resolves
+	 * them each cycle.  Unused slots have InvalidOid.
+	 */
+	Oid			repl_role_oid[PG_HA_REPL_ROLES];
+	char		repl_role_name[PG_HA_REPL_ROLES][NAMEDATALEN];
 	uint64		failovers;		/* promotions of this node by (manual) failover */
 	uint64		switchovers;	/* promotions of this node by switchover */
 	uint64		etcd_requests;

@@ -103,6 +103,28 @@ my ($rep) = grep { $_->{application_name} eq 'node2' } @{ $doc->{replication} //
 ok($rep, 'primary /patroni: replication lists node2');
 is($rep && $rep->{state}, 'streaming', 'primary /patroni: node2 streaming');
 is($rep && $rep->{sync_state}, 'async', 'primary /patroni: node2 async');
+my $repl_user = $primary->safe_psql('postgres',
+	"SELECT usename FROM pg_stat_replication WHERE application_name = 'node2'");
+wait_ok(sub {
+		my $d = JSON::PP::decode_json(req($primary, 'GET', '/patroni')->{content});
+		my ($r) = grep { $_->{application_name} eq 'node2' } @{ $d->{replication} // [] };
+		$r && defined $r->{usename} && $r->{usename} eq $repl_user },
+	"primary /patroni: replication usename is the WAL sender's role ($repl_user)", timeout => 30);
+ok(!exists $doc->{pending_restart}, 'primary /patroni: no pending_restart');
+
+# A restart-only setting changed in the configuration files: pending_restart
+# in /patroni and patroni_pending_restart 1, until the change is undone.
+my $maxconn = $primary->safe_psql('postgres', 'SHOW max_connections');
+$primary->safe_psql('postgres', 'ALTER SYSTEM SET max_connections = ' . ($maxconn + 1));
+$primary->reload;
+wait_ok(sub { JSON::PP::decode_json(req($primary, 'GET', '/patroni')->{content})->{pending_restart} },
+	'primary /patroni: pending_restart true after a restart-only change', timeout => 30);
+like(req($primary, 'GET', '/metrics')->{content}, qr/^patroni_pending_restart\{[^}]*\} 1$/m,
+	'patroni_pending_restart 1');
+$primary->safe_psql('postgres', 'ALTER SYSTEM RESET max_connections');
+$primary->reload;
+wait_ok(sub { !exists JSON::PP::decode_json(req($primary, 'GET', '/patroni')->{content})->{pending_restart} },
+	'primary /patroni: pending_restart gone once the change is undone', timeout => 30);
 
 $doc = JSON::PP::decode_json(req($replica, 'GET', '/patroni')->{content});
 is($doc->{role}, 'replica', 'replica /patroni: role replica');
