@@ -47,10 +47,10 @@
 #include "common/ip.h"
 #include "miscadmin.h"
 #include "replication/walsender.h"
-#include "utils/guc_tables.h"
 #include "replication/walsender_private.h"
 #include "storage/spin.h"
 #include "utils/backend_status.h"
+#include "utils/guc_tables.h"
 #include "utils/timestamp.h"
 
 /* What one answer is computed from: copied out once per request. */
@@ -365,18 +365,21 @@ json_timestamp(StringInfo out, TimestampTz ts)
 /*
  * Does a setting changed in the configuration files wait for a restart?
  * The listener reloads the files on SIGHUP like every process, and marks
- * such settings in its own copy of the GUC table, so no SQL is needed.
+ * such settings in its own copy of the GUC table, so no SQL is needed.  The
+ * answer changes only with a reload: health_config_reloaded() computes it
+ * then, so health checks do not walk the GUC table.
  */
-static bool
-pending_restart(void)
+static bool pending_restart = false;
+
+void
+health_config_reloaded(void)
 {
 	struct config_generic **vars = get_guc_variables();
 	int			n = GetNumConfigOptions();
 
-	for (int i = 0; i < n; i++)
-		if (vars[i]->status & GUC_PENDING_RESTART)
-			return true;
-	return false;
+	pending_restart = false;
+	for (int i = 0; i < n && !pending_restart; i++)
+		pending_restart = (vars[i]->status & GUC_PENDING_RESTART) != 0;
 }
 
 /* name of a WAL sender's role, as the HA worker last resolved it; false if not yet */
@@ -528,7 +531,7 @@ status_json(StringInfo out, const NodeView *v, bool with_replication)
 	appendStringInfoString(out, ",\"scope\":");
 	json_string(out, v->cluster);
 	appendStringInfoChar(out, '}');
-	if (pending_restart())
+	if (pending_restart)
 		appendStringInfoString(out, ",\"pending_restart\":true");
 	if (v->paused)
 		appendStringInfoString(out, ",\"pause\":true");
@@ -829,7 +832,7 @@ metrics_patroni(StringInfo out)
 				   scope, v.etcd_last_ok ? (double) timestamptz_to_time_t(v.etcd_last_ok) : 0);
 	patroni_metric(out, "patroni_pending_restart", "gauge",
 				   "Value is 1 if the node needs a restart, 0 otherwise.", scope,
-				   pending_restart() ? 1 : 0);
+				   pending_restart ? 1 : 0);
 	patroni_metric(out, "patroni_is_paused", "gauge",
 				   "Value is 1 if auto failover is disabled, 0 otherwise.", scope, v.paused ? 1 : 0);
 }

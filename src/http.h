@@ -115,6 +115,8 @@ typedef struct HttpResponse
 
 /* health.c */
 extern void health_handle(const HttpRequest *req, HttpResponse *resp);
+/* after the listener has reloaded the configuration files */
+extern void health_config_reloaded(void);
 
 /* metrics.c */
 extern char *pg_ha_metrics_listen;

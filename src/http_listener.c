@@ -660,6 +660,7 @@ pg_ha_http_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			health_config_reloaded();
 		}
 		if (!PostmasterIsAlive())
 			proc_exit(1);
