@@ -599,6 +599,28 @@ prepare_kept(const char *sql, int nargs, Oid *argtypes)
 }
 
 /*
+ * Keeps *plan prepared for sql.  With `limited`, sql's "%d" is
+ * pg_ha.metrics_table_limit and the plan is prepared again when the limit
+ * changes.  Returns true when it (re)prepared the plan.
+ */
+static bool
+keep_plan(SPIPlanPtr *plan, int *planned_limit, bool limited, const char *sql,
+		  int nargs, Oid *argtypes)
+{
+	if (*plan != NULL && limited && *planned_limit != pg_ha_metrics_table_limit)
+	{
+		SPI_freeplan(*plan);
+		*plan = NULL;
+	}
+	if (*plan != NULL)
+		return false;
+	*plan = prepare_kept(limited ? psprintf(sql, pg_ha_metrics_table_limit) : sql,
+						 nargs, argtypes);
+	*planned_limit = pg_ha_metrics_table_limit;
+	return true;
+}
+
+/*
  * Chooses again which objects a per-object query reports, when the last
  * choice is older than pg_ha.metrics_rank_interval or was made with another
  * limit.  Between rankings a refresh reads only the chosen objects, whose
@@ -614,20 +636,10 @@ rank_objects(int i, int64 now)
 	Datum		ids;
 	int			rc;
 
-	if (rank_plan[i] != NULL && rank_plan_limit[i] != pg_ha_metrics_table_limit)
-	{
-		SPI_freeplan(rank_plan[i]);
-		rank_plan[i] = NULL;
-		ranked_at[i] = 0;
-	}
-	if (rank_ids[i] != (Datum) 0 && ranked_at[i] != 0 && now - ranked_at[i] < interval &&
-		!rank_all)
+	/* a new plan means a new limit: the last choice no longer holds */
+	if (!keep_plan(&rank_plan[i], &rank_plan_limit[i], true, q->rank_sql, 0, NULL) &&
+		rank_ids[i] != (Datum) 0 && now - ranked_at[i] < interval && !rank_all)
 		return;
-	if (rank_plan[i] == NULL)
-	{
-		rank_plan[i] = prepare_kept(psprintf(q->rank_sql, pg_ha_metrics_table_limit), 0, NULL);
-		rank_plan_limit[i] = pg_ha_metrics_table_limit;
-	}
 	rc = SPI_execute_plan(rank_plan[i], NULL, NULL, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "ranking returned %s", SPI_result_code_string(rc));
@@ -661,29 +673,14 @@ run_query(int i, int64 now)
 		int			rc;
 		char	   *text;
 		bool		skip = false;
+		Oid			oidarray = OIDARRAYOID;	/* $1 of per-object queries */
 
 		/*
 		 * Plans are prepared once and kept (the plan cache replans them
 		 * after DDL): planning these views costs more than running them.
 		 */
-		if (query_plan[i] != NULL && q->sql_limited &&
-			query_plan_limit[i] != pg_ha_metrics_table_limit)
-		{
-			SPI_freeplan(query_plan[i]);
-			query_plan[i] = NULL;
-		}
-		if (query_plan[i] == NULL)
-		{
-			Oid			oidarray = OIDARRAYOID;
-
-			if (q->rank_sql)
-				query_plan[i] = prepare_kept(q->sql, 1, &oidarray);
-			else if (q->sql_limited)
-				query_plan[i] = prepare_kept(psprintf(q->sql, pg_ha_metrics_table_limit), 0, NULL);
-			else
-				query_plan[i] = prepare_kept(q->sql, 0, NULL);
-			query_plan_limit[i] = pg_ha_metrics_table_limit;
-		}
+		(void) keep_plan(&query_plan[i], &query_plan_limit[i], q->sql_limited, q->sql,
+						 q->rank_sql ? 1 : 0, &oidarray);
 		if (q->rank_sql)
 		{
 			Datum		args[1];
