@@ -110,6 +110,11 @@ extern bool pg_ha_archive_key(const char *name, char *key, size_t keylen,
 extern void pg_ha_archive_note_error(const char *name, const char *msg);
 /* Slot tracking name, or -1; the caller holds pg_ha_archive_shared->lock. */
 extern int	pg_ha_archive_slot_find(const char *name);
+/*
+ * Claims a slot for name for this process (a free one, else the one done
+ * longest ago); its number, or -1 if all are in flight.  Same lock rule.
+ */
+extern int	pg_ha_archive_slot_claim_new(const char *name);
 
 /*
  * A consistent copy of the archive's counters and last events, for

@@ -227,6 +227,39 @@ pg_ha_archive_slot_find(const char *name)
 	return -1;
 }
 
+int
+pg_ha_archive_slot_claim_new(const char *name)
+{
+	PgHaArchiveShared *s = pg_ha_archive_shared;
+	int			victim = -1;
+
+	/* a free slot, else the one done longest ago */
+	for (int i = 0; i < ARCHIVE_SLOTS; i++)
+	{
+		ArchiveSlot *slot = &s->slots[i];
+
+		if (slot->state == SLOT_FREE)
+		{
+			victim = i;
+			break;
+		}
+		if (slot->state == SLOT_DONE &&
+			(victim < 0 || slot->at < s->slots[victim].at))
+			victim = i;
+	}
+	if (victim >= 0)
+	{
+		ArchiveSlot *slot = &s->slots[victim];
+
+		memset(slot, 0, sizeof(*slot));
+		slot->state = SLOT_CLAIMED;
+		strlcpy(slot->name, name, sizeof(slot->name));
+		slot->pid = MyProcPid;
+		slot->at = GetCurrentTimestamp();
+	}
+	return victim;
+}
+
 static void
 record_done(int slotno, const char *name, uint64 size, uint64 stored)
 {
@@ -303,35 +336,7 @@ slot_take(const char *name, int *slotno, ArchiveSlot *copy)
 		}
 	}
 	else
-	{
-		/* a free slot, else the oldest done one */
-		int			victim = -1;
-
-		for (i = 0; i < ARCHIVE_SLOTS; i++)
-		{
-			ArchiveSlot *slot = &s->slots[i];
-
-			if (slot->state == SLOT_FREE)
-			{
-				victim = i;
-				break;
-			}
-			if (slot->state == SLOT_DONE &&
-				(victim < 0 || slot->at < s->slots[victim].at))
-				victim = i;
-		}
-		i = victim;
-		if (i >= 0)
-		{
-			ArchiveSlot *slot = &s->slots[i];
-
-			memset(slot, 0, sizeof(*slot));
-			slot->state = SLOT_CLAIMED;
-			strlcpy(slot->name, name, sizeof(slot->name));
-			slot->pid = MyProcPid;
-			slot->at = GetCurrentTimestamp();
-		}
-	}
+		i = pg_ha_archive_slot_claim_new(name);
 	LWLockRelease(s->lock);
 	/* every call is a sign that there is work: keep the pushers ahead */
 	for (int k = 0; k < ARCHIVE_MAX_PARALLEL; k++)

@@ -164,31 +164,11 @@ claim_next(char *name_out)
 	{
 		for (int k = 0; k < n && slotno < 0; k++)
 		{
-			int			victim = -1;
-
 			if (pg_ha_archive_slot_find(names[k]) >= 0)
 				continue;
-			for (int i = 0; i < ARCHIVE_SLOTS; i++)
-			{
-				ArchiveSlot *slot = &s->slots[i];
-
-				if (slot->state == SLOT_FREE)
-				{
-					victim = i;
-					break;
-				}
-				if (slot->state == SLOT_DONE &&
-					(victim < 0 || slot->at < s->slots[victim].at))
-					victim = i;
-			}
-			if (victim < 0)
+			slotno = pg_ha_archive_slot_claim_new(names[k]);
+			if (slotno < 0)
 				break;
-			slotno = victim;
-			memset(&s->slots[slotno], 0, sizeof(ArchiveSlot));
-			s->slots[slotno].state = SLOT_CLAIMED;
-			s->slots[slotno].pid = MyProcPid;
-			s->slots[slotno].at = GetCurrentTimestamp();
-			strlcpy(s->slots[slotno].name, names[k], ARCHIVE_NAME_LEN);
 			strlcpy(name_out, names[k], ARCHIVE_NAME_LEN);
 		}
 	}
