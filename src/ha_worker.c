@@ -1183,7 +1183,9 @@ standby_cycle(const NodeSnapshot *snap)
 /*
  * Resolves the roles the WAL senders connected as, for the listener's
  * /patroni "replication" list.  Walsenders come and go between cycles; a
- * new one is named at the next cycle (TTL/3 at most).
+ * new one is named at the next cycle (TTL/3 at most).  The transaction only
+ * reads the catalog and gets no XID, so it runs on a standby and on a fenced
+ * primary alike: the commit fence (fence.c) concerns transactions that wrote.
  */
 static void
 publish_replication_roles(void)
