@@ -243,36 +243,35 @@ cluster_optime(const ClusterView *view)
 }
 
 /*
- * failover key (Patroni's format plus ours): {"leader": old, "member": new,
- * "scheduled_at": "...", "final_lsn": N, "handed_over": true}.
+ * The failover key through the one codec shared with the SQL functions and
+ * pg_hactl.  A value the codec refuses is reported, never acted on: it can
+ * neither promote anyone nor stop the worker (a malformed scheduled_at once
+ * crash-looped it).
  */
-bool
-cluster_failover_request(const ClusterView *view, FailoverRequest *req)
+ClusterRequestStatus
+cluster_request(const ClusterView *view, HaRequest *req, int64 *mod_revision,
+				char *err, size_t errlen)
 {
 	const EtcdKV *kv = cluster_get(view, "failover");
-	cJSON	   *doc;
-	double		lsn;
 
 	memset(req, 0, sizeof(*req));
+	*mod_revision = 0;
+	if (err && errlen)
+		err[0] = '\0';
 	if (kv == NULL)
-		return false;
-	doc = cJSON_ParseWithLength(kv->value, kv->value_len);
-	if (!cJSON_IsObject(doc))
-	{
-		cJSON_Delete(doc);
-		return false;
-	}
-	json_string(doc, "leader", req->leader, sizeof(req->leader));
-	json_string(doc, "member", req->member, sizeof(req->member));
-	json_string(doc, "scheduled_at", req->scheduled_at, sizeof(req->scheduled_at));
-	lsn = json_number(doc, "final_lsn", 0);
-	req->final_lsn = (lsn > 0 && lsn < 1.8e19) ? (XLogRecPtr) lsn : InvalidXLogRecPtr;
-	req->handed_over = json_flag(doc, "handed_over");
-	req->shutdown = json_flag(doc, "shutdown");
-	req->final_confirmed = json_flag(doc, "final_confirmed");
-	req->mod_revision = kv->mod_revision;
-	cJSON_Delete(doc);
-	return true;
+		return CLUSTER_REQUEST_NONE;
+	*mod_revision = kv->mod_revision;
+	if (!ha_request_decode(kv->value, kv->value_len, req, err, errlen))
+		return CLUSTER_REQUEST_INVALID;
+	return CLUSTER_REQUEST_VALID;
+}
+
+const char *
+cluster_initialize(const ClusterView *view)
+{
+	const EtcdKV *kv = cluster_get(view, "initialize");
+
+	return kv ? kv->value : NULL;
 }
 
 /*

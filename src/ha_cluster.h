@@ -7,6 +7,8 @@
 
 #include "pg_ha.h"
 
+#include "ha_request.h"
+
 #define PG_HA_MAX_MEMBERS 64
 
 typedef struct ClusterView
@@ -32,17 +34,13 @@ typedef struct MemberInfo
 	int64		mod_revision;
 } MemberInfo;
 
-typedef struct FailoverRequest
+/* What the failover key holds, decoded by the one codec (ha_request.c). */
+typedef enum ClusterRequestStatus
 {
-	char		leader[PG_HA_NAME_LEN];
-	char		member[PG_HA_NAME_LEN];
-	char		scheduled_at[64];
-	XLogRecPtr	final_lsn;		/* old leader's last position, once handed over */
-	bool		handed_over;
-	bool		shutdown;		/* the leader stopped cleanly: no member named */
-	bool		final_confirmed;	/* old leader, now a standby, confirmed final_lsn */
-	int64		mod_revision;
-} FailoverRequest;
+	CLUSTER_REQUEST_NONE,		/* no failover key */
+	CLUSTER_REQUEST_VALID,
+	CLUSTER_REQUEST_INVALID		/* present, but nobody may act on it */
+} ClusterRequestStatus;
 
 extern void cluster_reset(ClusterView *view);
 extern void cluster_load(ClusterView *view, EtcdKVList *range, size_t prefix_len);
@@ -53,7 +51,10 @@ extern int	cluster_members(const ClusterView *view, MemberInfo *out, int max);
 extern bool cluster_member(const ClusterView *view, const char *name, MemberInfo *out);
 extern bool cluster_paused(const ClusterView *view);
 extern XLogRecPtr cluster_optime(const ClusterView *view);
-extern bool cluster_failover_request(const ClusterView *view, FailoverRequest *req);
+extern ClusterRequestStatus cluster_request(const ClusterView *view, HaRequest *req,
+										   int64 *mod_revision, char *err, size_t errlen);
+/* The initialize key's value, or NULL when absent. */
+extern const char *cluster_initialize(const ClusterView *view);
 extern TimeLineID cluster_history_timeline(const ClusterView *view, TimeLineID tli,
 										   XLogRecPtr *fork_lsn);
 /*
@@ -84,10 +85,15 @@ typedef struct RaceInput
 	XLogRecPtr	leader_optime;	/* last known position of the lost leader */
 	TimeLineID	cluster_timeline;
 	uint64		maximum_lag_bytes;
+	const char *preferred;		/* named by a manual failover request: wins ties */
+	bool		forced;			/* self is named by a forced request */
 } RaceInput;
 
 extern RaceDecision failover_decide(const RaceInput *in, char *why, size_t whylen);
 /* Is candidate a better new leader than other?  (LSN, priority, name) */
 extern bool failover_better(const MemberInfo *candidate, const MemberInfo *other);
+/* The same, where equal positions go to the member named preferred. */
+extern bool failover_better_preferring(const MemberInfo *candidate, const MemberInfo *other,
+									   const char *preferred);
 
 #endif							/* PG_HA_CLUSTER_H */
