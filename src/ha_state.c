@@ -1,39 +1,93 @@
 /*
- * ha_state.c - the HA worker's state machine, written as data.
+ * ha_state.c - the HA worker's protocol as a table.
  *
- * Each row says: in state `from` (or any state), event `event` leads to
- * state `to`, and why.  The first matching row wins, so specific rows come
- * before wildcards.  The worker (ha_worker.c) does the work of a state; this
- * table only decides where it goes next, and every change of state is one
- * LOG line of the form
+ * Each row says: in state `from`, event `event` leads to state `to`, and
+ * why.  A pair the table does not list is refused: the state stays, and
+ * one LOG line says so (once per pair, not once per cycle).  Only two
+ * events apply in every state - a bad configuration and shutdown - and
+ * they are the only wildcard rows.  The worker (ha_worker.c) observes the
+ * node and etcd, raises the event and performs the action the row's
+ * comment names; docs/architecture.md prints the same table.
  *
- *     pg_ha: <reason>: <from> -> <to> (<detail>)
+ * Every change of state is one LOG line of the form
+ *
+ *     pg_ha: <why>: <from> -> <to> (<detail>)
  *
  * so `grep 'pg_ha: '` over the server log tells the node's history.
  */
 #include "pg_ha.h"
 
-#define ANY_STATE (-1)
+#define ANY_STATE HA_NUM_STATES
 
-typedef struct HaTransition
-{
-	int			from;			/* HaState or ANY_STATE */
-	HaEvent		event;
-	HaState		to;
-	const char *reason;
-} HaTransition;
-
+/*
+ * The protocol.  In words: a primary leads while the leader key carries
+ * its name and lease, and is fenced otherwise; it hands over only after the
+ * candidate has all its WAL; a standby follows the leader, races when the
+ * key is gone, and promotes only after it took the key.
+ */
 static const HaTransition ha_transitions[] = {
-	{HA_LEADER, HA_EV_GOT_LEADER_KEY, HA_LEADER, "renewed leader key"},
-	{HA_REPLICA, HA_EV_GOT_LEADER_KEY, HA_LEADER, "promoted node acquired leader key"},
-	{ANY_STATE, HA_EV_GOT_LEADER_KEY, HA_LEADER, "acquired leader key"},
+	/* start: the first cycle with etcd tells the node what it is */
+	{HA_STARTING, HA_EV_GOT_LEADER_KEY, HA_LEADER, "primary holds the leader key"},
+	{HA_STARTING, HA_EV_LEADER_KEY_TAKEN, HA_FENCED, "primary may not lead"},
+	{HA_STARTING, HA_EV_FOLLOWING, HA_REPLICA, "standby found the leader"},
+	{HA_STARTING, HA_EV_LEADER_GONE, HA_RACING, "standby found no leader"},
+	{HA_STARTING, HA_EV_WON_RACE, HA_PROMOTING, "promotion under way at start"},
+	{HA_STARTING, HA_EV_ETCD_FAILED, HA_ETCD_UNREACHABLE, "etcd unreachable"},
 
-	{HA_LEADER, HA_EV_LEADER_KEY_TAKEN, HA_PRIMARY_NOT_LEADER, "lost leader key"},
-	{ANY_STATE, HA_EV_LEADER_KEY_TAKEN, HA_PRIMARY_NOT_LEADER, "primary without leader key, another node holds it"},
+	/* etcd unreachable: a leader's deadline passes by itself (fence.c) */
+	{HA_ETCD_UNREACHABLE, HA_EV_ETCD_FAILED, HA_ETCD_UNREACHABLE, "etcd still unreachable"},
+	{HA_ETCD_UNREACHABLE, HA_EV_GOT_LEADER_KEY, HA_LEADER, "etcd back, leader key still ours"},
+	{HA_ETCD_UNREACHABLE, HA_EV_LEADER_KEY_TAKEN, HA_FENCED, "etcd back, the leader key is not ours"},
+	{HA_ETCD_UNREACHABLE, HA_EV_FOLLOWING, HA_REPLICA, "etcd back, following the leader"},
+	{HA_ETCD_UNREACHABLE, HA_EV_LEADER_GONE, HA_RACING, "etcd back, no leader"},
+	{HA_ETCD_UNREACHABLE, HA_EV_WON_RACE, HA_PROMOTING, "etcd back, promotion under way"},
+	{HA_ETCD_UNREACHABLE, HA_EV_HANDOVER_ABORTED, HA_LEADER, "switchover abandoned"},
+	{HA_ETCD_UNREACHABLE, HA_EV_HANDED_OVER, HA_DEMOTING, "leader key handed to the candidate"},
 
-	{ANY_STATE, HA_EV_FOLLOWING, HA_REPLICA, "standby publishing its position"},
+	/* leader: renew and confirm the key each cycle; act on requests */
+	{HA_LEADER, HA_EV_GOT_LEADER_KEY, HA_LEADER, "leader key renewed and confirmed"},
+	{HA_LEADER, HA_EV_LEADER_KEY_TAKEN, HA_FENCED, "lost the leader key: writes refused"},
+	{HA_LEADER, HA_EV_SWITCHOVER_DUE, HA_HANDING_OVER, "switchover: checkpoint, then fence"},
+	{HA_LEADER, HA_EV_HANDOVER_ABORTED, HA_LEADER, "switchover refused"},
+	{HA_LEADER, HA_EV_ETCD_FAILED, HA_ETCD_UNREACHABLE, "etcd unreachable: the lease runs out unless renewed"},
 
-	{ANY_STATE, HA_EV_ETCD_FAILED, HA_ETCD_UNREACHABLE, "etcd unreachable"},
+	/* handing over: the key moves only once the candidate has our WAL */
+	{HA_HANDING_OVER, HA_EV_HANDED_OVER, HA_DEMOTING, "candidate flushed our WAL: key released"},
+	{HA_HANDING_OVER, HA_EV_HANDOVER_ABORTED, HA_LEADER, "switchover abandoned: fence lifted"},
+	{HA_HANDING_OVER, HA_EV_LEADER_KEY_TAKEN, HA_FENCED, "lost the leader key during a switchover"},
+	{HA_HANDING_OVER, HA_EV_ETCD_FAILED, HA_ETCD_UNREACHABLE, "etcd unreachable during a switchover"},
+
+	/* fenced primary: take the key back if it may, else demote */
+	{HA_FENCED, HA_EV_GOT_LEADER_KEY, HA_LEADER, "took the leader key: fence lifted"},
+	{HA_FENCED, HA_EV_LEADER_KEY_TAKEN, HA_FENCED, "still without the leader key"},
+	{HA_FENCED, HA_EV_DEMOTE, HA_DEMOTING, "restarting as a standby"},
+	{HA_FENCED, HA_EV_ETCD_FAILED, HA_ETCD_UNREACHABLE, "etcd unreachable"},
+
+	/* replica: follow; race when the key goes */
+	{HA_REPLICA, HA_EV_FOLLOWING, HA_REPLICA, "following the leader"},
+	{HA_REPLICA, HA_EV_LEADER_GONE, HA_RACING, "leader key gone"},
+	{HA_REPLICA, HA_EV_WON_RACE, HA_PROMOTING, "promotion under way"},
+	{HA_REPLICA, HA_EV_DIVERGED, HA_DIVERGED, "left the leader's history: stopping for pg_rewind"},
+	{HA_REPLICA, HA_EV_ETCD_FAILED, HA_ETCD_UNREACHABLE, "etcd unreachable"},
+
+	/* racing: only the best eligible replica takes the key */
+	{HA_RACING, HA_EV_LEADER_GONE, HA_RACING, "still no leader"},
+	{HA_RACING, HA_EV_FOLLOWING, HA_REPLICA, "another node took the leader key"},
+	{HA_RACING, HA_EV_WON_RACE, HA_PROMOTING, "took the leader key: promoting"},
+	{HA_RACING, HA_EV_ETCD_FAILED, HA_ETCD_UNREACHABLE, "etcd unreachable"},
+
+	/* promoting: bounded; the key is given up if recovery does not end */
+	{HA_PROMOTING, HA_EV_GOT_LEADER_KEY, HA_LEADER, "promotion finished"},
+	{HA_PROMOTING, HA_EV_LEADER_KEY_TAKEN, HA_FENCED, "promoted without the leader key"},
+	{HA_PROMOTING, HA_EV_ETCD_FAILED, HA_ETCD_UNREACHABLE, "etcd unreachable while promoting"},
+	{HA_PROMOTING, HA_EV_FOLLOWING, HA_REPLICA, "gave the leader key up: promotion too slow"},
+	{HA_PROMOTING, HA_EV_LEADER_GONE, HA_RACING, "gave the leader key up: promotion too slow"},
+
+	/* diverged: postgres is stopping; nothing else happens */
+	{HA_DIVERGED, HA_EV_FOLLOWING, HA_DIVERGED, "waiting for the shutdown"},
+	{HA_DIVERGED, HA_EV_DIVERGED, HA_DIVERGED, "waiting for the shutdown"},
+
+	/* everywhere */
 	{ANY_STATE, HA_EV_BAD_CONFIG, HA_MISCONFIGURED, "cannot manage this node"},
 	{ANY_STATE, HA_EV_SHUTDOWN, HA_STOPPING, "shutting down"},
 };
@@ -42,25 +96,37 @@ static const char *const ha_state_names[HA_NUM_STATES] = {
 	[HA_STARTING] = "starting",
 	[HA_ETCD_UNREACHABLE] = "etcd unreachable",
 	[HA_LEADER] = "leader",
-	[HA_PRIMARY_NOT_LEADER] = "primary without leader key",
+	[HA_HANDING_OVER] = "handing over",
+	[HA_FENCED] = "fenced",
+	[HA_DEMOTING] = "demoting",
 	[HA_REPLICA] = "replica",
+	[HA_RACING] = "racing",
+	[HA_PROMOTING] = "promoting",
+	[HA_DIVERGED] = "diverged",
 	[HA_MISCONFIGURED] = "misconfigured",
 	[HA_STOPPING] = "stopping",
 };
 
 static const char *const ha_event_names[HA_NUM_EVENTS] = {
 	[HA_EV_ETCD_FAILED] = "etcd failed",
-	[HA_EV_GOT_LEADER_KEY] = "got leader key",
-	[HA_EV_LEADER_KEY_TAKEN] = "leader key taken",
-	[HA_EV_FOLLOWING] = "following",
 	[HA_EV_BAD_CONFIG] = "bad config",
 	[HA_EV_SHUTDOWN] = "shutdown",
+	[HA_EV_GOT_LEADER_KEY] = "got leader key",
+	[HA_EV_LEADER_KEY_TAKEN] = "leader key taken",
+	[HA_EV_SWITCHOVER_DUE] = "switchover due",
+	[HA_EV_HANDOVER_ABORTED] = "hand-over aborted",
+	[HA_EV_HANDED_OVER] = "handed over",
+	[HA_EV_DEMOTE] = "demote",
+	[HA_EV_FOLLOWING] = "following",
+	[HA_EV_LEADER_GONE] = "leader gone",
+	[HA_EV_WON_RACE] = "won race",
+	[HA_EV_DIVERGED] = "diverged",
 };
 
 const char *
 ha_state_name(HaState state)
 {
-	if (state < 0 || state >= HA_NUM_STATES)
+	if ((int) state < 0 || state >= HA_NUM_STATES)
 		return "unknown";
 	return ha_state_names[state];
 }
@@ -68,27 +134,62 @@ ha_state_name(HaState state)
 const char *
 ha_event_name(HaEvent event)
 {
-	if (event < 0 || event >= HA_NUM_EVENTS)
+	if ((int) event < 0 || event >= HA_NUM_EVENTS)
 		return "unknown";
 	return ha_event_names[event];
 }
 
-HaState
-ha_transition(HaState current, HaEvent event, const char *detail)
+const HaTransition *
+ha_transition_find(HaState current, HaEvent event)
 {
 	for (size_t i = 0; i < lengthof(ha_transitions); i++)
 	{
 		const HaTransition *t = &ha_transitions[i];
 
-		if (t->event != event || (t->from != ANY_STATE && t->from != (int) current))
-			continue;
-		if (t->to != current)
-			ereport(LOG,
-					(errmsg("pg_ha: %s: %s -> %s%s%s%s", t->reason,
-							ha_state_name(current), ha_state_name(t->to),
-							detail ? " (" : "", detail ? detail : "", detail ? ")" : "")));
-		return t->to;
+		if (t->event == event && (t->from == current || t->from == ANY_STATE))
+			return t;
 	}
-	/* no row: the event does not move this state */
-	return current;
+	return NULL;
+}
+
+int
+ha_transition_count(void)
+{
+	return (int) lengthof(ha_transitions);
+}
+
+const HaTransition *
+ha_transition_at(int i)
+{
+	return (i >= 0 && i < (int) lengthof(ha_transitions)) ? &ha_transitions[i] : NULL;
+}
+
+HaState
+ha_transition(HaState current, HaEvent event, const char *detail)
+{
+	/* the last refused pair, so a repeated one is logged once */
+	static int	refused_state = -1;
+	static int	refused_event = -1;
+	const HaTransition *t = ha_transition_find(current, event);
+
+	if (t == NULL)
+	{
+		if (refused_state != (int) current || refused_event != (int) event)
+			ereport(LOG,
+					(errmsg("pg_ha: unexpected event \"%s\" in state \"%s\" refused%s%s%s",
+							ha_event_name(event), ha_state_name(current),
+							detail ? " (" : "", detail ? detail : "", detail ? ")" : "")));
+		refused_state = (int) current;
+		refused_event = (int) event;
+		return current;
+	}
+	if (t->to != current)
+	{
+		refused_state = refused_event = -1;
+		ereport(LOG,
+				(errmsg("pg_ha: %s: %s -> %s%s%s%s", t->why,
+						ha_state_name(current), ha_state_name(t->to),
+						detail ? " (" : "", detail ? detail : "", detail ? ")" : "")));
+	}
+	return t->to;
 }

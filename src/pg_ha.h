@@ -70,14 +70,23 @@ typedef enum PgHaRole
 	PG_HA_ROLE_REPLICA
 } PgHaRole;
 
-/* States of the HA worker; ha_state.c holds the transition table. */
+/*
+ * States of the HA worker; ha_state.c holds the transition table, and
+ * docs/architecture.md prints it.
+ */
 typedef enum HaState
 {
 	HA_STARTING = 0,			/* worker up, etcd not contacted yet */
 	HA_ETCD_UNREACHABLE,		/* no etcd endpoint answers */
 	HA_LEADER,					/* primary holding the leader key */
-	HA_PRIMARY_NOT_LEADER,		/* primary, but another node holds the key */
-	HA_REPLICA,					/* standby, publishing its position */
+	HA_HANDING_OVER,			/* leader in a switchover: checkpoint, then fenced
+								 * until the candidate has all of its WAL */
+	HA_FENCED,					/* primary without the leader key: writes refused */
+	HA_DEMOTING,				/* primary restarting as a standby */
+	HA_REPLICA,					/* standby following the leader */
+	HA_RACING,					/* standby, leader key absent: deciding who takes it */
+	HA_PROMOTING,				/* standby that took the key, leaving recovery */
+	HA_DIVERGED,				/* standby off the leader's history: stopping for pg_rewind */
 	HA_MISCONFIGURED,			/* cannot run: bad config or foreign cluster */
 	HA_STOPPING,				/* releasing keys on shutdown */
 	HA_NUM_STATES
@@ -171,18 +180,44 @@ extern const char *pg_ha_fence_reason(void);
 
 typedef enum HaEvent
 {
-	HA_EV_ETCD_FAILED,
-	HA_EV_GOT_LEADER_KEY,		/* primary: leader key is ours */
-	HA_EV_LEADER_KEY_TAKEN,		/* primary: another node holds the key */
-	HA_EV_FOLLOWING,			/* standby: published our member key */
-	HA_EV_BAD_CONFIG,
+	HA_EV_ETCD_FAILED,			/* a cycle's etcd calls failed */
+	HA_EV_BAD_CONFIG,			/* configuration unusable, or a foreign cluster */
 	HA_EV_SHUTDOWN,
+	HA_EV_GOT_LEADER_KEY,		/* primary: the key carries our name and lease */
+	HA_EV_LEADER_KEY_TAKEN,		/* primary: another node holds the key, or we may not */
+	HA_EV_SWITCHOVER_DUE,		/* leader: a switchover request came due */
+	HA_EV_HANDOVER_ABORTED,		/* leader: the candidate could not take over */
+	HA_EV_HANDED_OVER,			/* leader: the key went to the candidate */
+	HA_EV_DEMOTE,				/* primary: restart as a standby */
+	HA_EV_FOLLOWING,			/* standby: another node leads */
+	HA_EV_LEADER_GONE,			/* standby: no leader key */
+	HA_EV_WON_RACE,				/* standby: took the key, promoting */
+	HA_EV_DIVERGED,				/* standby: left the leader's history */
 	HA_NUM_EVENTS
 } HaEvent;
 
 extern const char *ha_state_name(HaState state);
 extern const char *ha_event_name(HaEvent event);
-/* Applies event to the current state, logging the transition if any. */
+/*
+ * The row for (current, event): the next state and why; NULL when the
+ * protocol has no such transition (the event is refused).  Pure: the unit
+ * tests walk the table through it.
+ */
+typedef struct HaTransition
+{
+	HaState		from;
+	HaEvent		event;
+	HaState		to;
+	const char *why;
+} HaTransition;
+
+extern const HaTransition *ha_transition_find(HaState current, HaEvent event);
+extern int	ha_transition_count(void);
+extern const HaTransition *ha_transition_at(int i);
+/*
+ * Applies event to the current state: logs the transition (one greppable
+ * LOG line), or logs and refuses an event the table does not allow.
+ */
 extern HaState ha_transition(HaState current, HaEvent event, const char *detail);
 
 extern void pg_ha_register_worker(void);
