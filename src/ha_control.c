@@ -297,6 +297,27 @@ timeline_switch_point(TimeLineID tli)
 }
 
 /*
+ * The parent of timeline tli and where tli branched off it, from the
+ * timeline history file.  False for timeline 1 or an unreadable history.
+ */
+bool
+timeline_parent(TimeLineID tli, TimeLineID *parent, XLogRecPtr *switch_lsn)
+{
+	List	   *history;
+	TimeLineHistoryEntry *entry;
+
+	if (tli <= 1)
+		return false;
+	history = readTimeLineHistory(tli);
+	if (list_length(history) < 2)
+		return false;
+	entry = (TimeLineHistoryEntry *) list_nth(history, 1);
+	*parent = entry->tli;
+	*switch_lsn = entry->end;
+	return true;
+}
+
+/*
  * Stops every client session: during a hand-over no transaction may keep
  * writing WAL that the next leader would not have.
  */

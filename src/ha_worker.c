@@ -10,16 +10,21 @@
  * pg_ha.etcd_timeout, so the loop never blocks longer than that.
  *
  * The lease rule (the safety argument every fence relies on):
- *   t_send is read from CLOCK_MONOTONIC *before* a grant or keepalive is
- *   sent.  etcd starts the TTL no earlier than it receives the request, and
- *   etcd leader changes only extend leases, so when the reply grants TTL T
- *   no other node can create the leader key before t_send + T (our clock;
- *   drift over T is covered by the margin, shmem.c).  The worker publishes
- *   that instant as lease_deadline_us while it holds the leader key, and
- *   moves it only forward, only on a successful renewal.  A worker that
- *   stops renewing (etcd down, worker hung or stopped) lets the deadline
- *   pass by itself: nothing has to run for the node to lose its authority,
- *   which is what every backend checks at commit (fence.c).
+ *   t_send is read from the lease clock (pg_ha_monotonic_us, shmem.c)
+ *   *before* a grant or keepalive is sent.  etcd starts the TTL no earlier
+ *   than it receives the request, and etcd leader changes only extend
+ *   leases, so when the reply grants TTL T the lease cannot expire before
+ *   t_send + T (our clock; drift over T is covered by the margin, shmem.c).
+ *   A live lease is not enough: the key itself may have been deleted or
+ *   replaced by other means (etcdctl del, an etcd restore, a lease bug).
+ *   So the worker publishes t_send + T as lease_deadline_us only once the
+ *   leader key was confirmed, in the same cycle and after the keepalive, to
+ *   carry this node's name and lease (confirm_leader_key), or was created
+ *   by it with that lease.  The deadline moves only forward, only on a
+ *   confirmed renewal.  A worker that stops renewing (etcd down, worker
+ *   hung or stopped) lets the deadline pass by itself: nothing has to run
+ *   for the node to lose its authority, which is what every backend checks
+ *   before and after each commit (fence.c).
  *
  * Never two primaries:
  *   - a node writes only while it holds the leader key with a live lease
@@ -40,6 +45,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "access/xlogrecovery.h"
+#include "common/controldata_utils.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -63,14 +69,34 @@
 
 #include "ha_cluster.h"
 #include "ha_control.h"
+#include "ha_request.h"
 
 #define ETCD_RETRY_US (1000 * 1000)	/* retry pace while etcd is unreachable */
 #define WATCH_RETRY_US (1000 * 1000)
 #define RACE_COLLECT_US (1000 * 1000)	/* how long peers get to publish fresh positions */
 #define FAST_CYCLE_US (50 * 1000)	/* pace while a hand-over or race is in progress */
-#define HANDOVER_CATCHUP_US (5 * 1000 * 1000)
-#define SHUTDOWN_WAIT_US (5 * 1000 * 1000)	/* bound on waiting for a stopping leader */
+#define HANDOVER_CATCHUP_US (5 * 1000 * 1000)	/* candidate's bound to flush our last WAL */
+#define SHUTDOWN_WAIT_TTLS 2	/* bound, in TTLs, on waiting for a stopping leader's checkpoint */
 #define MAX_SLEEP_MS 1000
+
+/* Steps of a switchover on the old leader (handover_step) */
+typedef enum HandoverStep
+{
+	HO_NONE = 0,				/* no switchover in progress */
+	HO_CHECKPOINT,				/* checkpoint requested, still writable */
+	HO_CATCHUP					/* fenced, waiting for the candidate's flush */
+} HandoverStep;
+
+typedef struct Handover
+{
+	HandoverStep step;
+	char		member[PG_HA_NAME_LEN];
+	char		host[256];
+	char		port[16];
+	int64		revision;		/* mod_revision of the request acted on */
+	int64		deadline;		/* end of the current step */
+	XLogRecPtr	checkpoint_before;
+} Handover;
 
 typedef struct HaWorker
 {
@@ -84,15 +110,26 @@ typedef struct HaWorker
 	/* this node's lease */
 	int64		lease_id;
 	int64		lease_ttl;		/* seconds, as granted */
-	int64		lease_deadline; /* t_send + TTL of the last renewal */
+	int64		renewed_deadline;	/* t_send + TTL of the last renewal */
+	int64		lease_deadline; /* the same, once the key was confirmed ours
+								 * in the same cycle: what the fence reads */
 	bool		is_leader;
 
 	/* failover race */
 	int64		leader_gone_revision;	/* revision at which the key vanished */
 	int64		race_started;	/* 0 = no race running */
+	char		race_refusal[256];	/* last reason logged for not racing */
+	char		last_leader[PG_HA_NAME_LEN];	/* who held the key when last seen */
+	int64		last_leader_lease;	/* the lease it held it with */
+	XLogRecPtr	leader_last_lsn;	/* highest position the leader published */
 	bool		promoting;
+	int64		promote_started;
+	bool		promote_cancelled_queries;
 	TimeLineID	promoted_from;
 	char		promote_reason[64];
+
+	Handover	ho;				/* switchover, old leader's side */
+	int64		bad_request_revision;	/* malformed failover key already logged */
 
 	int64		diverged_since; /* 0 = following fine */
 	bool		initialize_checked;
@@ -270,6 +307,18 @@ reset_client(void)
 	worker.etcd = NULL;
 }
 
+/* Who holds the leader key, and with which lease, as last seen. */
+static void
+remember_leader(void)
+{
+	const EtcdKV *kv = cluster_get(&worker.view, "leader");
+
+	if (kv == NULL || kv->value_len == 0 || kv->value_len >= PG_HA_NAME_LEN)
+		return;
+	strlcpy(worker.last_leader, kv->value, sizeof(worker.last_leader));
+	worker.last_leader_lease = kv->lease;
+}
+
 /*
  * Reads the whole cluster prefix and watches it from the next revision on,
  * so no change between the read and the watch is missed.
@@ -290,6 +339,7 @@ load_view(void)
 		return false;
 	}
 	cluster_load(&worker.view, &kvs, strlen(worker.prefix));
+	remember_leader();
 	if (cluster_leader(&worker.view)[0] == '\0' && worker.leader_gone_revision == 0)
 		worker.leader_gone_revision = worker.view.kvs.revision;
 	worker.watch = etcd_watch_start(worker.etcd, worker.prefix, true,
@@ -324,6 +374,8 @@ handle_event(EtcdEvent *ev)
 			worker.race_started = 0;
 	}
 	cluster_apply_event(&worker.view, ev);
+	if (is_leader_key)
+		remember_leader();
 	/* what the cycle acts on changed: act now rather than at the interval */
 	if (is_leader_key || is_failover_key || is_config_key)
 		soon(0);
@@ -381,7 +433,7 @@ renew_lease(void)
 		if (st == ETCD_OK)
 		{
 			worker.lease_ttl = ttl;
-			worker.lease_deadline = t_send + ttl * 1000000;
+			worker.renewed_deadline = t_send + ttl * 1000000;
 			return true;
 		}
 		if (st != ETCD_NOT_FOUND)
@@ -394,6 +446,7 @@ renew_lease(void)
 				(errmsg("pg_ha: lease %lld expired in etcd, granting a new one",
 						(long long) worker.lease_id)));
 		worker.lease_id = 0;
+		worker.renewed_deadline = 0;
 		worker.lease_deadline = 0;
 		if (worker.published_member)
 			pfree(worker.published_member);
@@ -409,7 +462,42 @@ renew_lease(void)
 		return false;
 	}
 	worker.lease_ttl = ttl;
-	worker.lease_deadline = t_send + ttl * 1000000;
+	worker.renewed_deadline = t_send + ttl * 1000000;
+	return true;
+}
+
+/*
+ * Leader only, right after a successful keepalive: does the leader key
+ * still carry this node's name and lease?  A live lease alone proves
+ * nothing about the key: `etcdctl del`, `patronictl remove`, an etcd
+ * restore or an etcd lease bug can remove or replace the key while the
+ * lease lives on, and a node cut from etcd meanwhile would otherwise come
+ * back, renew, and keep writing beside the new leader.  So the deadline
+ * that the fence reads is published only after this compare succeeds; it
+ * still counts from the keepalive's t_send, which is earlier (safe side).
+ * Between two confirmations the watch reports a deleted or overwritten key
+ * at once (handle_event).
+ */
+static bool
+confirm_leader_key(void)
+{
+	EtcdCompare cmps[2] = {
+		{worker.leader_key, ETCD_CMP_VALUE, ETCD_CMP_EQUAL, worker.node, 0},
+		{worker.leader_key, ETCD_CMP_LEASE, ETCD_CMP_EQUAL, NULL, worker.lease_id},
+	};
+	bool		held;
+
+	if (!worker.is_leader)
+		return true;
+	if (etcd_txn(worker.etcd, cmps, 2, NULL, 0, NULL, 0, &held, NULL) != ETCD_OK)
+	{
+		remember_error("cannot confirm the leader key: %s", etcd_last_error(worker.etcd));
+		return false;
+	}
+	if (held)
+		worker.lease_deadline = worker.renewed_deadline;
+	else
+		lose_leadership("the leader key no longer carries this node's name and lease");
 	return true;
 }
 
@@ -464,7 +552,9 @@ acquire_leader_key(void)
 	st = etcd_create(worker.etcd, worker.leader_key, worker.node, worker.lease_id, &current);
 	if (st == ETCD_OK)
 	{
+		/* created with the lease renewed earlier this cycle */
 		worker.is_leader = true;
+		worker.lease_deadline = worker.renewed_deadline;
 		return true;
 	}
 	if (st != ETCD_NOT_FOUND)
@@ -472,7 +562,8 @@ acquire_leader_key(void)
 		remember_error("cannot create leader key: %s", etcd_last_error(worker.etcd));
 		return false;
 	}
-	if (current.key != NULL && strcmp(current.value, worker.node) == 0 && !RecoveryInProgress())
+	if (current.key != NULL && strcmp(current.value, worker.node) == 0 &&
+		(!RecoveryInProgress() || PromoteIsTriggered() || CheckPromoteSignal()))
 	{
 		EtcdCompare cmp = {worker.leader_key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL, current.mod_revision};
 		EtcdOp		put = {ETCD_OP_PUT, worker.leader_key, worker.node, worker.lease_id, false};
@@ -486,6 +577,8 @@ acquire_leader_key(void)
 			return false;
 		}
 		worker.is_leader = succeeded;
+		if (succeeded)
+			worker.lease_deadline = worker.renewed_deadline;
 		return true;
 	}
 	etcd_kv_free(&current);
@@ -572,34 +665,59 @@ current_time_text(char *buf, size_t len)
 }
 
 /*
- * After a promotion: record it in `history` and clear the request that led
- * to it.  A lost update here only loses a line of history, never safety:
- * the compare on mod_revision keeps concurrent writers from clobbering.
+ * `history` must have an entry for every promotion: the last-leader rule
+ * (primary_cycle) and the fork-point check (check_divergence) trust it.  So
+ * a leader on timeline T > 1 makes sure, every cycle until it succeeds,
+ * that history records the switch into T, taken from this node's own
+ * timeline history file.  A lost etcd write or a worker restart in the
+ * middle of a promotion is thus repaired by a later cycle instead of being
+ * skipped (a skipped entry once made the real leader demote itself after a
+ * restart).  The compare on mod_revision keeps concurrent writers from
+ * clobbering each other; a lost race is retried with the fresh value.
  */
 static void
-record_promotion(const NodeSnapshot *snap)
+ensure_history_entry(const NodeSnapshot *snap)
 {
 	const EtcdKV *kv = cluster_get(&worker.view, "history");
-	XLogRecPtr	switch_lsn = timeline_switch_point(snap->timeline);
+	TimeLineID	parent;
+	XLogRecPtr	switch_lsn;
 	char		when[64];
 	char	   *value;
 	EtcdCompare cmp = {worker.history_key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL,
 	kv ? kv->mod_revision : 0};
-	EtcdOp		ops[2] = {
-		{ETCD_OP_PUT, worker.history_key, NULL, 0, false},
-		{ETCD_OP_DELETE, worker.failover_key, NULL, 0, false},
-	};
+	EtcdOp		put = {ETCD_OP_PUT, worker.history_key, NULL, 0, false};
 	bool		succeeded;
 
+	if (snap->timeline <= 1 ||
+		cluster_history_timeline(&worker.view, 0, NULL) >= snap->timeline)
+		return;
+	if (!timeline_parent(snap->timeline, &parent, &switch_lsn))
+	{
+		remember_error("cannot read the history file of timeline %u", snap->timeline);
+		return;
+	}
 	current_time_text(when, sizeof(when));
-	value = cluster_history_append(&worker.view, worker.promoted_from ? worker.promoted_from : snap->timeline - 1,
-								   switch_lsn, worker.promote_reason, when, worker.node);
-	ops[0].value = value;
+	value = cluster_history_append(&worker.view, parent, switch_lsn,
+								   worker.promote_reason[0] ? worker.promote_reason : "promotion",
+								   when, worker.node);
+	put.value = value;
 	if (kv == NULL)
 		cmp.target = ETCD_CMP_CREATE;
-	if (etcd_txn(worker.etcd, &cmp, 1, ops, 2, &ops[1], 1, &succeeded, NULL) != ETCD_OK)
+	if (etcd_txn(worker.etcd, &cmp, 1, &put, 1, NULL, 0, &succeeded, NULL) != ETCD_OK)
 		remember_error("cannot record promotion in history: %s", etcd_last_error(worker.etcd));
+	else if (succeeded)
+		ereport(LOG,
+				(errmsg("pg_ha: history: timeline %u forked from %u at %X/%X, leader \"%s\"",
+						snap->timeline, parent, LSN_FORMAT_ARGS(switch_lsn), worker.node)));
+	else
+		soon(FAST_CYCLE_US);	/* history changed under us: retry with the new value */
 	pfree(value);
+}
+
+/* After this node's own promotion: count it and say so, once. */
+static void
+finish_promotion(const NodeSnapshot *snap)
+{
 	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
 	if (strcmp(worker.promote_reason, "switchover") == 0)
 		pg_ha_shared->switchovers++;
@@ -607,9 +725,10 @@ record_promotion(const NodeSnapshot *snap)
 		pg_ha_shared->failovers++;
 	LWLockRelease(pg_ha_shared->lock);
 	ereport(LOG,
-			(errmsg("pg_ha: promoted: now leader on timeline %u (switched at %X/%X, %s)",
-					snap->timeline, LSN_FORMAT_ARGS(switch_lsn), worker.promote_reason)));
+			(errmsg("pg_ha: promoted: now leader on timeline %u (%s)",
+					snap->timeline, worker.promote_reason)));
 	worker.promoting = false;
+	worker.promote_started = 0;
 }
 
 /* flush position of the standby streaming as application_name = name */
@@ -625,7 +744,7 @@ standby_flush_lsn(const char *name)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_execute_with_args("SELECT max(flush_lsn) FROM pg_stat_replication WHERE application_name = $1",
+	if (SPI_execute_with_args("SELECT pg_catalog.max(flush_lsn) FROM pg_catalog.pg_stat_replication WHERE application_name OPERATOR(pg_catalog.=) $1",
 							  1, argtypes, args, NULL, true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 	{
@@ -641,108 +760,343 @@ standby_flush_lsn(const char *name)
 	return flush;
 }
 
+/* Compare-and-delete of the failover key at the revision we acted on. */
+static void
+delete_request(int64 mod_revision, const char *why)
+{
+	EtcdCompare cmp = {worker.failover_key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL, mod_revision};
+	EtcdOp		del = {ETCD_OP_DELETE, worker.failover_key, NULL, 0, false};
+	bool		done;
+
+	if (etcd_txn(worker.etcd, &cmp, 1, &del, 1, NULL, 0, &done, NULL) == ETCD_OK && done)
+		ereport(LOG, (errmsg("pg_ha: cleared the failover key: %s", why)));
+}
+
 /*
- * Switchover, old leader's part.  Order matters:
- *   1. raise the fence and end client sessions: no more commits here;
- *   2. wait (bounded) until the candidate has flushed all our WAL;
- *   3. in one etcd transaction that checks we still hold the key: delete
- *      the leader key and mark the request handed over with our final
- *      position, which the candidate must reach before it promotes;
- *   4. restart as the candidate's standby.
- * The candidate thus promotes on a timeline that forks at or after our
- * last WAL, so this node follows it without pg_rewind.
+ * A malformed failover key is logged once per value (not once per cycle)
+ * and never acted on.
  */
 static void
-hand_over(const FailoverRequest *req)
+report_bad_request(int64 mod_revision, const char *err)
+{
+	if (worker.bad_request_revision == mod_revision)
+		return;
+	worker.bad_request_revision = mod_revision;
+	ereport(WARNING,
+			(errmsg("pg_ha: ignoring malformed failover key %s: %s", worker.failover_key, err),
+			 errhint("The leader deletes it; write a valid request with pg_ha.switchover() or pg_hactl.")));
+}
+
+/*
+ * Gives a switchover up: the request says why (the caller of
+ * pg_ha.switchover() reads it), the fence comes down, and this node leads on.
+ */
+static void
+abort_handover(const char *fmt,...) pg_attribute_printf(1, 2);
+
+static void
+abort_handover(const char *fmt,...)
+{
+	va_list		ap;
+	HaRequest	req;
+	char		value[HA_REQUEST_MAX_JSON];
+	EtcdCompare cmp = {worker.failover_key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL, worker.ho.revision};
+	EtcdOp		put = {ETCD_OP_PUT, worker.failover_key, value, 0, false};
+	bool		done;
+
+	memset(&req, 0, sizeof(req));
+	req.phase = HA_REQ_ABORTED;
+	strlcpy(req.leader, worker.node, sizeof(req.leader));
+	strlcpy(req.member, worker.ho.member, sizeof(req.member));
+	va_start(ap, fmt);
+	vsnprintf(req.reason, sizeof(req.reason), fmt, ap);
+	va_end(ap);
+	ereport(WARNING,
+			(errmsg("pg_ha: switchover to \"%s\" abandoned: %s", worker.ho.member, req.reason)));
+	if (ha_request_encode(&req, value, sizeof(value)) >= 0)
+		(void) etcd_txn(worker.etcd, &cmp, 1, &put, 1, NULL, 0, &done, NULL);
+	worker.ho.step = HO_NONE;
+	if (pg_atomic_exchange_u32(&pg_ha_shared->fence, 0) != 0)
+		ereport(LOG, (errmsg("pg_ha: fence lifted: switchover abandoned, this node leads on")));
+	set_state(HA_EV_HANDOVER_ABORTED, req.reason);
+}
+
+static XLogRecPtr
+last_checkpoint_lsn(void)
+{
+	ControlFileData *cf;
+	bool		crc_ok;
+	XLogRecPtr	lsn;
+
+	LWLockAcquire(ControlFileLock, LW_SHARED);
+	cf = get_controlfile(DataDir, &crc_ok);
+	LWLockRelease(ControlFileLock);
+	lsn = crc_ok ? cf->checkPoint : InvalidXLogRecPtr;
+	pfree(cf);
+	return lsn;
+}
+
+/*
+ * Switchover, old leader's part, in steps that each return at once: the
+ * lease keeps being renewed between them (a blocking wait here once let a
+ * long checkpoint expire the lease mid-switchover).
+ *
+ *   begin:      the candidate must be a streaming replica within
+ *               maximum_lag_on_failover (the walsender's view: exact);
+ *               request a checkpoint, without waiting for it;
+ *   checkpoint: once it is done (or after a third of the TTL), raise the
+ *               fence and end client sessions: no more commits here.  The
+ *               checkpoint keeps the old leader's replay short when it
+ *               restarts as a standby, inside the write gap;
+ *   catch-up:   once the candidate has flushed every byte of our WAL, one
+ *               etcd transaction that checks we still hold the key and the
+ *               request is unchanged deletes the leader key and marks the
+ *               request handed over at our final position; then restart as
+ *               the candidate's standby.  If it has not caught up in time
+ *               the switchover is abandoned: the fence comes down and this
+ *               node leads on.
+ *
+ * Why no acknowledged commit is lost: every commit acknowledged here was
+ * flushed before the fence went up, so it is at or below the flush
+ * position the candidate confirmed before the key was released; the
+ * candidate promotes only after that, and no other node can take the key
+ * meanwhile (the leader key exists until the hand-over transaction).
+ */
+static void
+handover_begin(const char *member, int64 revision)
 {
 	MemberInfo	cand;
-	char		host[256];
-	char		port[16];
-	XLogRecPtr	final_lsn;
-	int64		give_up = pg_ha_monotonic_us() + HANDOVER_CATCHUP_US;
-	char		value[512];
-	EtcdCompare cmp = {worker.leader_key, ETCD_CMP_VALUE, ETCD_CMP_EQUAL, worker.node, 0};
-	EtcdOp		ops[2] = {
-		{ETCD_OP_DELETE, worker.leader_key, NULL, 0, false},
-		{ETCD_OP_PUT, worker.failover_key, value, 0, false},
-	};
-	bool		succeeded;
+	XLogRecPtr	theirs;
+	XLogRecPtr	mine = GetFlushRecPtr(NULL);
 
-	const char *abandon = NULL;
-	XLogRecPtr	behind = InvalidXLogRecPtr;
-
-	if (!cluster_member(&worker.view, req->member, &cand) || !cand.is_replica ||
-		!conn_url_host_port(cand.conn_url, host, sizeof(host), port, sizeof(port)))
-		abandon = "candidate is not a running replica";
-	else
+	memset(&worker.ho, 0, sizeof(worker.ho));
+	strlcpy(worker.ho.member, member, sizeof(worker.ho.member));
+	worker.ho.revision = revision;
+	if (!cluster_member(&worker.view, member, &cand) || !cand.is_replica ||
+		!conn_url_host_port(cand.conn_url, worker.ho.host, sizeof(worker.ho.host),
+							worker.ho.port, sizeof(worker.ho.port)))
 	{
-		/* lag as the walsender sees it now: exact, unlike member keys */
-		XLogRecPtr	theirs = standby_flush_lsn(req->member);
-		XLogRecPtr	mine = GetFlushRecPtr(NULL);
-
-		if (theirs == InvalidXLogRecPtr)
-			abandon = "candidate is not streaming from the leader";
-		else if (mine > theirs &&
-				 mine - theirs > (uint64) pg_ha_maximum_lag_on_failover * 1024)
-		{
-			abandon = "candidate is lagging more than pg_ha.maximum_lag_on_failover";
-			behind = mine - theirs;
-		}
-	}
-	if (abandon)
-	{
-		ereport(WARNING,
-				(errmsg("pg_ha: switchover to \"%s\" abandoned: %s", req->member, abandon),
-				 behind ? errdetail("It is %llu bytes behind.", (unsigned long long) behind) : 0));
-		snprintf(value, sizeof(value), "{\"leader\":\"%s\",\"member\":\"%s\",\"aborted\":\"%s\"}",
-				 worker.node, req->member, abandon);
-		etcd_put(worker.etcd, worker.failover_key, value, 0);
+		abort_handover("\"%s\" is not a running replica", member);
 		return;
 	}
-	/*
-	 * Checkpoint while still writable: the write gap starts at the fence and
-	 * lasts until this node, restarted as a standby, has replayed its WAL
-	 * since the last checkpoint and confirmed where it ends.  Flushing now
-	 * leaves that replay short.
-	 */
-	ereport(LOG, (errmsg("pg_ha: switchover: checkpoint before handing leadership to \"%s\"", req->member)));
-	RequestCheckpoint(CHECKPOINT_IMMEDIATE | CHECKPOINT_FORCE | CHECKPOINT_WAIT);
-	ereport(LOG, (errmsg("pg_ha: switchover: handing leadership to \"%s\"", req->member)));
-	raise_fence("switchover");
-	terminate_client_backends();
-
-	for (;;)
+	if (cand.nofailover || cand.failover_priority <= 0)
 	{
-		XLogRecPtr	mine = GetFlushRecPtr(NULL);
-		XLogRecPtr	theirs = standby_flush_lsn(req->member);
+		abort_handover("\"%s\" is tagged nofailover", member);
+		return;
+	}
+	theirs = standby_flush_lsn(member);
+	if (theirs == InvalidXLogRecPtr)
+	{
+		abort_handover("\"%s\" is not streaming from the leader", member);
+		return;
+	}
+	if (mine > theirs && mine - theirs > (uint64) pg_ha_maximum_lag_on_failover * 1024)
+	{
+		abort_handover("\"%s\" is %llu bytes behind, more than pg_ha.maximum_lag_on_failover",
+					   member, (unsigned long long) (mine - theirs));
+		return;
+	}
+	worker.ho.checkpoint_before = last_checkpoint_lsn();
+	RequestCheckpoint(CHECKPOINT_IMMEDIATE | CHECKPOINT_FORCE);
+	worker.ho.step = HO_CHECKPOINT;
+	worker.ho.deadline = pg_ha_monotonic_us() + worker.lease_ttl * 1000000 / 3;
+	set_state(HA_EV_SWITCHOVER_DUE, member);
+	ereport(LOG, (errmsg("pg_ha: switchover: checkpoint before handing leadership to \"%s\"", member)));
+	soon(FAST_CYCLE_US);
+}
 
-		if (theirs != InvalidXLogRecPtr && theirs >= mine)
-			break;
-		if (pg_ha_monotonic_us() > give_up)
+static void
+handover_step(void)
+{
+	HaRequest	req;
+	int64		revision;
+	XLogRecPtr	mine;
+	XLogRecPtr	theirs;
+	int64		now = pg_ha_monotonic_us();
+
+	/* cancelled, or replaced: stop, whatever step we are at */
+	if (cluster_request(&worker.view, &req, &revision, NULL, 0) != CLUSTER_REQUEST_VALID ||
+		revision != worker.ho.revision)
+	{
+		abort_handover("the request was cancelled or replaced");
+		return;
+	}
+	if (worker.ho.step == HO_CHECKPOINT)
+	{
+		if (last_checkpoint_lsn() == worker.ho.checkpoint_before && now < worker.ho.deadline)
 		{
+			soon(FAST_CYCLE_US);
+			return;
+		}
+		ereport(LOG, (errmsg("pg_ha: switchover: handing leadership to \"%s\"", worker.ho.member)));
+		raise_fence("switchover");
+		terminate_client_backends();
+		worker.ho.step = HO_CATCHUP;
+		worker.ho.deadline = now + HANDOVER_CATCHUP_US;
+	}
+
+	mine = GetFlushRecPtr(NULL);
+	theirs = standby_flush_lsn(worker.ho.member);
+	if (theirs == InvalidXLogRecPtr || theirs < mine)
+	{
+		if (now < worker.ho.deadline)
+		{
+			soon(FAST_CYCLE_US / 5);
+			return;
+		}
+		abort_handover("\"%s\" flushed %X/%X of %X/%X within %d s",
+					   worker.ho.member, LSN_FORMAT_ARGS(theirs), LSN_FORMAT_ARGS(mine),
+					   (int) (HANDOVER_CATCHUP_US / 1000000));
+		return;
+	}
+
+	{
+		char		value[HA_REQUEST_MAX_JSON];
+		EtcdCompare cmps[3] = {
+			{worker.leader_key, ETCD_CMP_VALUE, ETCD_CMP_EQUAL, worker.node, 0},
+			{worker.leader_key, ETCD_CMP_LEASE, ETCD_CMP_EQUAL, NULL, worker.lease_id},
+			{worker.failover_key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL, worker.ho.revision},
+		};
+		EtcdOp		ops[2] = {
+			{ETCD_OP_DELETE, worker.leader_key, NULL, 0, false},
+			{ETCD_OP_PUT, worker.failover_key, value, 0, false},
+		};
+		bool		succeeded;
+
+		memset(&req, 0, sizeof(req));
+		req.phase = HA_REQ_HANDED_OVER;
+		strlcpy(req.leader, worker.node, sizeof(req.leader));
+		strlcpy(req.member, worker.ho.member, sizeof(req.member));
+		req.final_lsn = (uint64_t) mine;
+		if (ha_request_encode(&req, value, sizeof(value)) < 0)
+		{
+			abort_handover("cannot encode the hand-over");
+			return;
+		}
+		if (etcd_txn(worker.etcd, cmps, 3, ops, 2, NULL, 0, &succeeded, NULL) != ETCD_OK)
+		{
+			/* unknown outcome: stay fenced; the next cycle sees who holds the key */
+			remember_error("switchover: cannot release the leader key: %s", etcd_last_error(worker.etcd));
+			soon(FAST_CYCLE_US);
+			return;
+		}
+		if (!succeeded)
+		{
+			/*
+			 * The key is no longer ours, or the request was cancelled at the
+			 * last moment.  Stay fenced: the next cycle confirms the key
+			 * first, and lifts the fence only if this node still leads.
+			 */
 			ereport(LOG,
-					(errmsg("pg_ha: switchover: \"%s\" has flushed %X/%X of %X/%X; it will fetch the rest after the restart",
-							req->member, LSN_FORMAT_ARGS(theirs), LSN_FORMAT_ARGS(mine))));
-			break;
+					(errmsg("pg_ha: switchover to \"%s\" stopped: the leader key or the request changed",
+							worker.ho.member)));
+			worker.ho.step = HO_NONE;
+			soon(0);
+			return;
 		}
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-	final_lsn = GetFlushRecPtr(NULL);
-	snprintf(value, sizeof(value),
-			 "{\"leader\":\"%s\",\"member\":\"%s\",\"final_lsn\":" UINT64_FORMAT ",\"handed_over\":true}",
-			 worker.node, req->member, (uint64) final_lsn);
-	if (etcd_txn(worker.etcd, &cmp, 1, ops, 2, NULL, 0, &succeeded, NULL) != ETCD_OK || !succeeded)
-	{
-		/* the fence stays up: the next cycle demotes or retries */
-		remember_error("switchover: cannot release the leader key: %s", etcd_last_error(worker.etcd));
-		return;
 	}
 	worker.is_leader = false;
 	publish_lease_deadline();
-	demote_and_restart(req->member, host, port, "switchover");
+	set_state(HA_EV_HANDED_OVER, worker.ho.member);
+	demote_and_restart(worker.ho.member, worker.ho.host, worker.ho.port, "switchover");
+}
+
+/* The most advanced eligible replica, for a request that names no member. */
+static bool
+pick_switchover_candidate(MemberInfo *best)
+{
+	MemberInfo	members[PG_HA_MAX_MEMBERS];
+	int			n = cluster_members(&worker.view, members, PG_HA_MAX_MEMBERS);
+	bool		found = false;
+
+	for (int i = 0; i < n; i++)
+	{
+		if (!members[i].valid || !members[i].is_replica || !members[i].streaming ||
+			members[i].nofailover || members[i].failover_priority <= 0 ||
+			strcmp(members[i].name, worker.node) == 0)
+			continue;
+		if (!found || failover_better(&members[i], best))
+			*best = members[i];
+		found = true;
+	}
+	return found;
+}
+
+/*
+ * The failover key, as the leader sees it.  Like Patroni's leader, it
+ * deletes requests that are invalid, stale or done, so none can linger
+ * and promote someone later (a leftover request once promoted a lagging
+ * replica and lost 50,000 committed rows):
+ *   - malformed: logged once, deleted;
+ *   - handed over, confirmed, shutdown note: a previous term's, deleted;
+ *   - aborted: left for the caller to read; the next request replaces it;
+ *   - requested, naming another node as leader, or this node as member:
+ *     stale or moot, deleted;
+ *   - requested of this leader (Patroni's {"member": ...} included): once
+ *     its time has come, the hand-over starts.
+ */
+static void
+leader_handle_request(void)
+{
+	HaRequest	req;
+	int64		revision;
+	char		err[256];
+	const char *member;
+	MemberInfo	best;
+
+	switch (cluster_request(&worker.view, &req, &revision, err, sizeof(err)))
+	{
+		case CLUSTER_REQUEST_NONE:
+			return;
+		case CLUSTER_REQUEST_INVALID:
+			report_bad_request(revision, err);
+			delete_request(revision, "malformed");
+			return;
+		case CLUSTER_REQUEST_VALID:
+			break;
+	}
+	if (req.phase == HA_REQ_ABORTED)
+		return;
+	if (req.phase != HA_REQ_REQUESTED)
+	{
+		delete_request(revision, psprintf("%s request of an earlier term", ha_request_phase_name(req.phase)));
+		return;
+	}
+	if (req.leader[0] != '\0' && strcmp(req.leader, worker.node) != 0)
+	{
+		delete_request(revision, psprintf("it names \"%s\" as leader, this node leads", req.leader));
+		return;
+	}
+	if (strcmp(req.member, worker.node) == 0)
+	{
+		delete_request(revision, "it names the current leader as candidate");
+		return;
+	}
+	if (cluster_paused(&worker.view))
+		return;
+	if (req.scheduled)
+	{
+		int64		now_us = (int64) time(NULL) * 1000000;	/* wall clock: scheduled_at is one */
+
+		if (req.scheduled_at_us > now_us)
+		{
+			soon(Min(worker.lease_ttl * 1000000 / 3, req.scheduled_at_us - now_us));
+			return;
+		}
+	}
+	member = req.member;
+	if (member[0] == '\0')
+	{
+		if (!pick_switchover_candidate(&best))
+		{
+			worker.ho.revision = revision;
+			worker.ho.member[0] = '\0';
+			abort_handover("no replica can take over");
+			return;
+		}
+		member = best.name;
+	}
+	handover_begin(member, revision);
 }
 
 /* A primary that lost the race to another node: fence, then demote. */
@@ -756,6 +1110,7 @@ yield_to(const char *leader, const char *why)
 	raise_fence(why);
 	if (cluster_paused(&worker.view))
 		return;					/* paused: stay fenced, do not demote */
+	set_state(HA_EV_DEMOTE, why);
 	if (cluster_member(&worker.view, leader, &m) &&
 		conn_url_host_port(m.conn_url, host, sizeof(host), port, sizeof(port)))
 		demote_and_restart(leader, host, port, why);
@@ -766,18 +1121,15 @@ static bool
 primary_cycle(const NodeSnapshot *snap)
 {
 	const char *leader;
-	FailoverRequest req;
 
 	if (!check_initialize_key())
 		return worker.state != HA_MISCONFIGURED ? false : true;
-
-	if (worker.promoting && worker.is_leader)
-		record_promotion(snap);
 
 	if (!worker.is_leader)
 	{
 		TimeLineID	cluster_tl = cluster_history_timeline(&worker.view, 0, NULL);
 
+		worker.ho.step = HO_NONE;
 		leader = cluster_leader(&worker.view);
 		if (leader[0] != '\0' && strcmp(leader, worker.node) != 0)
 		{
@@ -829,43 +1181,25 @@ primary_cycle(const NodeSnapshot *snap)
 		}
 	}
 
-	/* we hold the key: writes are allowed again if a fence was up */
+	if (worker.promoting)
+		finish_promotion(snap);
+	ensure_history_entry(snap);
+
+	/* we hold the key: writes are allowed again, unless a hand-over runs */
 	publish_lease_deadline();
-	if (pg_atomic_exchange_u32(&pg_ha_shared->fence, 0) != 0)
+	if (worker.ho.step == HO_NONE && pg_atomic_exchange_u32(&pg_ha_shared->fence, 0) != 0)
 		ereport(LOG, (errmsg("pg_ha: fence lifted: this node holds the leader lease")));
 	if (!publish_member(snap, false))
 		return false;
 	if (!worker.is_leader)
 		return true;
+	if (worker.ho.step != HO_NONE)
+	{
+		handover_step();
+		return true;
+	}
 	set_state(HA_EV_GOT_LEADER_KEY, worker.leader_key);
-
-	if (cluster_failover_request(&worker.view, &req) &&
-		(req.member[0] == '\0' || strcmp(req.member, worker.node) == 0) &&
-		!worker.promoting)
-	{
-		/* a request that is done or moot now that we lead: clear it */
-		EtcdCompare cmp = {worker.failover_key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL, req.mod_revision};
-		EtcdOp		del = {ETCD_OP_DELETE, worker.failover_key, NULL, 0, false};
-		bool		done;
-
-		(void) etcd_txn(worker.etcd, &cmp, 1, &del, 1, NULL, 0, &done, NULL);
-	}
-	else if (cluster_failover_request(&worker.view, &req) && !req.handed_over &&
-		strcmp(req.leader, worker.node) == 0 && req.member[0] != '\0' &&
-		strcmp(req.member, worker.node) != 0 &&
-		cluster_get(&worker.view, "failover") != NULL &&
-		strstr(cluster_get(&worker.view, "failover")->value, "\"aborted\"") == NULL)
-	{
-		TimestampTz at = 0;
-
-		if (req.scheduled_at[0] != '\0')
-			at = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
-														 CStringGetDatum(req.scheduled_at),
-														 ObjectIdGetDatum(InvalidOid),
-														 Int32GetDatum(-1)));
-		if (at <= GetCurrentTimestamp())
-			hand_over(&req);
-	}
+	leader_handle_request();
 	return true;
 }
 
@@ -875,10 +1209,48 @@ static void
 begin_promotion(const char *reason, TimeLineID from)
 {
 	worker.promoting = true;
+	worker.promote_started = pg_ha_monotonic_us();
+	worker.promote_cancelled_queries = false;
 	worker.promoted_from = from;
 	strlcpy(worker.promote_reason, reason, sizeof(worker.promote_reason));
+	set_state(HA_EV_WON_RACE, reason);
 	ereport(LOG, (errmsg("pg_ha: promoting: took the leader key (%s)", reason)));
 	promote_now();
+	soon(FAST_CYCLE_US);
+}
+
+/*
+ * A promotion is bounded.  The startup process may be slow to end recovery
+ * (a large replay backlog) or blocked (a query conflicting with replay
+ * under max_standby_streaming_delay = -1) while this node holds the key and
+ * nobody writes.  After one TTL, client sessions are ended so that no
+ * query can hold replay back; after three, the key is given up so that
+ * another node can take over.  Should recovery end after that, this node is
+ * a primary without the key: fenced, and it demotes (primary_cycle).
+ */
+static void
+watch_promotion(void)
+{
+	int64		elapsed = pg_ha_monotonic_us() - worker.promote_started;
+
+	if (elapsed > worker.lease_ttl * 1000000 && !worker.promote_cancelled_queries)
+	{
+		ereport(LOG,
+				(errmsg("pg_ha: promotion still running after %d s: ending client sessions that may hold replay back",
+						(int) (elapsed / 1000000))));
+		terminate_client_backends();
+		worker.promote_cancelled_queries = true;
+	}
+	if (elapsed > 3 * worker.lease_ttl * 1000000 && worker.is_leader)
+	{
+		ereport(WARNING,
+				(errmsg("pg_ha: promotion did not finish within %d s: giving the leader key up",
+						(int) (elapsed / 1000000))));
+		(void) etcd_delete_if_value(worker.etcd, worker.leader_key, worker.node);
+		worker.is_leader = false;
+		worker.promoting = false;
+		publish_lease_deadline();
+	}
 	soon(FAST_CYCLE_US);
 }
 
@@ -899,14 +1271,114 @@ old_leader_stream_ended(const NodeSnapshot *snap, XLogRecPtr final_lsn)
 }
 
 /*
- * Leader key absent: decide whether to race for it.  A failover request
- * names who may take it; otherwise every replica publishes a fresh position,
- * waits for its peers' (bounded), and only the best eligible one races.
+ * A standby races only for the cluster it belongs to: `initialize` must
+ * exist and hold this node's system identifier.  Without that check a
+ * standby of another database, or a node started with the wrong namespace
+ * (which sees an empty cluster), promoted itself beside the real leader.
+ * Only a primary initializes a cluster.
+ */
+static bool
+standby_may_race(char *why, size_t len)
+{
+	const char *init = cluster_initialize(&worker.view);
+	char		sysid[32];
+
+	snprintf(sysid, sizeof(sysid), UINT64_FORMAT, GetSystemIdentifier());
+	if (init == NULL)
+	{
+		snprintf(why, len, "no cluster is initialized under %s (no initialize key); only a primary initializes one",
+				 worker.prefix);
+		return false;
+	}
+	if (strcmp(init, sysid) != 0)
+	{
+		snprintf(why, len, "the initialize key holds system identifier %s, this node has %s",
+				 init, sysid);
+		return false;
+	}
+	return true;
+}
+
+/* The refusal to race, logged when it changes rather than every cycle. */
+static void
+refuse_race(const char *why)
+{
+	remember_error("not taking over: %s", why);
+	if (strcmp(worker.race_refusal, why) != 0)
+	{
+		strlcpy(worker.race_refusal, why, sizeof(worker.race_refusal));
+		ereport(LOG, (errmsg("pg_ha: not taking over: %s", why)));
+	}
+}
+
+/*
+ * The last leader's position, for maximum_lag_on_failover: the larger of
+ * the status key's optime and the leader's member key xlog_location, as
+ * last seen while the leader was there (its member key vanishes with its
+ * lease, at the same time as the leader key).
+ */
+static XLogRecPtr
+last_leader_position(void)
+{
+	XLogRecPtr	optime = cluster_optime(&worker.view);
+
+	return Max(optime, worker.leader_last_lsn);
+}
+
+/*
+ * Is the previous leader's write authority provably over?  Its deadline
+ * ends no later than its lease, and its member key carries the same lease.
+ * When the leader key expired, the member key went with it.  When the key
+ * was deleted some other way (etcdctl del, patronictl remove, an etcd
+ * restore) the old leader may still hold a live lease and, cut from etcd,
+ * keep writing until its deadline: racing then would make two writable
+ * primaries.  So a replica races only once the old leader's member key is
+ * gone, carries another lease (its worker restarted), or says it is a
+ * replica (it demoted).  A clean stop revokes the lease, so it does not
+ * wait; a switchover hands the key over explicitly and does not come here.
+ */
+static bool
+previous_leader_gone(char *why, size_t len)
+{
+	char		suffix[PG_HA_NAME_LEN + 16];
+	const EtcdKV *kv;
+	MemberInfo	m;
+
+	if (worker.last_leader[0] == '\0' || strcmp(worker.last_leader, worker.node) == 0)
+		return true;
+	snprintf(suffix, sizeof(suffix), "members/%s", worker.last_leader);
+	kv = cluster_get(&worker.view, suffix);
+	if (kv == NULL || kv->lease != worker.last_leader_lease ||
+		(cluster_member(&worker.view, worker.last_leader, &m) && m.is_replica))
+		return true;
+	snprintf(why, len, "the leader key of \"%s\" was removed while its lease is alive; waiting for the lease to end or for \"%s\" to demote",
+			 worker.last_leader, worker.last_leader);
+	return false;
+}
+
+/*
+ * Leader key absent: decide whether to race for it.  Every replica
+ * publishes a fresh position, waits for its peers' (bounded), and only the
+ * best eligible one takes the key (failover_decide).  A request in the
+ * failover key changes that only in three ways:
+ *   - handed over to member M (a switchover whose old leader saw M flush
+ *     its final position): M takes the key, after the old leader confirmed
+ *     where its WAL ends (bounded by one TTL); the others give M one TTL;
+ *   - Patroni's manual failover {"member": M}: M wins ties; it never wins
+ *     over a more advanced eligible replica unless the request is forced;
+ *   - the shutdown note of a leader that stopped cleanly: wait (bounded)
+ *     for its stream to end, so the next leader forks after its shutdown
+ *     checkpoint and it can follow without pg_rewind.
+ * A switchover that was requested but never handed over means nothing once
+ * the leader is gone: it promotes nobody.
  */
 static void
 failover_race(const NodeSnapshot *snap)
 {
-	FailoverRequest req;
+	HaRequest	req;
+	int64		revision;
+	char		err[256];
+	ClusterRequestStatus rs;
 	MemberInfo	members[PG_HA_MAX_MEMBERS];
 	MemberInfo	peers[PG_HA_MAX_MEMBERS];
 	int			n;
@@ -915,53 +1387,61 @@ failover_race(const NodeSnapshot *snap)
 	RaceInput	in;
 	char		why[256];
 	int64		now = pg_ha_monotonic_us();
-	bool		requested = cluster_failover_request(&worker.view, &req) && req.member[0] != '\0';
+	const char *preferred = NULL;
+	bool		forced = false;
 
-	if (requested && strcmp(req.member, worker.node) != 0 &&
-		(worker.race_started == 0 || now - worker.race_started < worker.lease_ttl * 1000000))
+	if (!standby_may_race(why, sizeof(why)) || !previous_leader_gone(why, sizeof(why)))
 	{
-		/* someone else was asked to take over: give them one TTL */
-		if (worker.race_started == 0)
-			worker.race_started = now;
+		refuse_race(why);
 		soon(FAST_CYCLE_US * 4);
 		return;
 	}
-	if (requested && strcmp(req.member, worker.node) == 0)
+	rs = cluster_request(&worker.view, &req, &revision, err, sizeof(err));
+	if (rs == CLUSTER_REQUEST_INVALID)
+		report_bad_request(revision, err);
+	if (rs == CLUSTER_REQUEST_VALID &&
+		(req.phase == HA_REQ_HANDED_OVER || req.phase == HA_REQ_FINAL_CONFIRMED))
 	{
-		/*
-		 * Switchover / manual failover to us: wait until the old leader,
-		 * restarted as a standby, has confirmed where its WAL ends, and we
-		 * have replayed that far (streaming the rest from it if need be),
-		 * then take the key.  Bounded by one TTL: past that we take over
-		 * anyway and the old leader, if it diverged, is rewound.
-		 */
-		if (req.handed_over &&
-			(!req.final_confirmed || snap->replay_lsn < req.final_lsn) &&
-			(worker.race_started == 0 || now - worker.race_started < worker.lease_ttl * 1000000))
+		if (worker.race_started == 0)
+			worker.race_started = now;
+		if (strcmp(req.member, worker.node) == 0)
 		{
-			if (worker.race_started == 0)
-				worker.race_started = now;
-			soon(FAST_CYCLE_US / 5);
+			if (req.phase != HA_REQ_FINAL_CONFIRMED &&
+				now - worker.race_started < worker.lease_ttl * 1000000)
+			{
+				soon(FAST_CYCLE_US / 5);
+				return;
+			}
+			if (!acquire_leader_key())
+				return;
+			if (worker.is_leader)
+				begin_promotion("switchover", snap->timeline);
 			return;
 		}
-		if (!acquire_leader_key())
+		if (now - worker.race_started < worker.lease_ttl * 1000000)
+		{
+			soon(FAST_CYCLE_US * 4);	/* the key was handed to someone else */
 			return;
-		if (worker.is_leader)
-			begin_promotion(req.handed_over ? "switchover" : "manual failover", snap->timeline);
-		return;
+		}
 	}
 	if (cluster_paused(&worker.view))
 		return;
 
-	if (requested == false && cluster_failover_request(&worker.view, &req) && req.shutdown &&
-		!old_leader_stream_ended(snap, req.final_lsn) &&
-		(worker.race_started == 0 || now - worker.race_started < SHUTDOWN_WAIT_US))
+	if (rs == CLUSTER_REQUEST_VALID && req.phase == HA_REQ_SHUTDOWN &&
+		!old_leader_stream_ended(snap, (XLogRecPtr) req.final_lsn) &&
+		(worker.race_started == 0 || now - worker.race_started < SHUTDOWN_WAIT_TTLS * worker.lease_ttl * 1000000))
 	{
 		/* the old leader is writing its shutdown checkpoint: wait for it */
 		if (worker.race_started == 0)
 			worker.race_started = now;
 		soon(FAST_CYCLE_US);
 		return;
+	}
+	if (rs == CLUSTER_REQUEST_VALID && req.phase == HA_REQ_REQUESTED && req.leader[0] == '\0' &&
+		req.member[0] != '\0')
+	{
+		preferred = req.member;
+		forced = req.force;
 	}
 
 	if (worker.race_started == 0)
@@ -998,9 +1478,24 @@ failover_race(const NodeSnapshot *snap)
 	in.self.timeline = snap->timeline;
 	in.peers = peers;
 	in.npeers = npeers;
-	in.leader_optime = cluster_optime(&worker.view);
+	in.leader_optime = last_leader_position();
 	in.cluster_timeline = cluster_history_timeline(&worker.view, 0, NULL);
 	in.maximum_lag_bytes = (uint64) pg_ha_maximum_lag_on_failover * 1024;
+	in.preferred = preferred;
+	in.forced = forced && strcmp(preferred, worker.node) == 0;
+
+	/* a forced request for a healthy peer: that peer takes over, not us */
+	if (forced && !in.forced)
+	{
+		for (int i = 0; i < npeers; i++)
+			if (strcmp(peers[i].name, preferred) == 0 && peers[i].valid &&
+				!peers[i].nofailover && peers[i].failover_priority > 0 &&
+				now - worker.race_started < worker.lease_ttl * 1000000)
+			{
+				soon(FAST_CYCLE_US * 4);
+				return;
+			}
+	}
 
 	switch (failover_decide(&in, why, sizeof(why)))
 	{
@@ -1008,7 +1503,8 @@ failover_race(const NodeSnapshot *snap)
 			if (!acquire_leader_key())
 				return;
 			if (worker.is_leader)
-				begin_promotion("failover", snap->timeline);
+				begin_promotion(preferred && strcmp(preferred, worker.node) == 0 ?
+								"manual failover" : "failover", snap->timeline);
 			break;
 		case RACE_DEFER:
 			/* the better candidate gets one TTL; then everyone races again */
@@ -1017,7 +1513,7 @@ failover_race(const NodeSnapshot *snap)
 			soon(FAST_CYCLE_US * 4);
 			break;
 		case RACE_INELIGIBLE:
-			remember_error("not taking over: %s", why);
+			refuse_race(why);
 			break;
 	}
 }
@@ -1045,14 +1541,49 @@ follow(const char *leader)
 }
 
 /*
- * A standby that replayed WAL of its old timeline past the point where the
- * leader's timeline forked off can never follow it: it wrote WAL (as a
- * former primary) that the leader lacks.  Only pg_rewind, which needs
- * postgres stopped, can fix that.  The worker leaves a marker in the data
- * directory and shuts postgres down; the service manager's restart runs
- * `pg_hactl rejoin --if-needed` (ExecStartPre), which rewinds it.  The
- * condition must hold for two renew intervals, so a transient view of
- * etcd cannot shut a healthy standby down.
+ * Where this standby's history left the cluster's, or InvalidXLogRecPtr if
+ * it did not: judged by fork points, not by timeline numbers alone, since
+ * two forks can carry the same number (a promotion that stalled past the
+ * TTL while another node promoted too).  The cluster's history key records
+ * where each timeline forked off; this node's own timeline history file
+ * says where its timeline did.
+ *   - our timeline T > 1 forked at a different position than the cluster's
+ *     T did: we are on another branch, diverged from where the earlier of
+ *     the two forks happened;
+ *   - the leader is on a newer timeline that forked off ours at F, and we
+ *     replayed past F: we wrote WAL the leader lacks.
+ */
+static XLogRecPtr
+divergence_point(const NodeSnapshot *snap, const MemberInfo *leader)
+{
+	XLogRecPtr	fork;
+	TimeLineID	parent;
+	XLogRecPtr	ours;
+
+	if (snap->timeline > 1 && cluster_history_timeline(&worker.view, 0, NULL) >= snap->timeline &&
+		timeline_parent(snap->timeline, &parent, &ours))
+	{
+		XLogRecPtr	theirs;
+
+		cluster_history_timeline(&worker.view, parent, &theirs);
+		if (theirs != InvalidXLogRecPtr && ours != theirs)
+			return Min(ours, theirs);
+	}
+	if (leader->timeline <= snap->timeline)
+		return InvalidXLogRecPtr;
+	cluster_history_timeline(&worker.view, snap->timeline, &fork);
+	if (fork == InvalidXLogRecPtr || snap->replay_lsn <= fork)
+		return InvalidXLogRecPtr;
+	return fork;
+}
+
+/*
+ * A standby that diverged from the leader can never follow it: only
+ * pg_rewind, which needs postgres stopped, can fix that.  The worker leaves
+ * a marker in the data directory and shuts postgres down; the service
+ * manager's restart runs `pg_hactl rejoin --if-needed` (ExecStartPre),
+ * which rewinds it.  The condition must hold for two renew intervals, so a
+ * transient view of etcd cannot shut a healthy standby down.
  */
 static void
 check_divergence(const NodeSnapshot *snap, const char *leader)
@@ -1063,14 +1594,8 @@ check_divergence(const NodeSnapshot *snap, const char *leader)
 	char		path[MAXPGPATH];
 	FILE	   *f;
 
-	if (!cluster_member(&worker.view, leader, &m) || m.timeline <= snap->timeline ||
-		cluster_paused(&worker.view))
-	{
-		worker.diverged_since = 0;
-		return;
-	}
-	cluster_history_timeline(&worker.view, snap->timeline, &fork);
-	if (fork == InvalidXLogRecPtr || snap->replay_lsn <= fork)
+	if (!cluster_member(&worker.view, leader, &m) || cluster_paused(&worker.view) ||
+		(fork = divergence_point(snap, &m)) == InvalidXLogRecPtr)
 	{
 		worker.diverged_since = 0;
 		return;
@@ -1091,9 +1616,10 @@ check_divergence(const NodeSnapshot *snap, const char *leader)
 		remember_error("cannot write %s: %m", path);
 		return;
 	}
+	set_state(HA_EV_DIVERGED, leader);
 	ereport(LOG,
-			(errmsg("pg_ha: diverged: replayed %X/%X on timeline %u, past where timeline %u of leader \"%s\" forked (%X/%X); shutting down for pg_rewind",
-					LSN_FORMAT_ARGS(snap->replay_lsn), snap->timeline, m.timeline, leader,
+			(errmsg("pg_ha: diverged: this node (timeline %u, replayed %X/%X) left the history of leader \"%s\" (timeline %u) at %X/%X; shutting down for pg_rewind",
+					snap->timeline, LSN_FORMAT_ARGS(snap->replay_lsn), leader, m.timeline,
 					LSN_FORMAT_ARGS(fork)),
 			 errhint("The service manager restarts postgres; its ExecStartPre \"pg_hactl rejoin --if-needed\" rewinds this node.")));
 	if (kill(PostmasterPid, SIGINT) != 0)
@@ -1105,22 +1631,25 @@ check_divergence(const NodeSnapshot *snap, const char *leader)
  * can no longer grow, so where it ends is final.  The WAL receiver starts
  * only after the startup process has replayed every local record, so from
  * then on the replay position is that end.  Publish it: the candidate
- * promotes only once it has replayed that far, which is what lets this
- * node follow without pg_rewind even if a hint-bit page image or a
- * background record slipped in after the hand-over measured its position.
+ * promotes once it has replayed that far, which lets this node follow
+ * without pg_rewind even if a hint-bit page image or a background record
+ * slipped in after the hand-over measured its position.  (Acknowledged
+ * commits do not depend on this step: the candidate flushed every one
+ * before the key was released.)
  */
 static void
 confirm_final_position(const NodeSnapshot *snap)
 {
-	FailoverRequest req;
+	HaRequest	req;
+	int64		revision;
 	WalRcvState state;
-	char		value[512];
-	EtcdCompare cmp;
+	char		value[HA_REQUEST_MAX_JSON];
+	EtcdCompare cmp = {worker.failover_key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL, 0};
 	EtcdOp		put = {ETCD_OP_PUT, worker.failover_key, value, 0, false};
 	bool		done;
 
-	if (!cluster_failover_request(&worker.view, &req) || !req.handed_over ||
-		req.final_confirmed || strcmp(req.leader, worker.node) != 0)
+	if (cluster_request(&worker.view, &req, &revision, NULL, 0) != CLUSTER_REQUEST_VALID ||
+		req.phase != HA_REQ_HANDED_OVER || strcmp(req.leader, worker.node) != 0)
 		return;
 	SpinLockAcquire(&WalRcv->mutex);
 	state = WalRcv->walRcvState;
@@ -1130,18 +1659,44 @@ confirm_final_position(const NodeSnapshot *snap)
 		soon(FAST_CYCLE_US / 5);	/* still replaying local WAL */
 		return;
 	}
-	snprintf(value, sizeof(value),
-			 "{\"leader\":\"%s\",\"member\":\"%s\",\"final_lsn\":" UINT64_FORMAT ",\"handed_over\":true,\"final_confirmed\":true}",
-			 worker.node, req.member, (uint64) Max(snap->replay_lsn, req.final_lsn));
-	cmp.key = worker.failover_key;
-	cmp.target = ETCD_CMP_MOD;
-	cmp.result = ETCD_CMP_EQUAL;
-	cmp.value = NULL;
-	cmp.number = req.mod_revision;
+	req.phase = HA_REQ_FINAL_CONFIRMED;
+	req.final_lsn = (uint64_t) Max(snap->replay_lsn, (XLogRecPtr) req.final_lsn);
+	if (ha_request_encode(&req, value, sizeof(value)) < 0)
+		return;
+	cmp.number = revision;
 	if (etcd_txn(worker.etcd, &cmp, 1, &put, 1, NULL, 0, &done, NULL) == ETCD_OK && done)
 		ereport(LOG,
 				(errmsg("pg_ha: switchover: this node's WAL ends at %X/%X; \"%s\" promotes once it has it",
-						LSN_FORMAT_ARGS(Max(snap->replay_lsn, req.final_lsn)), req.member)));
+						LSN_FORMAT_ARGS((XLogRecPtr) req.final_lsn), req.member)));
+}
+
+/*
+ * The leader key holds our name while we are a standby.  Either a
+ * promotion of ours is under way (the worker restarted in the middle of
+ * it: the startup process already has the promote request) and the key is
+ * re-attached to our lease, or it is a leftover of our life as a primary
+ * and is released.  Deleting it during our own promotion would let a
+ * second node promote on the same timeline number.
+ */
+static void
+own_key_as_standby(const NodeSnapshot *snap)
+{
+	if (PromoteIsTriggered() || CheckPromoteSignal())
+	{
+		if (!acquire_leader_key())
+			return;
+		if (worker.is_leader && !worker.promoting)
+		{
+			worker.promoting = true;
+			worker.promote_started = pg_ha_monotonic_us();
+			strlcpy(worker.promote_reason, "failover", sizeof(worker.promote_reason));
+			set_state(HA_EV_WON_RACE, "resuming a promotion already under way");
+		}
+		return;
+	}
+	if (etcd_delete_if_value(worker.etcd, worker.leader_key, worker.node) == ETCD_OK)
+		ereport(LOG, (errmsg("pg_ha: released a leader key left from before this node became a standby")));
+	worker.is_leader = false;
 }
 
 static bool
@@ -1155,26 +1710,34 @@ standby_cycle(const NodeSnapshot *snap)
 		return false;
 	if (worker.promoting)
 	{
-		soon(FAST_CYCLE_US);	/* waiting for the startup process */
+		watch_promotion();
 		return true;
 	}
 
 	if (leader[0] == '\0')
+	{
+		set_state(HA_EV_LEADER_GONE, NULL);
 		failover_race(snap);
-	else if (strcmp(leader, worker.node) == 0)
-	{
-		/* a standby never holds the key: a leftover of our previous life */
-		if (etcd_delete_if_value(worker.etcd, worker.leader_key, worker.node) == ETCD_OK)
-			ereport(LOG, (errmsg("pg_ha: released a leader key left from before this node became a standby")));
-		worker.is_leader = false;
+		return true;
 	}
-	else
+	if (strcmp(leader, worker.node) == 0)
 	{
-		worker.race_started = 0;
-		follow(leader);
-		check_divergence(snap, leader);
+		own_key_as_standby(snap);
+		return true;
 	}
-	set_state(HA_EV_FOLLOWING, leader[0] ? leader : NULL);
+	worker.race_started = 0;
+	worker.race_refusal[0] = '\0';
+	{
+		MemberInfo	m;
+
+		/* remember the leader's position: its key vanishes with it */
+		if (cluster_member(&worker.view, leader, &m) && m.lsn > worker.leader_last_lsn)
+			worker.leader_last_lsn = m.lsn;
+		remember_leader();
+	}
+	set_state(HA_EV_FOLLOWING, leader);
+	follow(leader);
+	check_divergence(snap, leader);
 	return true;
 }
 
@@ -1240,7 +1803,7 @@ ha_cycle(void)
 	worker.last_error[0] = '\0';
 	worker.next_cycle = INT64_MAX;
 
-	ok = ensure_client() && renew_lease() && load_view();
+	ok = ensure_client() && renew_lease() && confirm_leader_key() && load_view();
 	if (ok)
 	{
 		if (worker.is_leader)
@@ -1257,6 +1820,48 @@ ha_cycle(void)
 	publish_shared(&snap, ok);
 	publish_replication_roles();
 	soon(ok ? worker.lease_ttl * 1000000 / 3 : ETCD_RETRY_US);
+}
+
+/*
+ * One cycle, with any ERROR caught.  An ERROR that escaped to the
+ * background-worker machinery would exit the worker and have it restarted
+ * every few seconds: a crash loop that keeps the node fenced and blocks
+ * every failover and switchover (one malformed etcd value once did that).
+ * Every etcd value is parsed defensively already; this is the net under
+ * whatever else may raise: the error is logged, the transaction state
+ * cleaned up, and the next cycle comes soon.  Safety does not depend on
+ * the cycle finishing: a leader that cannot renew loses write authority
+ * at its deadline (fence.c).
+ */
+static void
+guarded_cycle(void)
+{
+	MemoryContext cycle_context = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		ha_cycle();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cycle_context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		if (IsTransactionState() || IsAbortedTransactionBlockState())
+		{
+			SPI_finish();
+			AbortCurrentTransaction();
+		}
+		ereport(WARNING,
+				(errmsg("pg_ha: HA cycle failed: %s", edata->message),
+				 errdetail("The worker carries on; the next cycle retries.")));
+		remember_error("HA cycle failed: %s", edata->message);
+		FreeErrorData(edata);
+		soon(ETCD_RETRY_US);
+	}
+	PG_END_TRY();
 }
 
 /* ---------- shutdown ---------- */
@@ -1286,7 +1891,8 @@ release_keys(void)
 		 * next leader forks after it and this node can later follow
 		 * without pg_rewind.
 		 */
-		char		note[256];
+		char		note[HA_REQUEST_MAX_JSON];
+		HaRequest	req;
 		EtcdCompare cmp = {worker.leader_key, ETCD_CMP_VALUE, ETCD_CMP_EQUAL, worker.node, 0};
 		EtcdOp		ops[2] = {
 			{ETCD_OP_DELETE, worker.leader_key, NULL, 0, false},
@@ -1295,9 +1901,12 @@ release_keys(void)
 		bool		released = false;
 		EtcdStatus	st;
 
-		snprintf(note, sizeof(note),
-				 "{\"leader\":\"%s\",\"final_lsn\":" UINT64_FORMAT ",\"shutdown\":true}",
-				 worker.node, (uint64) GetFlushRecPtr(NULL));
+		memset(&req, 0, sizeof(req));
+		req.phase = HA_REQ_SHUTDOWN;
+		strlcpy(req.leader, worker.node, sizeof(req.leader));
+		req.final_lsn = (uint64_t) GetFlushRecPtr(NULL);
+		if (ha_request_encode(&req, note, sizeof(note)) < 0)
+			note[0] = '\0';
 		st = etcd_txn(worker.etcd, &cmp, 1, ops, 2, NULL, 0, &released, NULL);
 		worker.is_leader = false;
 		if (st == ETCD_OK && released)
@@ -1439,7 +2048,7 @@ pg_ha_worker_main(Datum arg)
 		}
 
 		if (pg_ha_monotonic_us() >= worker.next_cycle)
-			ha_cycle();
+			guarded_cycle();
 		if (ShutdownRequestPending)
 			break;
 		service_watch();
