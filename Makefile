@@ -14,7 +14,7 @@ OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 # Command-line programs: one src/bin/<name>.c each, linked with the
 # backend-free parts of src/ (FRONTEND_OBJS must not use backend symbols).
 PROGRAMS      = $(patsubst src/bin/%.c,%,$(wildcard src/bin/*.c))
-FRONTEND_OBJS = src/etcd.o src/etcd_json.o src/archive_repo.o
+FRONTEND_OBJS = src/etcd.o src/etcd_json.o src/archive_repo.o src/ha_request.o src/conn_url.o
 PROGRAM_LIBS  = -lcurl -lcjson -lpq -lzstd -llz4 -luring
 ifneq ($(PROGRAMS),)
 SCRIPTS_built = $(PROGRAMS)
@@ -34,7 +34,7 @@ REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check_regress \
 TAP_TESTS   = 1
 PROVE_TESTS = $(if $(T),$(T),test/t/*.pl)
 
-EXTRA_CLEAN = tmp_check tmp_check_regress results log $(PROGRAMS) test/fuzz/build
+EXTRA_CLEAN = tmp_check tmp_check_regress results log $(PROGRAMS) test/fuzz/build test/unit/build
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -50,6 +50,30 @@ $(OBJS) $(FRONTEND_OBJS): $(wildcard $(srcdir)/src/*.h)
 # after PGXS: CFLAGS and CPPFLAGS are known here
 $(PROGRAMS): %: src/bin/%.c $(FRONTEND_OBJS)
 	$(CC) $(CFLAGS) $(CPPFLAGS) -I$(includedir) -DPGBINDIR=\"$(bindir)\" -o $@ $< $(FRONTEND_OBJS) $(LDFLAGS) $(PROGRAM_LIBS)
+
+# Unit tests of the pure logic (test/unit): `make check-unit`.  No server,
+# no etcd: the codecs and rules are plain C; failover_decide() is built
+# against the server headers and libpgport (pg_snprintf, strlcpy), nothing
+# of a running backend.  UNIT_SAN= turns the sanitizers off.
+UNIT_SAN     ?= -fsanitize=address,undefined -fno-omit-frame-pointer
+UNIT_CFLAGS   = -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
+                $(UNIT_SAN) -I$(srcdir)/src -I$(srcdir)/test/unit
+UNIT_PLAIN    = test/unit/unit_main.c test/unit/test_request.c test/unit/test_time.c \
+                test/unit/test_target.c test/unit/test_conn_url.c src/ha_request.c src/conn_url.c
+UNIT_SERVER   = test/unit/test_failover.c src/ha_failover.c
+
+test/unit/build/unit_tests: $(UNIT_PLAIN) $(UNIT_SERVER) test/unit/unit.h $(wildcard $(srcdir)/src/*.h)
+	@mkdir -p test/unit/build
+	$(CC) $(UNIT_CFLAGS) -c -o test/unit/build/server_part.o test/unit/test_failover.c \
+		-I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir)
+	$(CC) $(UNIT_CFLAGS) -c -o test/unit/build/ha_failover.o src/ha_failover.c \
+		-I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir)
+	$(CC) $(UNIT_CFLAGS) -o $@ $(UNIT_PLAIN) test/unit/build/server_part.o test/unit/build/ha_failover.o \
+		-L$(shell $(PG_CONFIG) --pkglibdir) -L$(shell $(PG_CONFIG) --libdir) -lpgcommon -lpgport -lcjson -lm
+
+.PHONY: check-unit
+check-unit: test/unit/build/unit_tests
+	test/unit/build/unit_tests
 
 # Fuzzing (libFuzzer, clang): `make fuzz FUZZ_SECONDS=600`.
 FUZZ_SECONDS ?= 60

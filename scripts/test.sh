@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Build, install and test pg_ha: pg_regress suites and TAP suites (real etcd,
-# real postgres nodes).
+# Build, install and test pg_ha: unit tests of the pure logic (make
+# check-unit), pg_regress suites and TAP suites (real etcd, real postgres
+# nodes).
 #
 #   sudo ./scripts/test.sh                         # everything
 #   sudo ./scripts/test.sh test/t/001_leader_lease.pl [more.pl ...]   # TAP files
 #   sudo ./scripts/test.sh T=test/t/004_etcd_endpoint_failover.pl
 #   sudo ./scripts/test.sh --regress-only | --tap-only
+#
+# The unit tests run first, in the checkout, as the calling user (plain C,
+# no server); a failure there fails the run.  Naming TAP files skips them.
 #
 # As root it installs the Debian packages (scripts/install-deps.sh), builds
 # and installs pg_ha, then runs "make installcheck" as the postgres user
@@ -36,6 +40,7 @@ die() { printf 'test.sh: error: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- arguments
 TESTS=${T:-}
+run_unit=1
 run_regress=1
 run_tap=1
 for arg in "$@"; do
@@ -45,7 +50,7 @@ for arg in "$@"; do
 		--tap-only) run_regress=0 ;;
 		--keep) PG_HA_TEST_KEEP=1 ;;
 		--no-install) PG_HA_TEST_NO_INSTALL=1 ;;
-		-h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+		-h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 		*.pl) TESTS="$TESTS $arg" ;;
 		*) die "unknown argument: $arg (see --help)" ;;
 	esac
@@ -55,7 +60,7 @@ for t in $TESTS; do
 	[ -f "$ROOT/$t" ] || die "no such test file: $t"
 done
 # Named TAP files: run just those.
-if [ -n "$TESTS" ]; then run_regress=0; fi
+if [ -n "$TESTS" ]; then run_regress=0; run_unit=0; fi
 
 is_root=0
 [ "$(id -u)" -eq 0 ] && is_root=1
@@ -100,6 +105,18 @@ elif log "installing" && ! make -s install PG_CONFIG="$PG_CONFIG" 2>/tmp/pg_ha_i
 	fi
 fi
 rm -f /tmp/pg_ha_install.$$.err
+
+# ------------------------------------------------------------ unit tests
+unit_rc=0
+unit_summary=""
+if [ "$run_unit" = 1 ]; then
+	log "unit tests (make check-unit)"
+	make -s check-unit PG_CONFIG="$PG_CONFIG" </dev/null 2>&1 | tee /tmp/pg_ha_unit.$$.out
+	unit_rc=${PIPESTATUS[0]}
+	unit_summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' /tmp/pg_ha_unit.$$.out | tail -n 1)
+	rm -f /tmp/pg_ha_unit.$$.out
+	[ -n "$unit_summary" ] || unit_rc=1	# the runner did not finish
+fi
 
 # ------------------------------------------------------ work tree, test user
 if [ "$is_root" = 1 ]; then
@@ -151,6 +168,7 @@ log "testing as $TEST_USER in $SRC"
 status=0
 regress_rc=0
 tap_rc=0
+[ "$unit_rc" = 0 ] || status=1
 
 if [ "$run_regress" = 1 ]; then
 	log "pg_regress suites"
@@ -236,6 +254,9 @@ if [ "$tap_rc" != 0 ] && [ -d "$SRC/tmp_check/log" ]; then
 	done
 fi
 
+if [ "$run_unit" = 1 ]; then
+	printf '\nunit tests: %s\n' "${unit_summary:-did not finish}"
+fi
 if [ "$status" = 0 ] && [ -z "${PG_HA_TEST_KEEP:-}" ]; then
 	rm -rf "$WORK"
 	log "all tests passed"
@@ -243,8 +264,8 @@ else
 	if [ "$status" = 0 ]; then
 		log "all tests passed; work directory kept: $WORK"
 	else
-		printf '\ntest.sh: FAILED (pg_regress rc=%s, TAP rc=%s%s); work directory kept: %s\n' \
-			"$regress_rc" "$tap_rc" "${leftovers:+, processes were left running}" "$WORK" >&2
+		printf '\ntest.sh: FAILED (unit rc=%s, pg_regress rc=%s, TAP rc=%s%s); work directory kept: %s\n' \
+			"$unit_rc" "$regress_rc" "$tap_rc" "${leftovers:+, processes were left running}" "$WORK" >&2
 	fi
 fi
 exit "$status"

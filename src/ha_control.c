@@ -41,40 +41,6 @@
 
 #include "ha_control.h"
 
-/* "postgres://host:port/db" -> host, port.  False if it is not that shape. */
-bool
-conn_url_host_port(const char *url, char *host, size_t hostlen, char *port, size_t portlen)
-{
-	const char *p;
-	const char *colon;
-	const char *end;
-
-	if (strncmp(url, "postgres://", 11) == 0)
-		p = url + 11;
-	else if (strncmp(url, "postgresql://", 13) == 0)
-		p = url + 13;
-	else
-		return false;
-	if (strchr(p, '@') != NULL && strchr(p, '@') < strchr(p, '/'))
-		p = strchr(p, '@') + 1; /* skip credentials, never used */
-	end = strchr(p, '/');
-	if (end == NULL)
-		end = p + strlen(p);
-	colon = memchr(p, ':', end - p);
-	if (colon == NULL || colon == p || (size_t) (colon - p) >= hostlen ||
-		(size_t) (end - colon - 1) >= portlen || end - colon - 1 == 0)
-		return false;
-	snprintf(host, hostlen, "%.*s", (int) (colon - p), p);
-	snprintf(port, portlen, "%.*s", (int) (end - colon - 1), colon + 1);
-	for (const char *c = port; *c; c++)
-		if (*c < '0' || *c > '9')
-			return false;
-	for (const char *c = host; *c; c++)
-		if (*c <= ' ' || *c == '\'' || *c == '\\')
-			return false;
-	return true;
-}
-
 static void
 append_conninfo_value(StringInfo buf, const char *keyword, const char *value)
 {

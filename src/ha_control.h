@@ -6,8 +6,8 @@
 
 #include "pg_ha.h"
 
-extern bool conn_url_host_port(const char *url, char *host, size_t hostlen,
-							   char *port, size_t portlen);
+#include "conn_url.h"
+
 extern char *build_primary_conninfo(const char *host, const char *port);
 extern bool primary_conninfo_points_at(const char *host, const char *port);
 extern void alter_system_set(const char *name, const char *value);

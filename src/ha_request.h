@@ -30,7 +30,8 @@
 
 #define HA_REQUEST_NAME_LEN 64
 #define HA_REQUEST_REASON_LEN 256
-#define HA_REQUEST_MAX_JSON 1024	/* encode never writes more than this */
+#define HA_REQUEST_MAX_JSON 2048	/* encode never writes more than this */
+#define HA_REQUEST_MAX_INPUT 8192	/* decode refuses longer values */
 
 typedef enum HaRequestPhase
 {
@@ -71,6 +72,16 @@ extern bool ha_request_decode(const char *value, size_t len, HaRequest *out,
  */
 extern int	ha_request_encode(const HaRequest *req, char *buf, size_t len);
 
+/*
+ * The rules decode and encode both apply to a request (names, phase
+ * requirements, contradictions; see ha_request.c's header).  False, with a
+ * message, when req is not a request pg_ha could act on.
+ */
+extern bool ha_request_validate(const HaRequest *req, char *err, size_t errlen);
+
+/* A request in phase requested whose scheduled time has not come yet. */
+extern bool ha_request_pending_schedule(const HaRequest *req, int64_t now_us);
+
 extern const char *ha_request_phase_name(HaRequestPhase phase);
 
 /* Is name a valid member name: 1-63 bytes of [A-Za-z0-9_.-]? */
@@ -83,7 +94,87 @@ extern bool ha_valid_member_name(const char *name);
  * outside 1970-9999.
  */
 extern bool ha_time_parse(const char *text, int64_t *epoch_us, char *err, size_t errlen);
-/* "YYYY-MM-DDTHH:MM:SS.ffffff+00:00" */
+/* "YYYY-MM-DDTHH:MM:SS.ffffff+00:00" (buf of HA_TIME_LEN bytes) */
+#define HA_TIME_LEN 40
 extern void ha_time_format(int64_t epoch_us, char *buf, size_t len);
+
+/*
+ * Eligibility of a named switchover or failover target: the rules the SQL
+ * functions and pg_hactl both apply before they write a request.  Plain
+ * data in, a verdict and a sentence out, so both front ends refuse the same
+ * requests with the same words.
+ */
+
+/* A member key as the eligibility rules need it (Patroni's member JSON). */
+typedef struct HaCandidate
+{
+	char		name[HA_REQUEST_NAME_LEN];
+	bool		valid;			/* the document parsed and has a position */
+	bool		is_replica;		/* role "replica" and state "running" */
+	bool		is_primary;		/* role "master"/"primary" */
+	bool		streaming;		/* replication_state "streaming" */
+	bool		nofailover;		/* tag nofailover, or failover_priority <= 0 */
+	int			failover_priority;	/* tag, default 1; ties between equal LSNs */
+	uint32_t	timeline;
+	uint64_t	lsn;			/* xlog_location */
+} HaCandidate;
+
+/*
+ * Parses members/<name>'s value.  Never fails: a document that is not what
+ * we expect yields valid = false (never eligible).
+ */
+extern void ha_candidate_parse(const char *name, const char *value, size_t len,
+							   HaCandidate *out);
+
+typedef struct HaTargetInput
+{
+	const HaCandidate *members;	/* every member key (the leader's too) */
+	int			nmembers;
+	const char *leader;			/* leader key's value, "" when absent */
+	uint64_t	status_optime;	/* status key's optime, 0 if unknown */
+	uint32_t	history_timeline;	/* timeline by the history key, 0 if none */
+	uint64_t	maximum_lag_bytes;	/* pg_ha.maximum_lag_on_failover */
+	bool		switchover;		/* false: failover (the leader is gone) */
+	bool		force;			/* failover: accept lag and a better peer */
+} HaTargetInput;
+
+typedef enum HaTargetVerdict
+{
+	HA_TARGET_OK = 0,
+	HA_TARGET_UNKNOWN,			/* no member key with that name */
+	HA_TARGET_IS_LEADER,		/* switchover to the leader itself */
+	HA_TARGET_NOT_REPLICA,		/* not a running replica */
+	HA_TARGET_NOFAILOVER,		/* tagged nofailover */
+	HA_TARGET_OLD_TIMELINE,		/* behind the cluster's timeline */
+	HA_TARGET_NOT_STREAMING,	/* switchover: not streaming from the leader */
+	HA_TARGET_LAGGING,			/* beyond maximum_lag_on_failover (force: ok) */
+	HA_TARGET_NOT_BEST,			/* failover: a more advanced eligible replica
+								 * exists, named in better (force: ok) */
+	HA_TARGET_NONE				/* no candidate named and none eligible */
+} HaTargetVerdict;
+
+/*
+ * May candidate be named in a request?  candidate NULL or "": pick the best
+ * eligible replica into chosen (switchover without a candidate).  why gets
+ * a sentence for errdetail/stderr, better the more advanced replica for
+ * HA_TARGET_NOT_BEST, chosen the candidate checked or picked.
+ */
+extern HaTargetVerdict ha_target_check(const HaTargetInput *in, const char *candidate,
+									   char *chosen, size_t chosenlen,
+									   char *better, size_t betterlen,
+									   char *why, size_t whylen);
+extern const char *ha_target_verdict_name(HaTargetVerdict v);
+
+/*
+ * The history key (Patroni: [[timeline, lsn, reason, time, new_leader],
+ * ...]): the last entry's timeline + 1 (the cluster's timeline), reason
+ * and new leader.  False when there is no usable entry.
+ */
+extern bool ha_history_last(const char *value, size_t len, uint32_t *timeline,
+							char *reason, size_t reasonlen,
+							char *new_leader, size_t leaderlen);
+
+/* The status key's optime ({"optime": N}), 0 when unknown. */
+extern uint64_t ha_status_optime(const char *value, size_t len);
 
 #endif							/* PG_HA_REQUEST_H */
