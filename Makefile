@@ -55,12 +55,12 @@ $(PROGRAMS): %: src/bin/%.c $(FRONTEND_OBJS)
 # no etcd: the codecs and rules are plain C; failover_decide() is built
 # against the server headers and libpgport (pg_snprintf, strlcpy), nothing
 # of a running backend.  UNIT_SAN= turns the sanitizers off.
-UNIT_SAN     ?= -fsanitize=address,undefined -fno-omit-frame-pointer
+UNIT_SAN     ?= -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 UNIT_CFLAGS   = -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
                 $(UNIT_SAN) -I$(srcdir)/src -I$(srcdir)/test/unit
 UNIT_PLAIN    = test/unit/unit_main.c test/unit/test_request.c test/unit/test_time.c \
                 test/unit/test_target.c test/unit/test_conn_url.c src/ha_request.c src/conn_url.c
-UNIT_SERVER   = test/unit/test_failover.c src/ha_failover.c
+UNIT_SERVER   = test/unit/test_failover.c src/ha_failover.c test/unit/test_state.c src/ha_state.c
 
 test/unit/build/unit_tests: $(UNIT_PLAIN) $(UNIT_SERVER) test/unit/unit.h $(wildcard $(srcdir)/src/*.h)
 	@mkdir -p test/unit/build
@@ -68,7 +68,12 @@ test/unit/build/unit_tests: $(UNIT_PLAIN) $(UNIT_SERVER) test/unit/unit.h $(wild
 		-I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir)
 	$(CC) $(UNIT_CFLAGS) -c -o test/unit/build/ha_failover.o src/ha_failover.c \
 		-I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir)
+	$(CC) $(UNIT_CFLAGS) -c -o test/unit/build/test_state.o test/unit/test_state.c \
+		-I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir)
+	$(CC) $(UNIT_CFLAGS) -c -o test/unit/build/ha_state.o src/ha_state.c \
+		-I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir)
 	$(CC) $(UNIT_CFLAGS) -o $@ $(UNIT_PLAIN) test/unit/build/server_part.o test/unit/build/ha_failover.o \
+		test/unit/build/test_state.o test/unit/build/ha_state.o \
 		-L$(shell $(PG_CONFIG) --pkglibdir) -L$(shell $(PG_CONFIG) --libdir) -lpgcommon -lpgport -lcjson -lm
 
 .PHONY: check-unit

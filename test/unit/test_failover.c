@@ -43,6 +43,8 @@ typedef struct DecideCase
 	uint64		max_lag;
 	RaceDecision want;
 	const char *why;			/* substring */
+	const char *preferred;		/* named by a manual failover request */
+	bool		forced;
 } DecideCase;
 
 void
@@ -72,6 +74,16 @@ unit_failover_decide(void)
 		{"not-replica peer is ignored", mi("n2", 99 * MB, 3, 1, false), {{{0}}}, 1, 100 * MB, 3, MB, RACE_TAKE, "most advanced"},
 		{"invalid peer is ignored", mi("n2", 99 * MB, 3, 1, false), {{{0}}}, 1, 100 * MB, 3, MB, RACE_TAKE, "most advanced"},
 		{"best of three peers", mi("n2", 99 * MB, 3, 1, false), {mi("n3", 99 * MB - 1, 3, 1, false), mi("n4", 99 * MB + 1, 3, 1, false), mi("n5", 99 * MB, 3, 1, false)}, 3, 100 * MB, 3, MB, RACE_DEFER, "n4"},
+		/* manual failover requests: naming breaks ties only, unless forced */
+		{"named, equal LSN, larger name: wins the tie", mi("n3", 100 * MB, 3, 1, false), {mi("n2", 100 * MB, 3, 1, false)}, 1, 100 * MB, 3, MB, RACE_TAKE, "most advanced", "n3"},
+		{"named, equal LSN, lower priority: wins the tie", mi("n3", 100 * MB, 3, 1, false), {mi("n2", 100 * MB, 3, 5, false)}, 1, 100 * MB, 3, MB, RACE_TAKE, "most advanced", "n3"},
+		{"peer named, equal LSN: defer to it", mi("n2", 100 * MB, 3, 5, false), {mi("n3", 100 * MB, 3, 1, false)}, 1, 100 * MB, 3, MB, RACE_DEFER, "n3", "n3"},
+		{"named but behind a peer: does not take", mi("n3", 90 * MB, 3, 1, false), {mi("n2", 100 * MB, 3, 1, false)}, 1, 100 * MB, 3, 64 * MB, RACE_DEFER, "n2", "n3"},
+		{"peer named but behind self: self takes", mi("n2", 100 * MB, 3, 1, false), {mi("n3", 90 * MB, 3, 1, false)}, 1, 100 * MB, 3, 64 * MB, RACE_TAKE, "most advanced", "n3"},
+		{"named and lagging past maximum lag: ineligible", mi("n3", 10 * MB, 3, 1, false), {{{0}}}, 0, 100 * MB, 3, MB, RACE_INELIGIBLE, "maximum_lag_on_failover", "n3"},
+		{"named, forced, lagging: takes", mi("n3", 10 * MB, 3, 1, false), {mi("n2", 100 * MB, 3, 1, false)}, 1, 100 * MB, 3, MB, RACE_TAKE, "forced", "n3", true},
+		{"named, forced, nofailover: still ineligible", mi("n3", 100 * MB, 3, 1, true), {{{0}}}, 0, 100 * MB, 3, MB, RACE_INELIGIBLE, "nofailover", "n3", true},
+		{"named, forced, old timeline: still ineligible", mi("n3", 100 * MB, 2, 1, false), {{{0}}}, 0, 100 * MB, 3, MB, RACE_INELIGIBLE, "timeline", "n3", true},
 	};
 
 	not_replica.is_replica = false;
@@ -86,12 +98,15 @@ unit_failover_decide(void)
 		char		why[256] = "";
 		RaceDecision d;
 
+		memset(&in, 0, sizeof(in));
 		in.self = c->self;
 		in.peers = c->peers;
 		in.npeers = c->npeers;
 		in.leader_optime = c->leader_optime;
 		in.cluster_timeline = c->cluster_timeline;
 		in.maximum_lag_bytes = c->max_lag;
+		in.preferred = c->preferred;
+		in.forced = c->forced;
 		d = failover_decide(&in, why, sizeof(why));
 		UNIT_CHECK(d == c->want && strstr(why, c->why) != NULL,
 				   "failover_decide %s: got %d want %d: %s", c->name, (int) d, (int) c->want, why);
