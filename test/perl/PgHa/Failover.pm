@@ -18,13 +18,18 @@ use JSON::PP ();
 use Test::More;
 use Time::HiRes ();
 use IPC::Run ();
+use HTTP::Tiny ();
+use MIME::Base64 ();
+use PgHa::Etcd ();
 
 use PgHa::Cluster;
 use PgHa::Test;
 
 our @EXPORT = qw(ha_cluster ha_replica_conf try_sql wal_receiver
   writable_nodes in_recovery leader_of history_of wait_streaming
-  wait_leader_not log_since postmaster_running supervise forget_if_stopped);
+  wait_leader_not log_since postmaster_running supervise forget_if_stopped
+  key_watch worker_pid wal_receiver_pid lease_remaining wait_lease_renewed
+  health_status leader_holders);
 
 # Settings every 3xx cluster gets: a standby retries a failed WAL source
 # every 500 ms (default 5 s) so it follows a new leader quickly; and
@@ -38,27 +43,34 @@ our $COMMON_CONF =
 
 =over
 
-=item ha_cluster(etcd => $etcd, ttl => 5, nodes => 3, extra_conf => '', primary_conf => '', replica_conf => '')
+=item ha_cluster(etcd => $etcd, ttl => 5, nodes => 3, names => [...], extra_conf => '', primary_conf => '', replica_conf => '')
 
 A primary (node1) and replicas (node2, ...) with the common settings; waits
 until node1 holds the leader key and every replica's member key says it is
 streaming.  C<primary_conf> is appended to the primary only (written before
 the base backups, so replicas inherit it unless C<replica_conf> overrides
-it: later lines win).  Extra arguments go to new_node (e.g. endpoints).
+it: later lines win).  C<names> replaces node1, node2, ... (the first is
+the primary; a test that builds several clusters needs distinct names, as
+PostgreSQL::Test::Cluster keys data directories by name).  Extra arguments
+go to new_node (e.g. endpoints, namespace, cluster: the waits read the
+keys of that namespace and cluster).
 
 =cut
 
 sub ha_cluster
 {
 	my (%p) = @_;
-	my $n     = delete $p{nodes} // 3;
+	my $names = delete $p{names};
+	my $n     = delete $p{nodes} // ($names ? scalar @$names : 3);
+	$names //= [ map { "node$_" } 1 .. $n ];
 	my $extra = $COMMON_CONF . (delete $p{extra_conf} // '');
 	my $pconf = delete $p{primary_conf} // '';
 	my $rconf = delete $p{replica_conf} // '';
 	my $etcd  = $p{etcd};
+	my %keys  = _key_opts(%p);
 	my $primary = PgHa::Cluster::new_node(
 		%p,
-		name       => 'node1',
+		name       => $names->[0],
 		start      => 1,
 		extra_conf => $extra . $pconf);
 	my @replicas;
@@ -66,31 +78,40 @@ sub ha_cluster
 	{
 		push @replicas,
 		  PgHa::Cluster::new_replica(
-			name       => "node$i",
+			name       => $names->[ $i - 1 ],
 			from       => $primary,
 			extra_conf => $extra . $rconf);
 	}
-	wait_for(sub { (leader_of($etcd) // '') eq 'node1' },
-		timeout => 30, what => 'node1 to hold the leader key', fatal => 1);
-	wait_streaming($etcd, map { $_->name } @replicas);
+	wait_for(sub { (leader_of($etcd, %keys) // '') eq $names->[0] },
+		timeout => 30, what => "$names->[0] to hold the leader key", fatal => 1);
+	wait_streaming($etcd, \%keys, map { $_->name } @replicas);
 	return ($primary, @replicas);
 }
 
-=item wait_streaming($etcd, @names)
+# namespace/cluster options of a hash, for the key helpers.
+sub _key_opts
+{
+	my (%p) = @_;
+	return map { defined $p{$_} ? ($_ => $p{$_}) : () } qw(namespace cluster);
+}
+
+=item wait_streaming($etcd, [\%keys,] @names)
 
 Wait (fatal, 30 s) until the member key of each named node reports it as a
-streaming replica.
+streaming replica.  An optional hash reference after C<$etcd> gives the
+namespace and cluster (default /service, pgtest).
 
 =cut
 
 sub wait_streaming
 {
 	my ($etcd, @names) = @_;
+	my %keys = ref $names[0] eq 'HASH' ? %{ shift @names } : ();
 	for my $name (@names)
 	{
 		wait_for(
 			sub {
-				my $m = member_json($etcd, $name) or return 0;
+				my $m = member_json($etcd, $name, %keys) or return 0;
 				return ($m->{role} // '') =~ /replica|standby/
 				  && ($m->{replication_state} // $m->{state} // '') =~
 				  /streaming/;
@@ -102,24 +123,24 @@ sub wait_streaming
 	return 1;
 }
 
-=item leader_of($etcd) / history_of($etcd)
+=item leader_of($etcd, %keys) / history_of($etcd, %keys)
 
 Leader key value (undef if absent) / decoded history key (array ref, [] if
-absent).
+absent).  C<%keys>: namespace, cluster (default /service, pgtest).
 
 =cut
 
-sub leader_of { return leader_key($_[0]); }
+sub leader_of { my ($etcd, %p) = @_; return leader_key($etcd, _key_opts(%p)); }
 
 sub history_of
 {
-	my ($etcd) = @_;
-	my $raw = $etcd->get(PgHa::Cluster::ha_key('history'));
+	my ($etcd, %p) = @_;
+	my $raw = $etcd->get(PgHa::Cluster::ha_key('history', _key_opts(%p)));
 	return [] unless defined $raw && length $raw;
 	return JSON::PP->new->allow_bignum->decode($raw);
 }
 
-=item wait_leader_not($etcd, $name, timeout => 30)
+=item wait_leader_not($etcd, $name, timeout => 30, namespace => ..., cluster => ...)
 
 Wait until the leader key holds a name other than C<$name>; returns
 (new leader, seconds waited) (leader undef on timeout).
@@ -132,7 +153,7 @@ sub wait_leader_not
 	my $leader;
 	my ($ok, $secs) = timed_wait(
 		sub {
-			$leader = leader_of($etcd);
+			$leader = leader_of($etcd, %p);
 			return defined $leader && $leader ne $name;
 		},
 		timeout  => $p{timeout} // 30,
@@ -275,8 +296,6 @@ sub supervise
 For nodes whose postmaster is gone, tell PostgreSQL::Test::Cluster so that
 its teardown does not fail trying to stop them.
 
-=back
-
 =cut
 
 sub forget_if_stopped
@@ -286,6 +305,197 @@ sub forget_if_stopped
 		$node->{_pid} = undef unless postmaster_running($node);
 	}
 	return;
+}
+
+
+=item key_watch($etcd, $key, prefix => 0)
+
+Watch C<$key> (every key under it with C<prefix =E<gt> 1>) from the current
+revision on, with C<etcdctl watch -w json> running in the background, so
+that a test can list every change afterwards, including a value held for a
+moment only (a poll could miss it).  Returns an object:
+
+  my $w = key_watch($etcd, $n1->ha_key('leader'));
+  ...
+  my @ev = $w->events;          # every event so far, oldest first:
+                                # { type => 'PUT'|'DELETE', key, value, revision }
+  my @v  = $w->values;          # the values PUT so far
+  $w->stop;                     # also done at the end of the test
+
+The watch starts at the revision after the current one, so no change made
+after key_watch returns is missed, however late etcdctl connects.
+
+=cut
+
+my @watches;
+
+sub key_watch
+{
+	my ($etcd, $key, %p) = @_;
+	my (undef, $json) = $etcd->ctl('get', '-w', 'json', '--', $key);
+	my $rev = eval { JSON::PP->new->allow_bignum->decode($json)->{header}{revision} } // 0;
+	my ($out, $err) = ('', '');
+	local $ENV{ETCDCTL_API} = 3;
+	my @cmd = (
+		$PgHa::Etcd::ETCDCTL, '--endpoints=' . $etcd->endpoints,
+		@{ $etcd->{ctl_args} // [] }, 'watch', '-w', 'json',
+		'--rev=' . ($rev + 1), ($p{prefix} ? ('--prefix') : ()), $key);
+	my $h = IPC::Run::start(\@cmd, '<', \undef, '>', \$out, '2>', \$err);
+	my $self = bless { h => $h, out => \$out, err => \$err, events => [], key => $key },
+	  'PgHa::Failover::KeyWatch';
+	push @watches, $self;
+	return $self;
+}
+
+sub PgHa::Failover::KeyWatch::events
+{
+	my ($self) = @_;
+	eval { $self->{h}->pump_nb if $self->{h} && $self->{h}->pumpable; };
+	# a watch that died would make "never saw X" assertions pass vacuously
+	croak "key_watch($self->{key}): etcdctl exited: ${ $self->{err} }"
+	  if $self->{h} && !$self->{h}->pumpable && !$self->{stopping};
+	my $out = $self->{out};
+	while ($$out =~ s/^([^\n]*)\n//)
+	{
+		my $line = $1;
+		next unless $line =~ /^\{/;
+		my $r = eval { JSON::PP->new->allow_bignum->decode($line) } or next;
+		for my $e (@{ $r->{Events} // [] })
+		{
+			my $kv = $e->{kv} // {};
+			push @{ $self->{events} },
+			  {
+				type     => ($e->{type} // 0) ? 'DELETE' : 'PUT',
+				key      => MIME::Base64::decode_base64($kv->{key} // ''),
+				value    => MIME::Base64::decode_base64($kv->{value} // ''),
+				revision => '' . ($kv->{mod_revision} // 0),
+			  };
+		}
+	}
+	return @{ $self->{events} };
+}
+
+sub PgHa::Failover::KeyWatch::values
+{
+	my ($self) = @_;
+	return map { $_->{value} } grep { $_->{type} eq 'PUT' } $self->events;
+}
+
+sub PgHa::Failover::KeyWatch::stop
+{
+	my ($self) = @_;
+	return unless $self->{h};
+	eval { $self->events; };
+	$self->{stopping} = 1;
+	eval { $self->{h}->kill_kill(grace => 1); };
+	$self->{h} = undef;
+	return;
+}
+
+END
+{
+	local $?;
+	$_->stop for @watches;
+}
+
+=item worker_pid($node)
+
+PID of the node's pg_ha worker (pg_stat_activity, backend_type 'pg_ha
+worker'), undef when there is none or the node does not answer.
+
+=item wal_receiver_pid($node)
+
+PID of the node's WAL receiver (pg_stat_wal_receiver), or undef.
+
+=cut
+
+sub worker_pid
+{
+	my ($node) = @_;
+	my ($ok, undef, undef, $out) = try_sql($node,
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ha worker'",
+		timeout => 5);
+	return ($ok && $out =~ /^(\d+)/) ? $1 : undef;
+}
+
+sub wal_receiver_pid
+{
+	my ($node) = @_;
+	my ($ok, undef, undef, $out) =
+	  try_sql($node, 'SELECT pid FROM pg_stat_wal_receiver', timeout => 5);
+	return ($ok && $out =~ /^(\d+)/) ? $1 : undef;
+}
+
+=item lease_remaining($etcd, $lease_hex)
+
+Seconds etcd says are left on the lease (whole seconds, rounded down, as
+C<etcdctl lease timetolive> prints them); -1 once it has expired, undef if
+etcd does not answer.
+
+=item wait_lease_renewed($etcd, $lease_hex, timeout => 10)
+
+Wait until the remaining time of the lease goes up, i.e. its holder has
+just renewed it; returns the remaining seconds then (undef on timeout).
+A test that must act right after a renewal (to have a whole TTL before the
+lease can expire) starts from here.
+
+=cut
+
+sub lease_remaining
+{
+	my ($etcd, $id) = @_;
+	my ($ok, $out) = $etcd->ctl('lease', 'timetolive', $id);
+	return undef unless $ok;
+	return -1 if $out =~ /expired/;
+	return $out =~ /remaining\((-?\d+)s\)/ ? $1 : undef;
+}
+
+sub wait_lease_renewed
+{
+	my ($etcd, $id, %p) = @_;
+	my $last;
+	return wait_for(
+		sub {
+			my $r = lease_remaining($etcd, $id);
+			return undef unless defined $r && $r >= 0;
+			my $renewed = defined $last && $r > $last;
+			$last = $r;
+			return $renewed ? "$r" : undef;
+		},
+		timeout  => $p{timeout} // 10,
+		interval => 0.02,
+		what     => "a renewal of lease $id");
+}
+
+=item health_status($node, $path)
+
+HTTP status of GET C<$path> (e.g. '/primary') on the node's health API
+port; 599 when nothing answers.
+
+=cut
+
+sub health_status
+{
+	my ($node, $path) = @_;
+	my $r = HTTP::Tiny->new(timeout => 3)
+	  ->get('http://127.0.0.1:' . $node->api_port . $path);
+	return $r->{status};
+}
+
+=item leader_holders($etcd, $prefix = '/')
+
+Every leader key under C<$prefix> in any namespace and cluster: hash
+reference key => value of the keys whose name ends in "/leader".
+
+=back
+
+=cut
+
+sub leader_holders
+{
+	my ($etcd, $prefix) = @_;
+	my $all = $etcd->get_prefix($prefix // '/');
+	return { map { $_ => $all->{$_} } grep { m{/leader$} } keys %$all };
 }
 
 1;
