@@ -130,6 +130,8 @@ typedef struct HaWorker
 
 	Handover	ho;				/* switchover, old leader's side */
 	int64		bad_request_revision;	/* malformed failover key already logged */
+	int64		aborted_revision;	/* aborted request first seen ... */
+	int64		aborted_seen_at;	/* ... at this time */
 
 	int64		diverged_since; /* 0 = following fine */
 	bool		initialize_checked;
@@ -1029,7 +1031,8 @@ pick_switchover_candidate(MemberInfo *best)
  * replica and lost 50,000 committed rows):
  *   - malformed: logged once, deleted;
  *   - handed over, confirmed, shutdown note: a previous term's, deleted;
- *   - aborted: left for the caller to read; the next request replaces it;
+ *   - aborted: left one TTL for the caller to read (it polls every 100 ms),
+ *     then deleted;
  *   - requested, naming another node as leader, or this node as member:
  *     stale or moot, deleted;
  *   - requested of this leader (Patroni's {"member": ...} included): once
@@ -1056,7 +1059,20 @@ leader_handle_request(void)
 			break;
 	}
 	if (req.phase == HA_REQ_ABORTED)
+	{
+		int64		now = pg_ha_monotonic_us();
+
+		if (worker.aborted_revision != revision)
+		{
+			worker.aborted_revision = revision;
+			worker.aborted_seen_at = now;
+		}
+		if (now - worker.aborted_seen_at < worker.lease_ttl * 1000000)
+			soon(worker.lease_ttl * 1000000 / 3);
+		else
+			delete_request(revision, "an aborted request, read by its caller by now");
 		return;
+	}
 	if (req.phase != HA_REQ_REQUESTED)
 	{
 		delete_request(revision, psprintf("%s request of an earlier term", ha_request_phase_name(req.phase)));
