@@ -54,10 +54,6 @@
 #include "utils/guc_tables.h"
 #include "utils/memutils.h"
 
-#if PG_VERSION_NUM >= 160000
-#error "config_check.c reads PG15's GUC table (get_guc_variables); port it to the PG16 hash table"
-#endif
-
 /* A pg_ha.* setting given before the parameters were defined. */
 typedef struct NotedSetting
 {
@@ -75,11 +71,23 @@ static List *rejected = NIL;	/* the noted settings that did not take effect */
 
 static int	problems;			/* found by the running pg_ha_config_check() */
 
+/* All GUC variables, placeholders included; PG16 changed the call. */
+static struct config_generic **
+all_variables(int *n)
+{
+#if PG_VERSION_NUM >= 160000
+	return get_guc_variables(n);
+#else
+	*n = GetNumConfigOptions();
+	return get_guc_variables();
+#endif
+}
+
 static struct config_generic *
 find_variable(const char *name)
 {
-	struct config_generic **vars = get_guc_variables();
-	int			n = GetNumConfigOptions();
+	int			n;
+	struct config_generic **vars = all_variables(&n);
 
 	for (int i = 0; i < n; i++)
 	{
@@ -92,8 +100,8 @@ find_variable(const char *name)
 void
 pg_ha_config_note_placeholders(void)
 {
-	struct config_generic **vars = get_guc_variables();
-	int			n = GetNumConfigOptions();
+	int			n;
+	struct config_generic **vars = all_variables(&n);
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
 	for (int i = 0; i < n; i++)
