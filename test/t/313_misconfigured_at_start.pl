@@ -106,7 +106,19 @@ sub check_case
 	my $case = $c{name};
 	my $line = set_bad_conf($c{lines});
 	my $log_offset = -s $n1->logfile;
-	$n1->restart;
+	if ($c{plain_start})
+	{
+		# PostgreSQL::Test::Cluster starts postgres with --cluster-name,
+		# which would override the cluster_name line: start it without.
+		$n1->stop('fast');
+		PostgreSQL::Test::Utils::system_or_bail('pg_ctl', '-w', '-D', $n1->data_dir,
+			'-l', $n1->logfile, 'start');
+		$n1->_update_pid(1);
+	}
+	else
+	{
+		$n1->restart;
+	}
 
 	# Let the rest of the cluster settle: a leader under /pgx that is not
 	# node1 and has finished its promotion.  On a broken node1, this is also
@@ -174,9 +186,49 @@ check_case(
 	why   => qr/pg_ha\.namespce/);
 
 check_case(
-	name  => 'cluster_name fallback with a slash',
-	lines => "pg_ha.cluster = ''\ncluster_name = 'sec/members/evil'\n",
-	why   => qr/cluster_name/);
+	name        => 'cluster_name fallback with a slash',
+	lines       => "pg_ha.cluster = ''\ncluster_name = 'sec/members/evil'\n",
+	why         => qr/cluster_name/,
+	plain_start => 1);
+
+# The record is what the server started with, not what the files say now.
+# Crash-restart a node (SIGKILL of its worker: the postmaster reinitialises
+# without reading the configuration again) and its worker checks again.
+sub crash_restart_worker
+{
+	my ($node) = @_;
+	my $pid = $node->ha_status->{worker_pid} or die 'no worker pid';
+	kill 'KILL', $pid;
+	wait_for(
+		sub {
+			my $s = eval { $node->ha_status } or return 0;
+			return ($s->{worker_pid} // $pid) != $pid && $s->{state} ne 'starting';
+		},
+		timeout => 30, what => $node->name . ' worker back after a crash-restart', fatal => 1);
+	return $node->ha_status;
+}
+
+# node1 still runs on what it was started with: correcting the file does
+# not make it usable until the server restarts.
+open my $fh, '>', $conf_file or die "$conf_file: $!";
+print $fh $base_conf;
+close $fh;
+my $st = crash_restart_worker($n1);
+is($st->{state}, 'misconfigured',
+	'a corrected file is not enough: still misconfigured until the server restarts');
+
+# A replica with edits pending a restart (valid or not) is not misconfigured
+# by them: it runs with the values it was started with.
+my $n3 = $by_name{node3};
+$n3->append_conf('postgresql.conf', "pg_ha.ttl = 7
+pg_ha.namespace = 'pending'
+");
+crash_restart_worker($n3);
+$st = wait_for(
+	sub { my $s = eval { $n3->ha_status }; $s && $s->{state} eq 'replica' ? $s : undef },
+	timeout => 30, what => 'node3 a replica again') // $n3->ha_status;
+is($st->{state}, 'replica', 'edits after start pending a restart leave a replica running');
+is($st->{last_error}, undef, 'and report nothing');
 
 forget_if_stopped(@nodes);
 done_testing();
