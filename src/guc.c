@@ -55,33 +55,56 @@ check_endpoints(char **newval, void **extra, GucSource source)
 	return true;
 }
 
-/* A name used in etcd keys: letters, digits, '_', '-', '.'. */
-static bool
-valid_name(const char *name, bool allow_empty, const char *what)
+/*
+ * Why name cannot be part of an etcd key, or NULL when it can: letters,
+ * digits, '_', '-' and '.', not empty, shorter than PG_HA_NAME_LEN.  The
+ * parameters are checked with it when they are set, and config_check.c
+ * checks the names pg_ha falls back on (cluster_name, the host name) with it
+ * too.  what names the value in the message ("node name").  The result is
+ * overwritten by the next call.
+ */
+const char *
+pg_ha_name_problem(const char *name, const char *what)
 {
+	static char why[256];
 	size_t		len = strlen(name);
 
 	if (len == 0)
 	{
-		if (allow_empty)
-			return true;
-		GUC_check_errdetail("The %s must not be empty.", what);
-		return false;
+		snprintf(why, sizeof(why), "The %s must not be empty.", what);
+		return why;
 	}
 	if (len >= PG_HA_NAME_LEN)
 	{
-		GUC_check_errdetail("The %s must be shorter than %d bytes.", what, PG_HA_NAME_LEN);
-		return false;
+		snprintf(why, sizeof(why), "The %s must be shorter than %d bytes.", what, PG_HA_NAME_LEN);
+		return why;
 	}
 	for (const char *p = name; *p; p++)
 	{
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
 			  (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.'))
 		{
-			GUC_check_errdetail("The %s \"%s\" contains '%c'; only letters, digits, '_', '-' and '.' are allowed.",
-								what, name, *p);
-			return false;
+			snprintf(why, sizeof(why),
+					 "The %s \"%s\" contains '%c'; only letters, digits, '_', '-' and '.' are allowed.",
+					 what, name, *p);
+			return why;
 		}
+	}
+	return NULL;
+}
+
+static bool
+valid_name(const char *name, bool allow_empty, const char *what)
+{
+	const char *why;
+
+	if (name[0] == '\0' && allow_empty)
+		return true;
+	why = pg_ha_name_problem(name, what);
+	if (why != NULL)
+	{
+		GUC_check_errdetail("%s", why);
+		return false;
 	}
 	return true;
 }
@@ -328,24 +351,40 @@ pg_ha_define_gucs(void)
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 }
 
+/*
+ * The fallbacks are validated like the parameters: a cluster_name or host
+ * name that cannot be part of an etcd key yields "", which nothing uses as a
+ * key (pg_ha_key() refuses it, the worker reports the node misconfigured,
+ * the archive refuses to run without a cluster name).  cluster_name =
+ * 'sec/members/evil' once wrote keys outside the cluster's prefix.
+ */
 const char *
 pg_ha_effective_cluster(void)
 {
 	if (pg_ha_cluster && pg_ha_cluster[0])
 		return pg_ha_cluster;
-	return cluster_name ? cluster_name : "";
+	if (cluster_name && pg_ha_name_problem(cluster_name, "cluster name") == NULL)
+		return cluster_name;
+	return "";
 }
 
 const char *
 pg_ha_effective_node_name(void)
 {
-	static char hostname[PG_HA_NAME_LEN];
+	static char hostname[256];
+	static bool looked_up = false;
 
 	if (pg_ha_node_name && pg_ha_node_name[0])
 		return pg_ha_node_name;
-	if (hostname[0] == '\0' && gethostname(hostname, sizeof(hostname) - 1) != 0)
-		hostname[0] = '\0';
-	hostname[sizeof(hostname) - 1] = '\0';
+	if (!looked_up)
+	{
+		if (gethostname(hostname, sizeof(hostname) - 1) != 0)
+			hostname[0] = '\0';
+		hostname[sizeof(hostname) - 1] = '\0';
+		looked_up = true;
+	}
+	if (pg_ha_name_problem(hostname, "host name") != NULL)
+		return "";
 	return hostname;
 }
 
@@ -408,14 +447,29 @@ pg_ha_etcd_config(EtcdConfig *config, char *errbuf, size_t errlen)
 	return true;
 }
 
+/*
+ * Every etcd key pg_ha writes is built here, so this is where a node whose
+ * configuration did not take effect is stopped from writing any: its
+ * namespace or cluster may be a default it was never meant to run with
+ * (config_check.c).  The HA worker checks before it builds a key; SQL
+ * functions get this error.
+ */
 char *
 pg_ha_key(const char *suffix)
 {
 	const char *ns = pg_ha_namespace;
+	const char *cluster = pg_ha_effective_cluster();
 	size_t		nslen = strlen(ns);
+
+	if (cluster[0] == '\0' || pg_ha_config_rejected_at_start())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_ha: this node is misconfigured and uses no etcd keys"),
+				 errdetail("A pg_ha setting did not take effect when the server started, or no usable cluster name is set."),
+				 errhint("See last_error in pg_ha.status() or the server log, correct the configuration and restart the server.")));
 
 	/* "/service/" and "/service" name the same namespace */
 	while (nslen > 0 && ns[nslen - 1] == '/')
 		nslen--;
-	return psprintf("%.*s/%s/%s", (int) nslen, ns, pg_ha_effective_cluster(), suffix);
+	return psprintf("%.*s/%s/%s", (int) nslen, ns, cluster, suffix);
 }

@@ -1967,26 +1967,16 @@ pg_ha_register_worker(void)
 	RegisterBackgroundWorker(&bgw);
 }
 
-/* Checks that need the whole configuration, which the GUC hooks cannot see. */
+/*
+ * Can this node be managed with the configuration it runs on?  Every
+ * pg_ha.* setting must have taken effect at server start, and the names it
+ * falls back on must be usable in etcd keys; config_check.c says why not,
+ * in the log (each problem once) and in last_error.
+ */
 static bool
 configuration_usable(void)
 {
-	if (pg_ha_effective_cluster()[0] == '\0')
-	{
-		remember_error("neither pg_ha.cluster nor cluster_name is set");
-		return false;
-	}
-	if (pg_ha_effective_node_name()[0] == '\0')
-	{
-		remember_error("pg_ha.node_name is not set and the host name is unknown");
-		return false;
-	}
-	if ((pg_ha_etcd_cert[0] == '\0') != (pg_ha_etcd_key[0] == '\0'))
-	{
-		remember_error("pg_ha.etcd_cert and pg_ha.etcd_key must be set together");
-		return false;
-	}
-	return true;
+	return pg_ha_config_check(worker.last_error, sizeof(worker.last_error));
 }
 
 static char *
@@ -2005,13 +1995,6 @@ pg_ha_worker_main(Datum arg)
 	memset(&worker, 0, sizeof(worker));
 	worker.state = HA_STARTING;
 	strlcpy(worker.node, pg_ha_effective_node_name(), sizeof(worker.node));
-	worker.prefix = key_copy("");
-	worker.leader_key = key_copy("leader");
-	worker.member_key = key_copy(psprintf("members/%s", worker.node));
-	worker.status_key = key_copy("status");
-	worker.initialize_key = key_copy("initialize");
-	worker.failover_key = key_copy("failover");
-	worker.history_key = key_copy("history");
 
 	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
 	pg_ha_shared->worker_pid = MyProcPid;
@@ -2024,20 +2007,34 @@ pg_ha_worker_main(Datum arg)
 
 	if (!configuration_usable())
 	{
+		/*
+		 * Stay up (no restart loop) so pg_ha.status() shows why, holding no
+		 * lease: the fence refuses writes and /primary answers 503.  No
+		 * etcd client, no key: the namespace or name may be a default.
+		 * The role is refreshed for pg_ha.status() and the fence column.
+		 */
 		set_state(HA_EV_BAD_CONFIG, worker.last_error);
-		publish_shared(NULL, false);
-		ereport(WARNING,
-				(errmsg("pg_ha: %s", worker.last_error),
-				 errhint("Set the parameter in postgresql.conf and restart the server.")));
-		/* stay up (no restart loop) so pg_ha.status() can show why */
 		while (!ShutdownRequestPending)
 		{
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L,
-							 PG_WAIT_EXTENSION);
+			NodeSnapshot snap;
+
+			node_take_snapshot(&snap);
+			publish_shared(&snap, false);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 MAX_SLEEP_MS, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 		}
 		proc_exit(0);
 	}
+
+	/* keys only from a configuration that passed the checks above */
+	worker.prefix = key_copy("");
+	worker.leader_key = key_copy("leader");
+	worker.member_key = key_copy(psprintf("members/%s", worker.node));
+	worker.status_key = key_copy("status");
+	worker.initialize_key = key_copy("initialize");
+	worker.failover_key = key_copy("failover");
+	worker.history_key = key_copy("history");
 
 	/* for ALTER SYSTEM and pg_stat_replication; works on a hot standby too */
 	BackgroundWorkerInitializeConnection(pg_ha_database, NULL, 0);

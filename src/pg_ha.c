@@ -53,11 +53,19 @@ _PG_init(void)
 				 errmsg("pg_ha must be loaded via shared_preload_libraries"),
 				 errhint("Add pg_ha to shared_preload_libraries in postgresql.conf and restart the server.")));
 
-	/* each subsystem defines its parameters, then the prefix is closed */
+	/*
+	 * Each subsystem defines its parameters, then the prefix is closed.  A
+	 * pg_ha.* line refused on the way is only a WARNING and leaves the
+	 * default in place: config_check.c notes the lines before and finds
+	 * the refused ones after, so that the HA worker does not run on a
+	 * default nobody chose.
+	 */
+	pg_ha_config_note_placeholders();
 	pg_ha_define_gucs();
 	pg_ha_archive_define_gucs();
 	pg_ha_http_define_gucs();
 	MarkGUCPrefixReserved("pg_ha");
+	pg_ha_config_find_rejected();
 
 	if (!etcd_global_init())
 		ereport(ERROR,

@@ -58,8 +58,27 @@ extern void pg_ha_effective_connect_address(char *buf, size_t len);
  * file cannot be read.
  */
 extern bool pg_ha_etcd_config(EtcdConfig *config, char *errbuf, size_t errlen);
-/* "/<namespace>/<cluster>/<suffix>", palloc'd. */
+/*
+ * "/<namespace>/<cluster>/<suffix>", palloc'd.  ERROR on a node whose
+ * configuration is not usable (no valid cluster name, or a pg_ha setting
+ * that did not take effect at start): it must write no key at all.
+ */
 extern char *pg_ha_key(const char *suffix);
+/* Why name cannot be part of an etcd key, or NULL (static buffer). */
+extern const char *pg_ha_name_problem(const char *name, const char *what);
+
+/* ---------- configuration check at start (config_check.c) ---------- */
+
+/* _PG_init: before the parameters are defined / after the prefix is reserved */
+extern void pg_ha_config_note_placeholders(void);
+extern void pg_ha_config_find_rejected(void);
+/* Did a pg_ha.* setting fail to take effect when the postmaster started? */
+extern bool pg_ha_config_rejected_at_start(void);
+/*
+ * HA worker at start: true when the node can be managed.  Otherwise logs a
+ * WARNING per problem (where, what, why) and puts the first into errbuf.
+ */
+extern bool pg_ha_config_check(char *errbuf, size_t errlen);
 
 /* ---------- shared state (shmem.c) ---------- */
 
