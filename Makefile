@@ -94,6 +94,17 @@ test/fuzz/build/fuzz_http_request: test/fuzz/fuzz_http_request.c src/http_parse.
 	@mkdir -p test/fuzz/build
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ test/fuzz/fuzz_http_request.c src/http_parse.c -lhttp_parser
 
+test/fuzz/build/fuzz_request: test/fuzz/fuzz_request.c src/ha_request.c src/ha_request.h
+	@mkdir -p test/fuzz/build
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ test/fuzz/fuzz_request.c src/ha_request.c -lcjson
+
+# `make fuzz-request FUZZ_SECONDS=600`: the failover key's codec
+.PHONY: fuzz-request
+fuzz-request: test/fuzz/build/fuzz_request
+	@mkdir -p test/fuzz/corpus-work/request
+	test/fuzz/build/fuzz_request -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		test/fuzz/corpus-work/request $(srcdir)/test/fuzz/corpus/request
+
 # `make fuzz-http FUZZ_SECONDS=600`: the listener's request parsing
 .PHONY: fuzz-http
 fuzz-http: test/fuzz/build/fuzz_http_request

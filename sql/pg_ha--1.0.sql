@@ -55,18 +55,33 @@ LANGUAGE C STRICT VOLATILE
 AS 'MODULE_PATHNAME', 'pg_ha_members';
 
 -- Hand leadership to a replica (the most advanced eligible one when no
--- candidate is given), now or at scheduled_at; waits until done.
+-- candidate is given), now or at scheduled_at (in the future, years
+-- 1970-9999); waits until done and says what happened: a request that
+-- ended as a failover is an error, not "switched over".  On timeout or
+-- cancel a request never handed over is removed.
 CREATE FUNCTION pg_ha.switchover(candidate text DEFAULT NULL,
                                  scheduled_at timestamptz DEFAULT NULL)
 RETURNS text
 LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'pg_ha_switchover';
 
--- Make candidate the leader when there is no healthy leader.
-CREATE FUNCTION pg_ha.failover(candidate text)
+-- Make candidate the leader when there is no healthy leader.  Refused
+-- unless candidate is a running replica, not tagged nofailover, on the
+-- cluster's timeline, and as advanced as every other eligible replica and
+-- within maximum_lag_on_failover; force => true accepts the last two (the
+-- request then carries "force": true) and the WAL it loses.  On timeout or
+-- cancel the request is removed.
+CREATE FUNCTION pg_ha.failover(candidate text, force boolean DEFAULT false)
 RETURNS text
 LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'pg_ha_failover';
+
+-- Remove a switchover or failover request nobody acted on yet (a
+-- scheduled switchover waiting for its time, for one).
+CREATE FUNCTION pg_ha.cancel_switchover()
+RETURNS text
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'pg_ha_cancel_switchover';
 
 -- Maintenance mode, stored in etcd for every node: no automatic failover
 -- or demotion while paused.  The commit fence still holds.
@@ -76,7 +91,8 @@ CREATE FUNCTION pg_ha.resume() RETURNS void
 LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'pg_ha_resume';
 
 REVOKE ALL ON FUNCTION pg_ha.switchover(text, timestamptz) FROM PUBLIC;
-REVOKE ALL ON FUNCTION pg_ha.failover(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ha.failover(text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ha.cancel_switchover() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ha.pause() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ha.resume() FROM PUBLIC;
 

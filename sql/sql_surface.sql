@@ -69,6 +69,14 @@ SELECT pg_ha.switchover('no such/name');
 SELECT pg_ha.failover(NULL);
 SELECT pg_ha.failover('');
 SELECT pg_ha.switchover('n2', 'infinity');
+-- a scheduled switchover must be in the future and in the years 1970-9999
+-- (terse: the details name the current time)
+\set VERBOSITY terse
+SELECT pg_ha.switchover('n2', now() - interval '1 minute');
+SELECT pg_ha.switchover('n2', '20266-11-30 10:00:00+00');
+SELECT pg_ha.switchover('n2', '1969-12-31 23:59:59+00');
+\set VERBOSITY default
+SELECT pg_ha.failover('bad name', force => true);
 -- with etcd unreachable they fail clearly, within pg_ha.etcd_timeout
 \set VERBOSITY terse
 DO $$
@@ -76,6 +84,12 @@ BEGIN
   PERFORM pg_ha.pause();
 EXCEPTION WHEN connection_failure THEN
   RAISE NOTICE 'pause() failed: %', split_part(SQLERRM, ':', 1) || ':' || split_part(SQLERRM, ':', 2);
+END $$;
+DO $$
+BEGIN
+  PERFORM pg_ha.cancel_switchover();
+EXCEPTION WHEN connection_failure THEN
+  RAISE NOTICE 'cancel_switchover() failed: %', split_part(SQLERRM, ':', 1) || ':' || split_part(SQLERRM, ':', 2);
 END $$;
 \set VERBOSITY default
 

@@ -982,6 +982,77 @@ done:
 	return ok;
 }
 
+void
+ha_control_view_add(HaControlView *view, const char *suffix, const char *value, size_t len,
+					int64_t mod_revision)
+{
+	if (strcmp(suffix, "leader") == 0)
+	{
+		if (len < sizeof(view->leader) && value && memchr(value, '\0', len) == NULL)
+		{
+			memcpy(view->leader, value, len);
+			view->leader[len] = '\0';
+		}
+	}
+	else if (strncmp(suffix, "members/", 8) == 0)
+	{
+		if (view->nmembers < HA_CONTROL_MAX_MEMBERS && ha_valid_member_name(suffix + 8))
+			ha_candidate_parse(suffix + 8, value, len, &view->members[view->nmembers++]);
+	}
+	else if (strcmp(suffix, "status") == 0)
+		view->status_optime = ha_status_optime(value, len);
+	else if (strcmp(suffix, "history") == 0)
+		ha_history_last(value, len, &view->history_timeline,
+						view->history_reason, sizeof(view->history_reason),
+						view->history_leader, sizeof(view->history_leader));
+	else if (strcmp(suffix, "config") == 0)
+	{
+		cJSON	   *doc = value && len && len <= 65536 ? cJSON_ParseWithLength(value, len) : NULL;
+
+		view->paused = cJSON_IsObject(doc) &&
+			cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "pause"));
+		cJSON_Delete(doc);
+	}
+	else if (strcmp(suffix, "failover") == 0)
+	{
+		view->has_request = true;
+		view->request_mod_revision = mod_revision;
+		view->request_valid = ha_request_decode(value, len, &view->request,
+												view->request_error,
+												sizeof(view->request_error));
+	}
+}
+
+const HaCandidate *
+ha_control_view_member(const HaControlView *view, const char *name)
+{
+	for (int i = 0; i < view->nmembers; i++)
+		if (strcmp(view->members[i].name, name) == 0)
+			return &view->members[i];
+	return NULL;
+}
+
+bool
+ha_request_blocks(const HaControlView *view, bool for_failover)
+{
+	const HaRequest *r = &view->request;
+
+	if (!view->has_request || !view->request_valid)
+		return false;
+	switch (r->phase)
+	{
+		case HA_REQ_ABORTED:
+		case HA_REQ_SHUTDOWN:
+			return false;
+		case HA_REQ_REQUESTED:
+			return !(for_failover && r->leader[0] != '\0');
+		case HA_REQ_HANDED_OVER:
+		case HA_REQ_FINAL_CONFIRMED:
+			return true;
+	}
+	return true;
+}
+
 /* ---------- eligibility of a named target ---------- */
 
 const char *

@@ -177,4 +177,43 @@ extern bool ha_history_last(const char *value, size_t len, uint32_t *timeline,
 /* The status key's optime ({"optime": N}), 0 when unknown. */
 extern uint64_t ha_status_optime(const char *value, size_t len);
 
+/*
+ * What a front end (SQL, pg_hactl) reads of the cluster's keys before and
+ * while it writes a request: fed key by key with ha_control_view_add()
+ * (suffix = the key without "/<namespace>/<cluster>/"), from one range read.
+ */
+#define HA_CONTROL_MAX_MEMBERS 64
+
+typedef struct HaControlView
+{
+	char		leader[HA_REQUEST_NAME_LEN];	/* "" = no leader key */
+	HaCandidate members[HA_CONTROL_MAX_MEMBERS];
+	int			nmembers;
+	uint64_t	status_optime;
+	uint32_t	history_timeline;	/* 0 = no history */
+	char		history_reason[64];	/* last entry's reason */
+	char		history_leader[HA_REQUEST_NAME_LEN];	/* last entry's new leader */
+	bool		paused;			/* config key: "pause": true */
+	bool		has_request;	/* the failover key exists */
+	bool		request_valid;	/* ... and decodes: request holds it */
+	HaRequest	request;
+	char		request_error[HA_REQUEST_REASON_LEN];	/* when not valid */
+	int64_t		request_mod_revision;
+} HaControlView;
+
+extern void ha_control_view_add(HaControlView *view, const char *suffix,
+								const char *value, size_t len, int64_t mod_revision);
+/* The member named name, or NULL. */
+extern const HaCandidate *ha_control_view_member(const HaControlView *view, const char *name);
+
+/*
+ * Does the failover key hold a request that a new switchover (for_failover
+ * false) or manual failover (true, the leader is gone) must not replace?
+ * Requested, handed_over and final_confirmed requests do; aborted and
+ * shutdown notes and undecodable values do not.  With no leader, a
+ * switchover request (scheduled or not) does not block a failover: its
+ * leader is gone.
+ */
+extern bool ha_request_blocks(const HaControlView *view, bool for_failover);
+
 #endif							/* PG_HA_REQUEST_H */

@@ -1,14 +1,20 @@
 /*
  * sql_control.c - SQL functions that change the cluster: switchover,
- * failover, pause and resume.
+ * failover, cancel_switchover, pause and resume.
  *
  * They talk to etcd only; the HA workers act on what they write:
- *   - switchover and failover write the `failover` key (Patroni's format:
- *     {"leader": ..., "member": ..., "scheduled_at": ...}) and wait for the
- *     named member to become leader;
+ *   - switchover and failover write a request into the `failover` key
+ *     (ha_request.c's codec: Patroni's {"leader", "member", "scheduled_at"}
+ *     plus our phases) and wait for the outcome, which they report as it
+ *     happened: a switchover that ended as a failover is not reported as a
+ *     switchover.  When they give up (timeout, cancel) on a request that
+ *     was never handed over they remove it, comparing its mod_revision, so
+ *     no leftover request can promote its member later (issue 9, defect 1);
+ *   - cancel_switchover removes a request nobody acted on yet;
  *   - pause and resume set "pause" in the `config` key.
  * Every argument is checked against the cluster as etcd shows it before
- * anything is written, and each refusal says why.  None of these functions
+ * anything is written, with the rules pg_hactl applies too
+ * (ha_target_check), and each refusal says why.  None of these functions
  * is executable by PUBLIC.
  */
 #include "pg_ha.h"
@@ -22,14 +28,17 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "ha_cluster.h"
+#include "ha_request.h"
 
 PG_FUNCTION_INFO_V1(pg_ha_switchover);
 PG_FUNCTION_INFO_V1(pg_ha_failover);
+PG_FUNCTION_INFO_V1(pg_ha_cancel_switchover);
 PG_FUNCTION_INFO_V1(pg_ha_pause);
 PG_FUNCTION_INFO_V1(pg_ha_resume);
 
 #define CONTROL_WAIT_SECONDS 60
+/* a request that vanished while the old leader still leads: dropped */
+#define DROPPED_AFTER_US 1000000
 
 static int
 backend_abort_check(void *arg)
@@ -73,89 +82,343 @@ etcd_fail(EtcdClient *client, const char *what)
 			 errmsg("pg_ha: cannot %s: %s", what, err)));
 }
 
-/* Loads the cluster's keys into view; the client is freed on error. */
-static void
-read_cluster(EtcdClient *client, ClusterView *view)
+/* Reads every key of the cluster into view (one range read); false on an etcd error. */
+static bool
+try_load_view(EtcdClient *client, const char *prefix, HaControlView *view)
 {
-	char	   *prefix = pg_ha_key("");
+	size_t		plen = strlen(prefix);
 	EtcdKVList	kvs;
 	EtcdStatus	st;
 
 	memset(view, 0, sizeof(*view));
 	st = etcd_get(client, prefix, true, &kvs);
 	if (st != ETCD_OK && st != ETCD_NOT_FOUND)
-		etcd_fail(client, "read the cluster from etcd");
-	cluster_load(view, &kvs, strlen(prefix));
-}
-
-static void refuse(EtcdClient *client, ClusterView *view, int code, const char *msg,
-				   const char *detail) pg_attribute_noreturn();
-
-static void
-refuse(EtcdClient *client, ClusterView *view, int code, const char *msg, const char *detail)
-{
-	char	   *m = pstrdup(msg);
-	char	   *d = detail ? pstrdup(detail) : NULL;
-
-	cluster_reset(view);
-	etcd_client_free(client);
-	ereport(ERROR, (errcode(code), errmsg("pg_ha: %s", m), d ? errdetail("%s", d) : 0));
-}
-
-static const char *
-json_escape_name(const char *name)
-{
-	/* names are checked to be [A-Za-z0-9_.-] before they get here */
-	return name;
-}
-
-static bool
-valid_member_name(const char *name)
-{
-	if (name[0] == '\0' || strlen(name) >= PG_HA_NAME_LEN)
 		return false;
-	for (const char *p = name; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-			  (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.'))
-			return false;
+	for (int i = 0; i < kvs.count; i++)
+		if (strncmp(kvs.kvs[i].key, prefix, plen) == 0)
+			ha_control_view_add(view, kvs.kvs[i].key + plen, kvs.kvs[i].value,
+								kvs.kvs[i].value_len, kvs.kvs[i].mod_revision);
+	etcd_kvlist_free(&kvs);
 	return true;
 }
 
+/* try_load_view, or an ERROR (the client is freed). */
+static void
+load_view(EtcdClient *client, HaControlView *view)
+{
+	if (!try_load_view(client, pg_ha_key(""), view))
+		etcd_fail(client, "read the cluster from etcd");
+}
+
+static void refuse(EtcdClient *client, int code, const char *msg, const char *detail,
+				   const char *hint) pg_attribute_noreturn();
+
+static void
+refuse(EtcdClient *client, int code, const char *msg, const char *detail, const char *hint)
+{
+	etcd_client_free(client);
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg("pg_ha: %s", msg),
+			 detail ? errdetail("%s", detail) : 0,
+			 hint ? errhint("%s", hint) : 0));
+}
+
+static void
+check_member_name(const char *name)
+{
+	if (!ha_valid_member_name(name))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("pg_ha: invalid member name \"%s\"", name),
+				 errdetail("Member names are 1 to 63 characters of A-Z, a-z, 0-9, '_', '-' and '.'.")));
+}
+
+/* The request the failover key holds, in words, for messages. */
+static char *
+describe_request(const HaControlView *view)
+{
+	const HaRequest *r = &view->request;
+	char		at[HA_TIME_LEN];
+
+	if (!view->request_valid)
+		return psprintf("an invalid value (%s)", view->request_error);
+	if (r->leader[0] == '\0')
+		return psprintf("a failover to \"%s\" (%s)", r->member, ha_request_phase_name(r->phase));
+	if (r->scheduled)
+	{
+		ha_time_format(r->scheduled_at_us, at, sizeof(at));
+		return psprintf("a switchover from \"%s\" to \"%s\" scheduled at %s (%s)", r->leader,
+						r->member[0] ? r->member : "the best replica", at,
+						ha_request_phase_name(r->phase));
+	}
+	return psprintf("a switchover from \"%s\" to \"%s\" (%s)", r->leader,
+					r->member[0] ? r->member : "the best replica", ha_request_phase_name(r->phase));
+}
+
 /*
- * Waits until member is the leader and says so in its member key, the
- * request was aborted, or the time runs out.  Returns NULL on success or
- * the reason of failure.
+ * Applies the shared target rules (ha_target_check) and refuses with the
+ * front end's words.  Returns the candidate (picked when NULL).
  */
-static const char *
-wait_for_leader(EtcdClient *client, const char *member)
+static char *
+check_target(EtcdClient *client, const HaControlView *view, const char *candidate,
+			 bool switchover, bool force)
+{
+	HaTargetInput in;
+	char		chosen[HA_REQUEST_NAME_LEN];
+	char		better[HA_REQUEST_NAME_LEN];
+	char		why[256];
+	const char *what = switchover ? "switchover" : "failover";
+	HaTargetVerdict v;
+
+	in.members = view->members;
+	in.nmembers = view->nmembers;
+	in.leader = view->leader;
+	in.status_optime = view->status_optime;
+	in.history_timeline = view->history_timeline;
+	in.maximum_lag_bytes = (uint64) pg_ha_maximum_lag_on_failover * 1024;
+	in.switchover = switchover;
+	in.force = force;
+	v = ha_target_check(&in, candidate, chosen, sizeof(chosen), better, sizeof(better),
+						why, sizeof(why));
+	switch (v)
+	{
+		case HA_TARGET_OK:
+			if (force)
+				ereport(NOTICE, (errmsg("pg_ha: forced failover to \"%s\"", chosen),
+								 errdetail("%s", why)));
+			return pstrdup(chosen);
+		case HA_TARGET_UNKNOWN:
+			refuse(client, ERRCODE_UNDEFINED_OBJECT,
+				   psprintf("%s refused: no member named \"%s\"", what, chosen), why, NULL);
+		case HA_TARGET_IS_LEADER:
+			refuse(client, ERRCODE_INVALID_PARAMETER_VALUE,
+				   psprintf("%s refused: \"%s\" is already the leader", what, chosen), NULL, NULL);
+		case HA_TARGET_NOT_REPLICA:
+			refuse(client, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+				   psprintf("%s refused: \"%s\" is not a running replica", what, chosen), why, NULL);
+		case HA_TARGET_NOFAILOVER:
+			refuse(client, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+				   psprintf("%s refused: \"%s\" is tagged nofailover", what, chosen), why, NULL);
+		case HA_TARGET_OLD_TIMELINE:
+			refuse(client, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+				   psprintf("%s refused: \"%s\" is on an older timeline", what, chosen), why, NULL);
+		case HA_TARGET_NOT_STREAMING:
+			refuse(client, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+				   psprintf("%s refused: \"%s\" is not streaming from the leader", what, chosen),
+				   why, NULL);
+		case HA_TARGET_LAGGING:
+			refuse(client, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+				   psprintf("%s refused: \"%s\" is lagging", what, chosen), why,
+				   switchover ? NULL :
+				   psprintf("Call pg_ha.failover('%s', force => true) to promote it all the same and lose that WAL.",
+							chosen));
+		case HA_TARGET_NOT_BEST:
+			refuse(client, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+				   psprintf("%s refused: \"%s\" is not the most advanced replica, \"%s\" is",
+							what, chosen, better),
+				   why,
+				   psprintf("Name \"%s\" instead, or call pg_ha.failover('%s', force => true) to accept losing the WAL only \"%s\" has.",
+							better, chosen, better));
+		case HA_TARGET_NONE:
+			refuse(client, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+				   psprintf("%s refused: no replica can take over", what), why, NULL);
+	}
+	pg_unreachable();
+}
+
+/*
+ * Writes value into the failover key: created when absent, or replacing
+ * the value at replace_rev (a stale note, aborted request or invalid
+ * value).  Returns the mod_revision of what it wrote, 0 when another
+ * writer got there first.
+ */
+static int64
+put_request(EtcdClient *client, const char *key, const char *value, int64 replace_rev)
+{
+	EtcdCompare cmp = {key, replace_rev ? ETCD_CMP_MOD : ETCD_CMP_CREATE, ETCD_CMP_EQUAL,
+	NULL, replace_rev};
+	EtcdOp		ops[2] = {{ETCD_OP_PUT, key, value, 0, false},
+	{ETCD_OP_RANGE, key, NULL, 0, false}};
+	EtcdKVList	ranges;
+	bool		succeeded = false;
+	int64		rev = 0;
+
+	memset(&ranges, 0, sizeof(ranges));
+	if (etcd_txn(client, &cmp, 1, ops, 2, NULL, 0, &succeeded, &ranges) != ETCD_OK)
+		etcd_fail(client, "write the failover key");
+	if (succeeded)
+		rev = ranges.count > 0 ? ranges.kvs[0].mod_revision : -1;
+	etcd_kvlist_free(&ranges);
+	return rev;
+}
+
+/*
+ * Deletes the failover key if it still holds the value written at rev
+ * (compare-and-delete).  False when it changed or could not be reached.
+ */
+static bool
+withdraw_request(EtcdClient *client, const char *key, int64 rev)
+{
+	EtcdCompare cmp = {key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL, rev};
+	EtcdOp		del = {ETCD_OP_DELETE, key, NULL, 0, false};
+	bool		succeeded = false;
+
+	if (rev <= 0)
+		return false;
+	return etcd_txn(client, &cmp, 1, &del, 1, NULL, 0, &succeeded, NULL) == ETCD_OK && succeeded;
+}
+
+/* Refuses when a request is in progress; otherwise writes req. */
+static int64
+submit_request(EtcdClient *client, const HaControlView *view, const HaRequest *req,
+			   bool for_failover, const char *key)
+{
+	char		value[HA_REQUEST_MAX_JSON + 1];
+	const char *what = for_failover ? "failover" : "switchover";
+	int64		rev;
+
+	if (ha_request_encode(req, value, sizeof(value)) < 0)
+	{
+		etcd_client_free(client);
+		elog(ERROR, "pg_ha: could not encode the %s request", what);
+	}
+	if (ha_request_blocks(view, for_failover))
+		refuse(client, ERRCODE_OBJECT_IN_USE,
+			   psprintf("%s refused: a switchover or failover is already in progress", what),
+			   psprintf("The failover key holds %s.", describe_request(view)),
+			   "Wait for it, or remove a pending one with pg_ha.cancel_switchover().");
+	if (view->has_request && !view->request_valid)
+		ereport(NOTICE,
+				(errmsg("pg_ha: replacing an invalid failover key: %s", view->request_error)));
+	rev = put_request(client, key, value, view->has_request ? view->request_mod_revision : 0);
+	if (rev == 0)
+		refuse(client, ERRCODE_OBJECT_IN_USE,
+			   psprintf("%s refused: a switchover or failover is already in progress", what),
+			   "Another request was written at the same time.", NULL);
+	return rev;
+}
+
+typedef struct WaitState
+{
+	const char *prefix;			/* the cluster's key prefix */
+	const char *key;			/* the failover key */
+	int64		rev;			/* mod_revision of our request */
+	const char *candidate;
+	const char *old_leader;		/* switchover: the leader we asked to hand over */
+	bool		switchover;
+	uint32		history_before; /* history timeline when we wrote */
+	bool		handed_over;	/* we saw our request handed over */
+} WaitState;
+
+/*
+ * Waits for the outcome of our request and returns it in words, or raises
+ * the error that says what happened instead.  The client stays the
+ * caller's.  An etcd error is retried until the time runs out: the request
+ * may well complete meanwhile.
+ */
+static char *
+wait_outcome(EtcdClient *client, WaitState *w)
 {
 	int64		give_up = pg_ha_monotonic_us() + (int64) CONTROL_WAIT_SECONDS * 1000000;
+	int64		missing_since = 0;
+	const char *what = w->switchover ? "switchover" : "failover";
 
 	for (;;)
 	{
-		ClusterView view;
-		MemberInfo	m;
-		const EtcdKV *fo;
-		bool		done;
+		HaControlView view;
+		const HaCandidate *m;
+		bool		ours;
 
 		CHECK_FOR_INTERRUPTS();
-		read_cluster(client, &view);
-		fo = cluster_get(&view, "failover");
-		if (fo && strstr(fo->value, "\"aborted\"") != NULL)
+		if (!try_load_view(client, w->prefix, &view))
 		{
-			char	   *reason = pstrdup(fo->value);
-
-			etcd_delete(client, pg_ha_key("failover"), false);
-			cluster_reset(&view);
-			return psprintf("the leader abandoned it: %s", reason);
+			if (pg_ha_monotonic_us() > give_up)
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("pg_ha: %s to \"%s\": cannot read the cluster from etcd: %s",
+								what, w->candidate, etcd_last_error(client))));
+			goto sleep;
 		}
-		done = strcmp(cluster_leader(&view), member) == 0 &&
-			cluster_member(&view, member, &m) && !m.is_replica;
-		cluster_reset(&view);
-		if (done)
-			return NULL;
+		ours = view.has_request && view.request_valid &&
+			strcmp(view.request.member, w->candidate) == 0;
+		if (ours && (view.request.phase == HA_REQ_HANDED_OVER ||
+					 view.request.phase == HA_REQ_FINAL_CONFIRMED))
+			w->handed_over = true;
+		if (ours && view.request.phase == HA_REQ_ABORTED)
+		{
+			char	   *reason = pstrdup(view.request.reason[0] ? view.request.reason : "no reason given");
+
+			/* the leader's answer is read: clear it for the next request */
+			withdraw_request(client, w->key, view.request_mod_revision);
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("pg_ha: %s to \"%s\" failed: the leader abandoned it: %s",
+							what, w->candidate, reason)));
+		}
+
+		m = ha_control_view_member(&view, w->candidate);
+		if (strcmp(view.leader, w->candidate) == 0 && m != NULL && m->is_primary)
+		{
+			bool		new_entry = view.history_timeline > w->history_before;
+			const char *how = new_entry && view.history_reason[0] ? view.history_reason : "an unknown path";
+
+			if (!w->switchover)
+				return psprintf("failed over to \"%s\"", w->candidate);
+			if (w->handed_over || (new_entry && strstr(view.history_reason, "switchover") != NULL))
+				return psprintf("switched over from \"%s\" to \"%s\"", w->old_leader, w->candidate);
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("pg_ha: switchover to \"%s\" did not happen: \"%s\" became leader by %s",
+							w->candidate, w->candidate, how),
+					 errdetail("The leader never handed the request over; \"%s\" was promoted without it, so transactions \"%s\" had not sent may be lost.",
+							   w->candidate, w->old_leader)));
+		}
+		if (view.leader[0] != '\0' && strcmp(view.leader, w->candidate) != 0 &&
+			!(w->switchover && strcmp(view.leader, w->old_leader) == 0))
+		{
+			char	   *leader = pstrdup(view.leader);
+			char	   *how = pstrdup(view.history_timeline > w->history_before && view.history_reason[0] ?
+									  view.history_reason : "an unknown path");
+
+			if (!w->handed_over)
+				withdraw_request(client, w->key, w->rev);
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("pg_ha: %s to \"%s\" did not happen: \"%s\" became leader by %s",
+							what, w->candidate, leader, how)));
+		}
+		if (!view.has_request && !w->handed_over && w->switchover &&
+			strcmp(view.leader, w->old_leader) == 0)
+		{
+			/* gone while the old leader still leads: it dropped the request */
+			if (missing_since == 0)
+				missing_since = pg_ha_monotonic_us();
+			else if (pg_ha_monotonic_us() - missing_since > DROPPED_AFTER_US)
+			{
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("pg_ha: switchover to \"%s\" failed: the request was removed and \"%s\" still leads",
+								w->candidate, w->old_leader),
+						 errdetail("The leader clears requests it cannot act on, or someone cancelled it.")));
+			}
+		}
+		else
+			missing_since = 0;
 		if (pg_ha_monotonic_us() > give_up)
-			return psprintf("\"%s\" did not become leader within %d s", member, CONTROL_WAIT_SECONDS);
+		{
+			bool		withdrawn = !w->handed_over && withdraw_request(client, w->key, w->rev);
+
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("pg_ha: %s to \"%s\" failed: \"%s\" did not become leader within %d s",
+							what, w->candidate, w->candidate, CONTROL_WAIT_SECONDS),
+					 w->handed_over ?
+					 errdetail("The request was handed over; \"%s\" may still complete its promotion.", w->candidate) :
+					 withdrawn ? errdetail("The request was withdrawn.") :
+					 errdetail("The request changed meanwhile and was left in place.")));
+		}
+sleep:
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
 						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -163,74 +426,36 @@ wait_for_leader(EtcdClient *client, const char *member)
 }
 
 /*
- * Is this failover key a request some node still acts on?  A note left by
- * a leader that stopped cleanly (no member) or an abandoned request is not.
+ * wait_outcome(), but a cancel or statement_timeout while waiting also
+ * withdraws a request that was never handed over: nobody is left to
+ * report its outcome, and a leftover request could promote its member
+ * much later.
  */
-static bool
-failover_key_pending(const char *value, size_t len)
+static char *
+wait_outcome_or_withdraw(EtcdClient *client, WaitState *w)
 {
-	cJSON	   *doc = cJSON_ParseWithLength(value, len);
-	const cJSON *member = cJSON_GetObjectItemCaseSensitive(doc, "member");
-	bool		pending = cJSON_IsObject(doc) && cJSON_IsString(member) &&
-		member->valuestring[0] != '\0' &&
-		cJSON_GetObjectItemCaseSensitive(doc, "aborted") == NULL;
+	char	   *result;
 
-	cJSON_Delete(doc);
-	return pending;
-}
-
-/*
- * Create the failover key with value; refuses (and frees the client) when
- * a pending request exists: one switchover or failover at a time.
- */
-static void
-write_failover_request(EtcdClient *client, const char *value, const char *what)
-{
-	EtcdKV		existing;
-	EtcdStatus	st = etcd_create(client, pg_ha_key("failover"), value, 0, &existing);
-
-	if (st == ETCD_NOT_FOUND && existing.key &&
-		!failover_key_pending(existing.value, existing.value_len))
+	PG_TRY();
 	{
-		/* replace a stale note, unless someone else just did */
-		EtcdCompare cmp = {existing.key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL, existing.mod_revision};
-		EtcdOp		put = {ETCD_OP_PUT, existing.key, value, 0, false};
-		bool		replaced;
-
-		st = etcd_txn(client, &cmp, 1, &put, 1, NULL, 0, &replaced, NULL);
-		if (st == ETCD_OK && !replaced)
-			st = ETCD_NOT_FOUND;
+		result = wait_outcome(client, w);
 	}
-	etcd_kv_free(&existing);
-	if (st == ETCD_NOT_FOUND)
+	PG_CATCH();
 	{
+		/*
+		 * Compare-and-delete: harmless when the key moved on (handed over,
+		 * aborted, replaced) or was withdrawn already.  InterruptPending is
+		 * clear here (ProcessInterrupts reset it before raising), so the
+		 * client's abort check lets this one bounded call run.
+		 */
+		if (!w->handed_over)
+			withdraw_request(client, w->key, w->rev);
 		etcd_client_free(client);
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_IN_USE),
-				 errmsg("pg_ha: %s refused: a switchover or failover is already in progress", what)));
+		PG_RE_THROW();
 	}
-	if (st != ETCD_OK)
-		etcd_fail(client, "write the failover key");
-}
-
-/* The most advanced eligible replica, for a switchover without candidate. */
-static bool
-pick_candidate(ClusterView *view, const char *leader, MemberInfo *best)
-{
-	MemberInfo	members[PG_HA_MAX_MEMBERS];
-	int			n = cluster_members(view, members, PG_HA_MAX_MEMBERS);
-	bool		found = false;
-
-	for (int i = 0; i < n; i++)
-	{
-		if (!members[i].valid || !members[i].is_replica || members[i].nofailover ||
-			members[i].failover_priority <= 0 || strcmp(members[i].name, leader) == 0)
-			continue;
-		if (!found || failover_better(&members[i], best))
-			*best = members[i];
-		found = true;
-	}
-	return found;
+	PG_END_TRY();
+	etcd_client_free(client);
+	return result;
 }
 
 Datum
@@ -239,85 +464,63 @@ pg_ha_switchover(PG_FUNCTION_ARGS)
 	char	   *candidate = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	bool		scheduled = !PG_ARGISNULL(1);
 	TimestampTz at = scheduled ? PG_GETARG_TIMESTAMPTZ(1) : 0;
+	int64		at_unix_us = 0;
 	EtcdClient *client;
-	ClusterView view;
-	MemberInfo	cand;
-	MemberInfo	lead;
-	char		leader[PG_HA_NAME_LEN];
-	char		value[512];
-	const char *failure;
+	HaControlView *view = palloc(sizeof(HaControlView));
+	HaRequest	req;
+	WaitState	w;
+	char	   *key = pg_ha_key("failover");
+	char	   *leader;
 
-	if (candidate != NULL && !valid_member_name(candidate))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("pg_ha: invalid member name \"%s\"", candidate)));
-	if (scheduled && TIMESTAMP_NOT_FINITE(at))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("pg_ha: scheduled_at must be a finite time")));
+	if (candidate != NULL)
+		check_member_name(candidate);
+	if (scheduled)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		if (TIMESTAMP_NOT_FINITE(at))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("pg_ha: scheduled_at must be a finite time")));
+		at_unix_us = at + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+		if (at_unix_us < 0 || at_unix_us >= INT64CONST(253402300800) * USECS_PER_SEC)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("pg_ha: scheduled_at must be in the years 1970 to 9999"),
+					 errdetail("It is %s.", timestamptz_to_str(at))));
+		if (at <= now)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("pg_ha: switchover refused: scheduled_at is in the past"),
+					 errdetail("It is %s; the time now is %s.", timestamptz_to_str(at),
+							   timestamptz_to_str(now)),
+					 errhint("Leave scheduled_at out to switch over now.")));
+	}
 
 	client = pg_ha_backend_etcd_client();
-	read_cluster(client, &view);
-	if (cluster_paused(&view))
-		refuse(client, &view, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-			   "switchover refused: the cluster is paused", "Run pg_ha.resume() first.");
-	strlcpy(leader, cluster_leader(&view), sizeof(leader));
-	if (leader[0] == '\0')
-		refuse(client, &view, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-			   "switchover refused: the cluster has no leader",
+	load_view(client, view);
+	if (view->paused)
+		refuse(client, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+			   "switchover refused: the cluster is paused", NULL, "Run pg_ha.resume() first.");
+	if (view->leader[0] == '\0')
+		refuse(client, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+			   "switchover refused: the cluster has no leader", NULL,
 			   "Use pg_ha.failover(candidate) when there is no healthy leader.");
-	if (cluster_get(&view, "failover") != NULL &&
-		failover_key_pending(cluster_get(&view, "failover")->value,
-							 cluster_get(&view, "failover")->value_len))
-		refuse(client, &view, ERRCODE_OBJECT_IN_USE,
+	if (ha_request_blocks(view, false))
+		refuse(client, ERRCODE_OBJECT_IN_USE,
 			   "switchover refused: a switchover or failover is already in progress",
-			   psprintf("The failover key holds %s.", cluster_get(&view, "failover")->value));
-	if (candidate == NULL)
-	{
-		if (!pick_candidate(&view, leader, &cand))
-			refuse(client, &view, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-				   "switchover refused: no replica can take over", NULL);
-		candidate = pstrdup(cand.name);
-	}
-	else if (!cluster_member(&view, candidate, &cand))
-		refuse(client, &view, ERRCODE_UNDEFINED_OBJECT,
-			   psprintf("switchover refused: no member named \"%s\"", candidate), NULL);
-	if (strcmp(candidate, leader) == 0)
-		refuse(client, &view, ERRCODE_INVALID_PARAMETER_VALUE,
-			   psprintf("switchover refused: \"%s\" is already the leader", candidate), NULL);
-	if (!cand.is_replica)
-		refuse(client, &view, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-			   psprintf("switchover refused: \"%s\" is not a running replica", candidate), NULL);
-	if (cand.nofailover || cand.failover_priority <= 0)
-		refuse(client, &view, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-			   psprintf("switchover refused: \"%s\" is tagged nofailover", candidate), NULL);
-	/*
-	 * Lag is judged by the leader at hand-over time from its walsender
-	 * (member keys are published seconds apart and would misjudge a busy
-	 * cluster); here only a candidate that is not streaming is refused.
-	 */
-	if (!cand.streaming && cluster_member(&view, leader, &lead) && lead.lsn > cand.lsn &&
-		lead.lsn - cand.lsn > (uint64) pg_ha_maximum_lag_on_failover * 1024)
-		refuse(client, &view, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-			   psprintf("switchover refused: \"%s\" is lagging", candidate),
-			   psprintf("It is not streaming and %llu bytes behind the leader; pg_ha.maximum_lag_on_failover is %d kB.",
-						(unsigned long long) (lead.lsn - cand.lsn), pg_ha_maximum_lag_on_failover));
-	if (!cand.streaming)
-		refuse(client, &view, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-			   psprintf("switchover refused: \"%s\" is not streaming from the leader", candidate),
-			   "A replica that is not connected would keep the cluster fenced while it catches up.");
-	cluster_reset(&view);
+			   psprintf("The failover key holds %s.", describe_request(view)),
+			   "Wait for it, or remove a pending one with pg_ha.cancel_switchover().");
+	leader = pstrdup(view->leader);
+	candidate = check_target(client, view, candidate, true, false);
 
-	if (scheduled && at > GetCurrentTimestamp())
-		snprintf(value, sizeof(value), "{\"leader\":\"%s\",\"member\":\"%s\",\"scheduled_at\":\"%s\"}",
-				 json_escape_name(leader), json_escape_name(candidate), timestamptz_to_str(at));
-	else
-	{
-		scheduled = false;
-		snprintf(value, sizeof(value), "{\"leader\":\"%s\",\"member\":\"%s\"}",
-				 json_escape_name(leader), json_escape_name(candidate));
-	}
-	write_failover_request(client, value, "switchover");
+	memset(&req, 0, sizeof(req));
+	req.phase = HA_REQ_REQUESTED;
+	strlcpy(req.leader, leader, sizeof(req.leader));
+	strlcpy(req.member, candidate, sizeof(req.member));
+	req.scheduled = scheduled;
+	req.scheduled_at_us = at_unix_us;
+	w.rev = submit_request(client, view, &req, false, key);
 	if (scheduled)
 	{
 		etcd_client_free(client);
@@ -330,58 +533,87 @@ pg_ha_switchover(PG_FUNCTION_ARGS)
 		ereport(NOTICE,
 				(errmsg("pg_ha: this node is the leader: it restarts as a standby of \"%s\", which ends this session",
 						candidate)));
-	failure = wait_for_leader(client, candidate);
-	etcd_client_free(client);
-	if (failure)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_ha: switchover to \"%s\" failed: %s", candidate, failure)));
-	PG_RETURN_TEXT_P(cstring_to_text(psprintf("switched over from \"%s\" to \"%s\"", leader, candidate)));
+	w.prefix = pg_ha_key("");
+	w.key = key;
+	w.candidate = candidate;
+	w.old_leader = leader;
+	w.switchover = true;
+	w.history_before = view->history_timeline;
+	w.handed_over = false;
+	PG_RETURN_TEXT_P(cstring_to_text(wait_outcome_or_withdraw(client, &w)));
 }
 
 Datum
 pg_ha_failover(PG_FUNCTION_ARGS)
 {
 	char	   *candidate;
+	bool		force = PG_NARGS() > 1 && !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
 	EtcdClient *client;
-	ClusterView view;
-	MemberInfo	cand;
-	char		value[256];
-	const char *failure;
+	HaControlView *view = palloc(sizeof(HaControlView));
+	HaRequest	req;
+	WaitState	w;
+	char	   *key = pg_ha_key("failover");
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("pg_ha: failover needs a candidate")));
 	candidate = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	if (!valid_member_name(candidate))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("pg_ha: invalid member name \"%s\"", candidate)));
+	check_member_name(candidate);
 
 	client = pg_ha_backend_etcd_client();
-	read_cluster(client, &view);
-	if (cluster_leader(&view)[0] != '\0')
-		refuse(client, &view, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-			   psprintf("failover refused: \"%s\" is a healthy leader", cluster_leader(&view)),
+	load_view(client, view);
+	if (view->leader[0] != '\0')
+		refuse(client, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+			   psprintf("failover refused: \"%s\" is a healthy leader", view->leader), NULL,
 			   "Use pg_ha.switchover() to move leadership away from a running leader.");
-	if (!cluster_member(&view, candidate, &cand))
-		refuse(client, &view, ERRCODE_UNDEFINED_OBJECT,
-			   psprintf("failover refused: no member named \"%s\"", candidate), NULL);
-	if (!cand.is_replica)
-		refuse(client, &view, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-			   psprintf("failover refused: \"%s\" is not a running replica", candidate), NULL);
-	cluster_reset(&view);
+	if (ha_request_blocks(view, true))
+		refuse(client, ERRCODE_OBJECT_IN_USE,
+			   "failover refused: a switchover or failover is already in progress",
+			   psprintf("The failover key holds %s.", describe_request(view)), NULL);
+	candidate = check_target(client, view, candidate, false, force);
 
-	snprintf(value, sizeof(value), "{\"member\":\"%s\"}", json_escape_name(candidate));
-	write_failover_request(client, value, "failover");
-	failure = wait_for_leader(client, candidate);
+	memset(&req, 0, sizeof(req));
+	req.phase = HA_REQ_REQUESTED;
+	strlcpy(req.member, candidate, sizeof(req.member));
+	req.force = force;
+	w.rev = submit_request(client, view, &req, true, key);
+	w.prefix = pg_ha_key("");
+	w.key = key;
+	w.candidate = candidate;
+	w.old_leader = "";
+	w.switchover = false;
+	w.history_before = view->history_timeline;
+	w.handed_over = false;
+	PG_RETURN_TEXT_P(cstring_to_text(wait_outcome_or_withdraw(client, &w)));
+}
+
+/*
+ * Removes a request nobody has acted on yet (phase requested: a scheduled
+ * switchover waiting for its time, or a request not yet handed over),
+ * comparing its mod_revision so a request that moved on meanwhile stays.
+ */
+Datum
+pg_ha_cancel_switchover(PG_FUNCTION_ARGS)
+{
+	EtcdClient *client = pg_ha_backend_etcd_client();
+	HaControlView *view = palloc(sizeof(HaControlView));
+	char	   *key = pg_ha_key("failover");
+	char	   *what;
+
+	load_view(client, view);
+	if (!view->has_request || !view->request_valid ||
+		view->request.phase != HA_REQ_REQUESTED)
+		refuse(client, ERRCODE_UNDEFINED_OBJECT,
+			   "no pending switchover or failover to cancel",
+			   view->has_request ? psprintf("The failover key holds %s.", describe_request(view)) :
+			   "There is no failover key.", NULL);
+	what = describe_request(view);
+	if (!withdraw_request(client, key, view->request_mod_revision))
+		refuse(client, ERRCODE_T_R_SERIALIZATION_FAILURE,
+			   "the failover key changed concurrently, try again", NULL, NULL);
 	etcd_client_free(client);
-	if (failure)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_ha: failover to \"%s\" failed: %s", candidate, failure)));
-	PG_RETURN_TEXT_P(cstring_to_text(psprintf("failed over to \"%s\"", candidate)));
+	PG_RETURN_TEXT_P(cstring_to_text(psprintf("cancelled %s", what)));
 }
 
 /* Sets "pause" in the config key, keeping its other fields. */

@@ -4,6 +4,7 @@
  *
  *   pg_hactl [options] list                  the cluster table from etcd
  *   pg_hactl [options] switchover [--candidate NAME] [--timeout S]
+ *   pg_hactl [options] switchover --cancel   (or: pg_hactl cancel)
  *   pg_hactl [options] clone --pgdata DIR --node-name NAME --port PORT
  *   pg_hactl [options] rejoin --pgdata DIR [--if-needed] [--reclone]
  *
@@ -17,11 +18,18 @@
  * rewind is impossible).  pg_rewind overwrites the configuration files with
  * the leader's, so the node's own are saved first and put back after.
  *
+ * switchover applies the same rules as pg_ha.switchover() (ha_target_check
+ * in ha_request.c) and writes and reads the failover key with the same
+ * codec; it reports what really happened, and withdraws a request that was
+ * never handed over when it gives up (timeout, Ctrl-C).  cancel removes a
+ * request nobody has acted on yet (e.g. a scheduled switchover).
+ *
  * Exit codes: 0 done, 1 refused or failed (message on stderr), 2 usage.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -37,6 +45,7 @@
 #include "libpq-fe.h"
 
 #include "etcd.h"
+#include "ha_request.h"
 
 #ifndef PGBINDIR
 #define PGBINDIR "/usr/lib/postgresql/15/bin"
@@ -59,6 +68,7 @@ typedef struct Settings
 	char		replication_conninfo[512];
 	char		pgdata[PATH_MAX];
 	long		timeout_ms;
+	long long	maximum_lag_kb; /* pg_ha.maximum_lag_on_failover */
 } Settings;
 
 typedef struct Member
@@ -83,6 +93,7 @@ typedef struct Cluster
 	bool		paused;
 	char		failover[512];
 	int			history_timeline;	/* latest timeline by history, 0 = none */
+	HaControlView view;			/* what the control rules read (ha_request.h) */
 } Cluster;
 
 static void die(const char *fmt,...) __attribute__((format(printf, 1, 2), noreturn));
@@ -197,6 +208,22 @@ read_conf_file(Settings *s, const char *path)
 			copy_setting(s->password_file, sizeof(s->password_file), value);
 		else if (strcmp(name, "pg_ha.replication_conninfo") == 0)
 			copy_setting(s->replication_conninfo, sizeof(s->replication_conninfo), value);
+		else if (strcmp(name, "pg_ha.maximum_lag_on_failover") == 0)
+		{
+			char	   *end;
+			long long	v = strtoll(value, &end, 10);
+
+			/* kB by default, as the GUC; MB and GB as postgres accepts them */
+			if (end == value || v < 0)
+				continue;
+			if (strcmp(end, "MB") == 0)
+				v *= 1024;
+			else if (strcmp(end, "GB") == 0)
+				v *= 1024 * 1024;
+			else if (*end != '\0' && strcmp(end, "kB") != 0)
+				continue;
+			s->maximum_lag_kb = v;
+		}
 	}
 	fclose(f);
 }
@@ -288,6 +315,8 @@ load_cluster(const Settings *s, EtcdClient *client, Cluster *c)
 
 		if (strlen(kvs.kvs[i].key) < plen)
 			continue;
+		ha_control_view_add(&c->view, suffix, kvs.kvs[i].value, kvs.kvs[i].value_len,
+							kvs.kvs[i].mod_revision);
 		if (strcmp(suffix, "leader") == 0)
 			snprintf(c->leader, sizeof(c->leader), "%s", kvs.kvs[i].value);
 		else if (strcmp(suffix, "failover") == 0)
@@ -392,89 +421,256 @@ cmd_list(const Settings *s)
 	}
 	if (c.leader[0] == '\0')
 		printf("(no leader)\n");
-	if (c.failover[0])
-		printf("pending failover/switchover: %s\n", c.failover);
+	if (c.view.has_request)
+	{
+		const HaRequest *r = &c.view.request;
+
+		if (!c.view.request_valid)
+			printf("failover key: invalid (%s): %s\n", c.view.request_error, c.failover);
+		else if (r->scheduled && r->phase == HA_REQ_REQUESTED)
+		{
+			char		at[HA_TIME_LEN];
+
+			ha_time_format(r->scheduled_at_us, at, sizeof(at));
+			printf("pending switchover: from \"%s\" to \"%s\" scheduled at %s\n", r->leader,
+				   r->member[0] ? r->member : "(best replica)", at);
+		}
+		else if (r->phase == HA_REQ_SHUTDOWN || r->phase == HA_REQ_ABORTED)
+			printf("failover key (%s): %s\n", ha_request_phase_name(r->phase), c.failover);
+		else
+			printf("pending %s (%s): %s\n", r->leader[0] ? "switchover" : "failover",
+				   ha_request_phase_name(r->phase), c.failover);
+	}
 	return 0;
 }
 
 /* ---------- switchover ---------- */
 
+static volatile sig_atomic_t interrupted;
+
+static void
+on_interrupt(int sig)
+{
+	interrupted = 1;
+}
+
+/* Writes value: created when absent, or replacing replace_rev.  Returns the new mod_revision, 0 if beaten. */
+static int64_t
+put_request(EtcdClient *client, const char *key, const char *value, int64_t replace_rev)
+{
+	EtcdCompare cmp = {key, replace_rev ? ETCD_CMP_MOD : ETCD_CMP_CREATE, ETCD_CMP_EQUAL,
+	NULL, replace_rev};
+	EtcdOp		ops[2] = {{ETCD_OP_PUT, key, value, 0, false},
+	{ETCD_OP_RANGE, key, NULL, 0, false}};
+	EtcdKVList	ranges;
+	bool		succeeded = false;
+	int64_t		rev = 0;
+
+	memset(&ranges, 0, sizeof(ranges));
+	if (etcd_txn(client, &cmp, 1, ops, 2, NULL, 0, &succeeded, &ranges) != ETCD_OK)
+		die("cannot write the failover key: %s", etcd_last_error(client));
+	if (succeeded)
+		rev = ranges.count > 0 ? ranges.kvs[0].mod_revision : -1;
+	etcd_kvlist_free(&ranges);
+	return rev;
+}
+
+/* Compare-and-delete of the failover key at rev. */
+static bool
+withdraw_request(EtcdClient *client, const char *key, int64_t rev)
+{
+	EtcdCompare cmp = {key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL, rev};
+	EtcdOp		del = {ETCD_OP_DELETE, key, NULL, 0, false};
+	bool		succeeded = false;
+
+	if (rev <= 0)
+		return false;
+	return etcd_txn(client, &cmp, 1, &del, 1, NULL, 0, &succeeded, NULL) == ETCD_OK && succeeded;
+}
+
+static void
+describe_request(const HaControlView *v, char *buf, size_t len)
+{
+	const HaRequest *r = &v->request;
+
+	if (!v->request_valid)
+		snprintf(buf, len, "an invalid value (%s)", v->request_error);
+	else if (r->leader[0] == '\0')
+		snprintf(buf, len, "a failover to \"%s\" (%s)", r->member, ha_request_phase_name(r->phase));
+	else
+	{
+		char		at[HA_TIME_LEN] = "";
+
+		if (r->scheduled)
+			ha_time_format(r->scheduled_at_us, at, sizeof(at));
+		snprintf(buf, len, "a switchover from \"%s\" to \"%s\"%s%s (%s)", r->leader,
+				 r->member[0] ? r->member : "the best replica", at[0] ? " scheduled at " : "",
+				 at, ha_request_phase_name(r->phase));
+	}
+}
+
+static int
+cmd_cancel(const Settings *s)
+{
+	EtcdClient *client = connect_etcd(s);
+	Cluster    *c = malloc(sizeof(Cluster));
+	char		what[512];
+
+	if (c == NULL)
+		die("out of memory");
+	load_cluster(s, client, c);
+	if (!c->view.has_request || !c->view.request_valid ||
+		c->view.request.phase != HA_REQ_REQUESTED)
+	{
+		if (c->view.has_request)
+		{
+			describe_request(&c->view, what, sizeof(what));
+			die("no pending switchover or failover to cancel: the failover key holds %s", what);
+		}
+		die("no pending switchover or failover to cancel");
+	}
+	describe_request(&c->view, what, sizeof(what));
+	if (!withdraw_request(client, key_path(s, "failover"), c->view.request_mod_revision))
+		die("the failover key changed concurrently (or etcd failed: %s); try again",
+			etcd_last_error(client));
+	say("cancelled %s", what);
+	etcd_client_free(client);
+	free(c);
+	return 0;
+}
+
 static int
 cmd_switchover(const Settings *s, const char *candidate, int timeout_s)
 {
 	EtcdClient *client = connect_etcd(s);
-	Cluster		c;
-	const Member *cand = NULL;
-	char		value[512];
-	EtcdKV		existing;
-	EtcdStatus	st;
+	Cluster    *c = malloc(sizeof(Cluster));
+	Cluster    *now = malloc(sizeof(Cluster));
+	const char *key = key_path(s, "failover");
+	HaTargetInput in;
+	HaRequest	req;
+	char		chosen[HA_REQUEST_NAME_LEN];
+	char		better[HA_REQUEST_NAME_LEN];
+	char		why[256];
+	char		leader[HA_REQUEST_NAME_LEN];
+	char		value[HA_REQUEST_MAX_JSON + 1];
+	HaTargetVerdict v;
+	int64_t		rev;
+	uint32_t	history_before;
+	bool		handed_over = false;
 	time_t		give_up;
+	struct sigaction sa;
 
-	load_cluster(s, client, &c);
-	if (c.paused)
+	if (c == NULL || now == NULL)
+		die("out of memory");
+	if (candidate && !ha_valid_member_name(candidate))
+		die("invalid member name \"%s\"", candidate);
+	load_cluster(s, client, c);
+	if (c->view.paused)
 		die("switchover refused: the cluster is paused");
-	if (c.leader[0] == '\0')
+	if (c->view.leader[0] == '\0')
 		die("switchover refused: the cluster has no leader");
-	if (c.failover[0])
-		die("switchover refused: a switchover or failover is already in progress: %s", c.failover);
-	if (candidate)
+	if (ha_request_blocks(&c->view, false))
 	{
-		cand = find_member(&c, candidate);
-		if (cand == NULL)
-			die("switchover refused: no member named \"%s\"", candidate);
+		describe_request(&c->view, why, sizeof(why));
+		die("switchover refused: a switchover or failover is already in progress: %s", why);
 	}
-	else
+	strcpy(leader, c->view.leader);
+	in.members = c->view.members;
+	in.nmembers = c->view.nmembers;
+	in.leader = leader;
+	in.status_optime = c->view.status_optime;
+	in.history_timeline = c->view.history_timeline;
+	in.maximum_lag_bytes = (uint64_t) s->maximum_lag_kb * 1024;
+	in.switchover = true;
+	in.force = false;
+	v = ha_target_check(&in, candidate, chosen, sizeof(chosen), better, sizeof(better),
+						why, sizeof(why));
+	switch (v)
 	{
-		for (int i = 0; i < c.nmembers; i++)
-		{
-			const Member *m = &c.members[i];
-
-			if (strcmp(m->role, "replica") == 0 && !m->nofailover &&
-				(cand == NULL || m->lsn > cand->lsn))
-				cand = m;
-		}
-		if (cand == NULL)
-			die("switchover refused: no replica can take over");
+		case HA_TARGET_OK:
+			break;
+		case HA_TARGET_UNKNOWN:
+			die("switchover refused: no member named \"%s\"", chosen);
+		case HA_TARGET_IS_LEADER:
+			die("switchover refused: \"%s\" is already the leader", chosen);
+		case HA_TARGET_NONE:
+			die("switchover refused: no replica can take over: %s", why);
+		default:
+			die("switchover refused: \"%s\" is not an eligible replica (%s): %s", chosen,
+				ha_target_verdict_name(v), why);
 	}
-	if (strcmp(cand->name, c.leader) == 0)
-		die("switchover refused: \"%s\" is already the leader", cand->name);
-	if (strcmp(cand->role, "replica") != 0 || cand->nofailover)
-		die("switchover refused: \"%s\" is not an eligible replica", cand->name);
 
-	snprintf(value, sizeof(value), "{\"leader\":\"%s\",\"member\":\"%s\"}", c.leader, cand->name);
-	st = etcd_create(client, key_path(s, "failover"), value, 0, &existing);
-	etcd_kv_free(&existing);
-	if (st == ETCD_NOT_FOUND)
+	memset(&req, 0, sizeof(req));
+	req.phase = HA_REQ_REQUESTED;
+	strcpy(req.leader, leader);
+	strcpy(req.member, chosen);
+	if (ha_request_encode(&req, value, sizeof(value)) < 0)
+		die("cannot encode the switchover request");
+	history_before = c->view.history_timeline;
+	rev = put_request(client, key, value, c->view.has_request ? c->view.request_mod_revision : 0);
+	if (rev == 0)
 		die("switchover refused: a switchover or failover is already in progress");
-	if (st != ETCD_OK)
-		die("cannot write the failover key: %s", etcd_last_error(client));
-	say("switchover from \"%s\" to \"%s\" requested", c.leader, cand->name);
+	say("switchover from \"%s\" to \"%s\" requested", leader, chosen);
+
+	/* Ctrl-C or a kill withdraws the request rather than leaving it behind */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_interrupt;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
 
 	give_up = time(NULL) + timeout_s;
-	while (time(NULL) < give_up)
+	while (time(NULL) < give_up && !interrupted)
 	{
-		Cluster		now;
-		const Member *m;
-		char		want[128];
+		const HaCandidate *m;
+		bool		ours;
 
 		usleep(100 * 1000);
-		snprintf(want, sizeof(want), "%s", cand->name);
-		load_cluster(s, client, &now);
-		if (strstr(now.failover, "\"aborted\""))
+		load_cluster(s, client, now);
+		ours = now->view.has_request && now->view.request_valid &&
+			strcmp(now->view.request.member, chosen) == 0;
+		if (ours && (now->view.request.phase == HA_REQ_HANDED_OVER ||
+					 now->view.request.phase == HA_REQ_FINAL_CONFIRMED))
+			handed_over = true;
+		if (ours && now->view.request.phase == HA_REQ_ABORTED)
 		{
-			etcd_delete(client, key_path(s, "failover"), false);
-			die("switchover abandoned by the leader: %s", now.failover);
+			withdraw_request(client, key, now->view.request_mod_revision);
+			die("switchover abandoned by the leader: %s",
+				now->view.request.reason[0] ? now->view.request.reason : "no reason given");
 		}
-		m = find_member(&now, want);
-		if (strcmp(now.leader, want) == 0 && m && strcmp(m->role, "replica") != 0)
+		m = ha_control_view_member(&now->view, chosen);
+		if (strcmp(now->view.leader, chosen) == 0 && m && m->is_primary)
 		{
-			say("switched over to \"%s\"", want);
-			etcd_client_free(client);
-			return 0;
+			bool		new_entry = now->view.history_timeline > history_before;
+
+			if (handed_over || (new_entry && strstr(now->view.history_reason, "switchover")))
+			{
+				say("switched over to \"%s\" from \"%s\"", chosen, leader);
+				etcd_client_free(client);
+				return 0;
+			}
+			die("switchover to \"%s\" did not happen: \"%s\" became leader by %s; the leader never handed over, transactions may be lost",
+				chosen, chosen, new_entry && now->view.history_reason[0] ? now->view.history_reason : "an unknown path");
+		}
+		if (now->view.leader[0] && strcmp(now->view.leader, chosen) != 0 &&
+			strcmp(now->view.leader, leader) != 0)
+		{
+			if (!handed_over)
+				withdraw_request(client, key, rev);
+			die("switchover to \"%s\" did not happen: \"%s\" became leader by %s", chosen,
+				now->view.leader,
+				now->view.history_timeline > history_before && now->view.history_reason[0] ?
+				now->view.history_reason : "an unknown path");
 		}
 	}
+	if (!handed_over && withdraw_request(client, key, rev))
+		die("switchover %s; the request was withdrawn",
+			interrupted ? "interrupted" : "did not complete in time");
 	etcd_client_free(client);
-	die("switchover did not complete within %d s", timeout_s);
+	if (handed_over)
+		die("switchover %s after the hand-over; \"%s\" may still complete its promotion",
+			interrupted ? "interrupted" : "did not complete in time", chosen);
+	die("switchover %s; the request changed meanwhile and was left in place",
+		interrupted ? "interrupted" : "did not complete within the timeout");
 }
 
 /* ---------- clone and rejoin ---------- */
@@ -792,6 +988,7 @@ usage(void)
 	fprintf(stderr,
 			"usage: pg_hactl [options] list\n"
 			"       pg_hactl [options] switchover [--candidate NAME] [--timeout S]\n"
+			"       pg_hactl [options] switchover --cancel | cancel\n"
 			"       pg_hactl [options] clone --pgdata DIR --node-name NAME --port PORT [--host HOST]\n"
 			"       pg_hactl [options] rejoin --pgdata DIR [--if-needed] [--reclone]\n"
 			"options:\n"
@@ -818,6 +1015,7 @@ main(int argc, char **argv)
 		{"host", required_argument, NULL, 'h'},
 		{"if-needed", no_argument, NULL, 'i'},
 		{"reclone", no_argument, NULL, 'r'},
+		{"cancel", no_argument, NULL, 'x'},
 		{NULL, 0, NULL, 0}
 	};
 	Settings	s;
@@ -829,6 +1027,7 @@ main(int argc, char **argv)
 	int			timeout_s = 60;
 	bool		if_needed = false;
 	bool		reclone = false;
+	bool		cancel = false;
 	int			opt;
 
 	memset(&s, 0, sizeof(s));
@@ -872,6 +1071,9 @@ main(int argc, char **argv)
 			case 'r':
 				reclone = true;
 				break;
+			case 'x':
+				cancel = true;
+				break;
 			default:
 				usage();
 		}
@@ -884,6 +1086,7 @@ main(int argc, char **argv)
 	strcpy(s.namespace, "/service");
 	strcpy(s.endpoints, "http://127.0.0.1:2379");
 	s.timeout_ms = 5000;
+	s.maximum_lag_kb = 1024;	/* the GUC's default */
 	if (flags.pgdata[0])
 	{
 		char		path[PATH_MAX + 32];
@@ -918,6 +1121,8 @@ main(int argc, char **argv)
 
 	if (strcmp(command, "list") == 0)
 		return cmd_list(&s);
+	if (strcmp(command, "cancel") == 0 || (strcmp(command, "switchover") == 0 && cancel))
+		return cmd_cancel(&s);
 	if (strcmp(command, "switchover") == 0)
 		return cmd_switchover(&s, candidate, timeout_s);
 	if (strcmp(command, "clone") == 0)

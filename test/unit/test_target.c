@@ -211,10 +211,73 @@ readers(void)
 	UNIT_CHECK(!ha_history_last("[[\"x\"]]", 7, &tl, NULL, 0, NULL, 0), "history: timeline not a number");
 }
 
+/* Which failover key values block a new switchover / a failover. */
+typedef struct BlockCase
+{
+	const char *value;
+	bool		blocks_switchover;
+	bool		blocks_failover;
+} BlockCase;
+
+static const BlockCase block_cases[] = {
+	{"{\"leader\":\"n1\",\"member\":\"n2\"}", true, false},
+	{"{\"leader\":\"n1\",\"member\":\"n2\",\"scheduled_at\":\"2999-01-01T00:00:00Z\"}", true, false},
+	{"{\"member\":\"n3\"}", true, true},
+	{"{\"member\":\"n3\",\"force\":true}", true, true},
+	{"{\"leader\":\"n1\",\"member\":\"n2\",\"final_lsn\":5,\"handed_over\":true}", true, true},
+	{"{\"leader\":\"n1\",\"member\":\"n2\",\"final_lsn\":5,\"handed_over\":true,\"final_confirmed\":true}", true, true},
+	{"{\"leader\":\"n1\",\"member\":\"n2\",\"aborted\":\"lagging\"}", false, false},
+	{"{\"leader\":\"n1\",\"final_lsn\":5,\"shutdown\":true}", false, false},
+	{"{\"leader\":\"n1\",\"member\":\"n2\",\"scheduled_at\":\"not a time\"}", false, false},
+	{"garbage", false, false},
+};
+
+static void
+control_view(void)
+{
+	static HaControlView v;
+
+	for (size_t i = 0; i < lengthof(block_cases); i++)
+	{
+		const BlockCase *c = &block_cases[i];
+
+		memset(&v, 0, sizeof(v));
+		ha_control_view_add(&v, "failover", c->value, strlen(c->value), 42);
+		UNIT_CHECK(v.has_request && v.request_mod_revision == 42 &&
+				   ha_request_blocks(&v, false) == c->blocks_switchover &&
+				   ha_request_blocks(&v, true) == c->blocks_failover,
+				   "blocks %s: switchover %d failover %d (%s)", c->value,
+				   ha_request_blocks(&v, false), ha_request_blocks(&v, true), v.request_error);
+	}
+	memset(&v, 0, sizeof(v));
+	UNIT_CHECK(!ha_request_blocks(&v, false), "no failover key blocks nothing");
+
+	memset(&v, 0, sizeof(v));
+	ha_control_view_add(&v, "leader", "n1", 2, 1);
+	ha_control_view_add(&v, "members/n1", "{\"conn_url\":\"x\",\"role\":\"master\",\"xlog_location\":9}", 53, 1);
+	ha_control_view_add(&v, "members/bad name", "{}", 2, 1);
+	ha_control_view_add(&v, "config", "{\"pause\":true}", 14, 1);
+	ha_control_view_add(&v, "status", "{\"optime\":77}", 14, 1);
+	ha_control_view_add(&v, "history", "[[1,5,\"switchover\",\"t\",\"n1\"]]", 31, 1);
+	ha_control_view_add(&v, "sync", "{}", 2, 1);
+	UNIT_CHECK(strcmp(v.leader, "n1") == 0 && v.nmembers == 1 && v.members[0].is_primary &&
+			   ha_control_view_member(&v, "n1") == &v.members[0] &&
+			   ha_control_view_member(&v, "n2") == NULL && v.paused &&
+			   v.status_optime == 77 && v.history_timeline == 2 &&
+			   strcmp(v.history_reason, "switchover") == 0 && !v.has_request,
+			   "control view: leader=%s members=%d paused=%d optime=%llu tl=%u reason=%s",
+			   v.leader, v.nmembers, v.paused, (unsigned long long) v.status_optime,
+			   v.history_timeline, v.history_reason);
+	memset(&v, 0, sizeof(v));
+	ha_control_view_add(&v, "leader", "n1\0x", 4, 1);
+	UNIT_CHECK(v.leader[0] == '\0', "a leader value with a NUL is ignored");
+}
+
 void
 unit_target(void)
 {
 	make_cluster();
 	target_table();
 	readers();
+	control_view();
 }
