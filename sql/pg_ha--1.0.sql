@@ -58,9 +58,14 @@ AS 'MODULE_PATHNAME', 'pg_ha_members';
 -- candidate is given), now or at scheduled_at (in the future, years
 -- 1970-9999); waits until done and says what happened: a request that
 -- ended as a failover is an error, not "switched over".  On timeout or
--- cancel a request never handed over is removed.
+-- cancel a request never handed over is removed.  wait (up to 1 hour):
+-- how long a candidate that is not streaming or still catching up gets to
+-- qualify before the call is refused.  Called on the leader itself, it
+-- answers once leadership is handed over, before this node's restart as a
+-- standby ends the session.
 CREATE FUNCTION pg_ha.switchover(candidate text DEFAULT NULL,
-                                 scheduled_at timestamptz DEFAULT NULL)
+                                 scheduled_at timestamptz DEFAULT NULL,
+                                 wait interval DEFAULT NULL)
 RETURNS text
 LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'pg_ha_switchover';
@@ -90,7 +95,7 @@ LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'pg_ha_pause';
 CREATE FUNCTION pg_ha.resume() RETURNS void
 LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'pg_ha_resume';
 
-REVOKE ALL ON FUNCTION pg_ha.switchover(text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ha.switchover(text, timestamptz, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ha.failover(text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ha.cancel_switchover() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ha.pause() FROM PUBLIC;

@@ -291,6 +291,12 @@ void
 terminate_client_backends(void)
 {
 	int			n = 0;
+	pid_t		caller;
+
+	/* a pg_ha.switchover() caller on this node gets its answer first */
+	LWLockAcquire(pg_ha_shared->lock, LW_SHARED);
+	caller = pg_ha_shared->switchover_caller_pid;
+	LWLockRelease(pg_ha_shared->lock);
 
 	/*
 	 * Unlocked read of the PGPROC array: a slot may change under us, which
@@ -300,8 +306,8 @@ terminate_client_backends(void)
 	{
 		PGPROC	   *proc = &ProcGlobal->allProcs[i];
 
-		if (proc->pid == 0 || proc->pid == MyProcPid || proc->isBackgroundWorker ||
-			proc->databaseId == InvalidOid)
+		if (proc->pid == 0 || proc->pid == MyProcPid || proc->pid == caller ||
+			proc->isBackgroundWorker || proc->databaseId == InvalidOid)
 			continue;
 		if (kill(proc->pid, SIGTERM) == 0)
 			n++;

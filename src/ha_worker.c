@@ -76,6 +76,7 @@
 #define RACE_COLLECT_US (1000 * 1000)	/* how long peers get to publish fresh positions */
 #define FAST_CYCLE_US (50 * 1000)	/* pace while a hand-over or race is in progress */
 #define HANDOVER_CATCHUP_US (5 * 1000 * 1000)	/* candidate's bound to flush our last WAL */
+#define CALLER_ANSWER_US (2 * 1000 * 1000)	/* bound on a local switchover caller's answer */
 #define SHUTDOWN_WAIT_TTLS 2	/* bound, in TTLs, on waiting for a stopping leader's checkpoint */
 #define MAX_SLEEP_MS 1000
 
@@ -907,6 +908,40 @@ handover_begin(const char *member, int64 revision)
 	soon(FAST_CYCLE_US);
 }
 
+/*
+ * A pg_ha.switchover() called on this node reads the hand-over from etcd
+ * and answers; the demotion's restart would end its session before that.
+ * Wait for its answer, bounded: the key is released already, so nothing
+ * here holds up the new leader, and the fence stays up.
+ */
+static void
+let_caller_answer(void)
+{
+	int64		give_up = pg_ha_monotonic_us() + CALLER_ANSWER_US;
+
+	for (;;)
+	{
+		pid_t		caller;
+		bool		answered;
+
+		LWLockAcquire(pg_ha_shared->lock, LW_SHARED);
+		caller = pg_ha_shared->switchover_caller_pid;
+		answered = pg_ha_shared->switchover_caller_answered;
+		LWLockRelease(pg_ha_shared->lock);
+		if (caller == 0 || kill(caller, 0) != 0 || pg_ha_monotonic_us() > give_up)
+			return;
+		if (answered)
+		{
+			/* the answer is on its way: the backend flushes it as it returns */
+			pg_usleep(100 * 1000L);
+			return;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 20,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
 static void
 handover_step(void)
 {
@@ -1000,6 +1035,7 @@ handover_step(void)
 	worker.is_leader = false;
 	publish_lease_deadline();
 	set_state(HA_EV_HANDED_OVER, worker.ho.member);
+	let_caller_answer();
 	demote_and_restart(worker.ho.member, worker.ho.host, worker.ho.port, "switchover");
 }
 

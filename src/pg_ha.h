@@ -164,6 +164,14 @@ typedef struct PgHaShared
 	 */
 	Oid			repl_role_oid[PG_HA_REPL_ROLES];
 	char		repl_role_name[PG_HA_REPL_ROLES][NAMEDATALEN];
+	/*
+	 * A backend running pg_ha.switchover() on this node while it leads:
+	 * the hand-over leaves it running (terminate_client_backends), and the
+	 * worker lets it send its answer before the demotion's restart ends
+	 * it.  0 = none.
+	 */
+	pid_t		switchover_caller_pid;
+	bool		switchover_caller_answered;
 	uint64		failovers;		/* promotions of this node by (manual) failover */
 	uint64		switchovers;	/* promotions of this node by switchover */
 	uint64		etcd_requests;

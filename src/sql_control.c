@@ -206,11 +206,12 @@ check_target(EtcdClient *client, const HaControlView *view, const char *candidat
 		case HA_TARGET_NOT_STREAMING:
 			refuse(client, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
 				   psprintf("%s refused: \"%s\" is not streaming from the leader", what, chosen),
-				   why, NULL);
+				   why,
+				   "This passes once the replica connects: retry, or call pg_ha.switchover() with wait => '30s'.");
 		case HA_TARGET_LAGGING:
 			refuse(client, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
 				   psprintf("%s refused: \"%s\" is lagging", what, chosen), why,
-				   switchover ? NULL :
+				   switchover ? "This passes once the replica catches up: retry, or call pg_ha.switchover() with wait => '30s'." :
 				   psprintf("Call pg_ha.failover('%s', force => true) to promote it all the same and lose that WAL.",
 							chosen));
 		case HA_TARGET_NOT_BEST:
@@ -225,6 +226,50 @@ check_target(EtcdClient *client, const HaControlView *view, const char *candidat
 				   psprintf("%s refused: no replica can take over", what), why, NULL);
 	}
 	pg_unreachable();
+}
+
+/*
+ * A switchover right after a failover or a restart finds the candidate not
+ * streaming yet, or still catching up: states that pass by themselves.
+ * With wait, those are re-checked every half second until the candidate
+ * qualifies or the time is up; check_target() then gives the verdict.  A
+ * refusal that waiting cannot cure (unknown member, nofailover, ...) comes
+ * at once.
+ */
+static void
+wait_until_eligible(EtcdClient *client, HaControlView *view, const char *candidate,
+					int64 wait_us)
+{
+	int64		give_up = pg_ha_monotonic_us() + wait_us;
+
+	while (wait_us > 0)
+	{
+		HaTargetInput in;
+		char		chosen[HA_REQUEST_NAME_LEN];
+		char		better[HA_REQUEST_NAME_LEN];
+		char		why[256];
+		HaTargetVerdict v;
+
+		memset(&in, 0, sizeof(in));
+		in.members = view->members;
+		in.nmembers = view->nmembers;
+		in.leader = view->leader;
+		in.status_optime = view->status_optime;
+		in.history_timeline = view->history_timeline;
+		in.maximum_lag_bytes = (uint64) pg_ha_maximum_lag_on_failover * 1024;
+		in.switchover = true;
+		v = ha_target_check(&in, candidate, chosen, sizeof(chosen), better, sizeof(better),
+							why, sizeof(why));
+		if ((v != HA_TARGET_NOT_STREAMING && v != HA_TARGET_LAGGING &&
+			 v != HA_TARGET_NOT_REPLICA && v != HA_TARGET_NONE) ||
+			pg_ha_monotonic_us() > give_up)
+			return;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 500,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		load_view(client, view);
+	}
 }
 
 /*
@@ -309,7 +354,38 @@ typedef struct WaitState
 	bool		switchover;
 	uint32		history_before; /* history timeline when we wrote */
 	bool		handed_over;	/* we saw our request handed over */
+	bool		on_old_leader;	/* called on the leader it asks to hand over */
 } WaitState;
+
+/*
+ * Called on the leader itself: the hand-over ends with this node's
+ * restart as a standby, which ends this session too.  Registering lets
+ * the worker leave this session running through the hand-over and wait
+ * (bounded) for our answer before it restarts; the answer is then the
+ * hand-over itself, read from etcd: the point of no return.
+ */
+static void
+register_local_caller(bool on)
+{
+	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	if (on)
+	{
+		pg_ha_shared->switchover_caller_pid = MyProcPid;
+		pg_ha_shared->switchover_caller_answered = false;
+	}
+	else if (pg_ha_shared->switchover_caller_pid == MyProcPid)
+		pg_ha_shared->switchover_caller_pid = 0;
+	LWLockRelease(pg_ha_shared->lock);
+}
+
+static void
+local_caller_answered(void)
+{
+	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	if (pg_ha_shared->switchover_caller_pid == MyProcPid)
+		pg_ha_shared->switchover_caller_answered = true;
+	LWLockRelease(pg_ha_shared->lock);
+}
 
 /*
  * Waits for the outcome of our request and returns it in words, or raises
@@ -344,7 +420,19 @@ wait_outcome(EtcdClient *client, WaitState *w)
 			strcmp(view.request.member, w->candidate) == 0;
 		if (ours && (view.request.phase == HA_REQ_HANDED_OVER ||
 					 view.request.phase == HA_REQ_FINAL_CONFIRMED))
+		{
 			w->handed_over = true;
+			if (w->on_old_leader)
+			{
+				char	   *answer = psprintf("switched over from \"%s\" to \"%s\": leadership handed over at %X/%X; \"%s\" promotes, and this node restarts as its standby, which ends this session",
+											  w->old_leader, w->candidate,
+											  (uint32) (view.request.final_lsn >> 32),
+											  (uint32) view.request.final_lsn, w->candidate);
+
+				local_caller_answered();
+				return answer;
+			}
+		}
 		if (ours && view.request.phase == HA_REQ_ABORTED)
 		{
 			char	   *reason = pstrdup(view.request.reason[0] ? view.request.reason : "no reason given");
@@ -450,6 +538,8 @@ wait_outcome_or_withdraw(EtcdClient *client, WaitState *w)
 		 */
 		if (!w->handed_over)
 			withdraw_request(client, w->key, w->rev);
+		if (w->on_old_leader)
+			register_local_caller(false);
 		etcd_client_free(client);
 		PG_RE_THROW();
 	}
@@ -471,9 +561,21 @@ pg_ha_switchover(PG_FUNCTION_ARGS)
 	WaitState	w;
 	char	   *key = pg_ha_key("failover");
 	char	   *leader;
+	int64		wait_us = 0;
 
 	if (candidate != NULL)
 		check_member_name(candidate);
+	if (PG_NARGS() > 2 && !PG_ARGISNULL(2))
+	{
+		Interval   *iv = PG_GETARG_INTERVAL_P(2);
+		int64		days = (int64) iv->month * DAYS_PER_MONTH + iv->day;
+
+		if (iv->time < 0 || days < 0 || days > 1 ||
+			(wait_us = days * USECS_PER_DAY + iv->time) > INT64CONST(3600) * USECS_PER_SEC)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("pg_ha: wait must be between 0 and 1 hour")));
+	}
 	if (scheduled)
 	{
 		TimestampTz now = GetCurrentTimestamp();
@@ -512,6 +614,7 @@ pg_ha_switchover(PG_FUNCTION_ARGS)
 			   psprintf("The failover key holds %s.", describe_request(view)),
 			   "Wait for it, or remove a pending one with pg_ha.cancel_switchover().");
 	leader = pstrdup(view->leader);
+	wait_until_eligible(client, view, candidate, wait_us);
 	candidate = check_target(client, view, candidate, true, false);
 
 	memset(&req, 0, sizeof(req));
@@ -528,11 +631,9 @@ pg_ha_switchover(PG_FUNCTION_ARGS)
 												  leader, candidate, timestamptz_to_str(at))));
 	}
 
-	/* on the old leader this session ends with the hand-over: say so first */
-	if (strcmp(leader, pg_ha_effective_node_name()) == 0)
-		ereport(NOTICE,
-				(errmsg("pg_ha: this node is the leader: it restarts as a standby of \"%s\", which ends this session",
-						candidate)));
+	w.on_old_leader = strcmp(leader, pg_ha_effective_node_name()) == 0;
+	if (w.on_old_leader)
+		register_local_caller(true);
 	w.prefix = pg_ha_key("");
 	w.key = key;
 	w.candidate = candidate;
