@@ -6,19 +6,73 @@
  * earlier than t_send + TTL of this node's last successful lease renewal
  * (the lease rule, ha_worker.c).  The HA worker publishes that instant as
  * lease_deadline_us; pg_ha_lease_valid() says yes only until the deadline
- * minus a margin (shmem.c argues the margin).  So:
+ * minus a margin (shmem.c argues the margin).  The invariant kept here:
  *
- *   - Every backend checks pg_ha_lease_valid() itself when a transaction
- *     that wrote (it has an XID) is about to commit or prepare, and raises
- *     ERROR otherwise: the transaction aborts, nothing is acknowledged.  The
- *     check runs in the committing backend, not in the HA worker, so a
- *     stopped, hung or dead worker cannot extend the node's authority: the
- *     deadline simply passes.
- *   - COMMIT PREPARED writes its commit record during the statement, before
- *     the surrounding (XID-less) transaction commits, so it is checked at
- *     the statement, in the utility hook.
- *   - The worker also raises an explicit fence (pg_ha_shared->fenced) while
- *     it hands leadership over or demotes; it only ever adds refusals.
+ *     a client is told "committed" only for a commit record that was
+ *     durable at an instant when this node still held write authority,
+ *     and the telling happens before any successor can exist.
+ *
+ * It is enforced at two points of every transaction that wrote (has an XID),
+ * in the committing backend itself, so a stopped, hung or dead HA worker
+ * cannot extend the node's authority: the deadline simply passes.
+ *
+ *   1. Before the commit (XACT_EVENT_PRE_COMMIT / PRE_PREPARE): refuse with
+ *      ERROR.  The transaction aborts and the client knows for certain that
+ *      nothing was committed.  This check is what makes the ordinary case
+ *      clean, and it keeps a node without authority from writing a commit
+ *      record at all (every such record is a byte the next leader lacks).
+ *      But it is not enough: the commit record's flush (XLogFlush), the
+ *      synchronous-replication wait (SyncRepWaitForLSN) and the reply all
+ *      come after it, and a backend paused there (SIGSTOP, an fsync stall, a
+ *      stuck sync standby, a frozen VM) can come back after a successor has
+ *      promoted and accepted writes.
+ *   2. After the commit is durable (XACT_EVENT_COMMIT / XACT_EVENT_PREPARE,
+ *      which CommitTransaction / PrepareTransaction call after
+ *      RecordTransactionCommit / EndPrepare, i.e. after XLogFlush and
+ *      SyncRepWaitForLSN) and before the client is told.  Raising an ERROR
+ *      is impossible there (the commit is done; aborting now is a PANIC), and
+ *      a false "failed" would be as wrong as a false "committed".  So if the
+ *      authority is gone by then, the reply is withheld: the client
+ *      connection is shut down (shutdown(2), both directions), and the
+ *      backend exits with "connection to client lost" at its next
+ *      interrupt check.  The client sees a lost connection, an ambiguous
+ *      outcome exactly like a network failure, never a success.
+ *      COMMIT PREPARED writes its commit record inside the statement; the
+ *      utility hook notes it and the check runs when the statement's own
+ *      transaction commits, just before its CommandComplete is queued.
+ *
+ * Why nothing reaches the client between the commit and check 2: the
+ * backend queues CommandComplete (EndCommand) only after finish_xact_command
+ * returned, for the simple protocol and for transaction-control statements
+ * in the extended protocol, and ReadyForQuery later still; check 2 runs
+ * inside finish_xact_command.  Messages raised during the commit (a WARNING
+ * when a sync-rep wait is cancelled) flush the output buffer, but it holds
+ * no CommandComplete of the committing statement then.  A pending
+ * terminate (SIGTERM during the sync-rep wait) sets whereToSendOutput to
+ * DestNone, so such a backend sends nothing at all.  In the extended
+ * protocol an ordinary statement's CommandComplete is queued at Execute and
+ * the commit happens at Sync; a client that asked for a Flush in between
+ * may see that tag, but it is not a commit acknowledgement (a deferred
+ * constraint can still fail the commit): ReadyForQuery is, and it is
+ * withheld.
+ *
+ * What remains.  A pause between check 2 and the write to the socket (a few
+ * instructions, but a frozen VM can land anywhere) delivers the reply late.
+ * The margin covers ordinary scheduling delay there; a longer pause is not
+ * covered, but the commit it reports happened inside this node's term: its
+ * record was durable while the node held authority, before any successor
+ * existed, so the late reply tells the truth about the order of events.
+ * Whether a successor has that record is the replication mode's promise
+ * (synchronous replication, or maximum_lag_on_failover), not the fence's.
+ * Readers on this node may see the committed rows from ProcArrayEndTransaction
+ * on, before check 2; reading from a primary without authority is a stale
+ * read either way, and the HTTP checks and read-only sessions (below) steer
+ * clients away from it.  Commits with synchronous_commit = off are
+ * acknowledged before their record is flushed by design; check 2 still
+ * holds their reply to the lease.
+ *
+ * The worker also raises an explicit fence (pg_ha_shared->fence) while it
+ * hands leadership over or demotes; it only ever adds refusals.
  *
  * Transactions without an XID (reads, and the worker's own ALTER SYSTEM)
  * are not fenced: they acknowledge nothing a new leader would lack.
@@ -34,15 +88,27 @@
  */
 #include "pg_ha.h"
 
+#include <sys/socket.h>
+
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "executor/executor.h"
+#include "libpq/libpq-be.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "tcop/dest.h"
 #include "tcop/utility.h"
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
 static ExecutorStart_hook_type prev_executor_start = NULL;
+
+/*
+ * Per-transaction state of the committing backend, for the check after the
+ * commit is durable.  Set before the commit, consumed (and cleared) by the
+ * COMMIT / PREPARE / ABORT events.
+ */
+static bool xact_wrote = false;		/* had an XID at PRE_COMMIT / PRE_PREPARE */
+static bool xact_commit_prepared = false;	/* ran COMMIT PREPARED */
 
 /* Why writes are refused right now, or NULL when they are allowed. */
 const char *
@@ -74,15 +140,73 @@ refuse_if_fenced(const char *what)
 				 errhint("Connect to the current leader (see pg_ha.status() or the /primary health check).")));
 }
 
+/*
+ * Check 2 of the header: the commit is durable; tell the client only if this
+ * node still has write authority.  Runs with interrupts held, after the
+ * commit: it must not raise an error.
+ */
+static void
+check_acknowledgement(const char *what)
+{
+	const char *reason;
+
+	/* no client to tell: a background process reports to nobody */
+	if (MyProcPort == NULL || whereToSendOutput != DestRemote)
+		return;
+	if (RecoveryInProgress())
+		return;
+	reason = pg_ha_fence_reason();
+	if (reason == NULL)
+		return;
+
+	/*
+	 * Shut the socket first: nothing queued, nor anything sent from here on
+	 * (not even this LOG, were client_min_messages that low), may reach the
+	 * client.  Later writes fail, and ClientConnectionLost makes the next
+	 * CHECK_FOR_INTERRUPTS end the backend without trying to send.
+	 */
+	if (shutdown(MyProcPort->sock, SHUT_RDWR) < 0)
+		ereport(LOG_SERVER_ONLY,
+				(errcode_for_socket_access(),
+				 errmsg("pg_ha: could not shut down the client connection: %m")));
+	ClientConnectionLost = 1;
+	InterruptPending = 1;
+	ereport(LOG_SERVER_ONLY,
+			(errmsg("pg_ha: acknowledgement of %s withheld: %s", what, reason),
+			 errdetail("The transaction is durable on this node, but write authority ran out before the client was told; the client sees a lost connection and must treat the outcome as unknown.")));
+}
+
 static void
 fence_xact_callback(XactEvent event, void *arg)
 {
-	if (event != XACT_EVENT_PRE_COMMIT && event != XACT_EVENT_PRE_PREPARE)
-		return;
-	/* only transactions that wrote have something to acknowledge */
-	if (!TransactionIdIsValid(GetTopTransactionIdIfAny()))
-		return;
-	refuse_if_fenced(event == XACT_EVENT_PRE_COMMIT ? "commit" : "prepare");
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			/* only transactions that wrote have something to acknowledge */
+			xact_wrote = TransactionIdIsValid(GetTopTransactionIdIfAny());
+			if (xact_wrote)
+				refuse_if_fenced(event == XACT_EVENT_PRE_COMMIT ? "commit" : "prepare");
+			break;
+		case XACT_EVENT_COMMIT:
+			if (xact_commit_prepared)
+				check_acknowledgement("COMMIT PREPARED");
+			else if (xact_wrote)
+				check_acknowledgement("COMMIT");
+			xact_wrote = xact_commit_prepared = false;
+			break;
+		case XACT_EVENT_PREPARE:
+			/* a 2PC coordinator relies on a prepared transaction surviving */
+			if (xact_wrote)
+				check_acknowledgement("PREPARE TRANSACTION");
+			xact_wrote = xact_commit_prepared = false;
+			break;
+		case XACT_EVENT_ABORT:
+			xact_wrote = xact_commit_prepared = false;
+			break;
+		default:
+			break;
+	}
 }
 
 static void
@@ -107,10 +231,14 @@ fence_process_utility(PlannedStmt *pstmt, const char *queryString,
 					  DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *stmt = pstmt->utilityStmt;
+	bool		commit_prepared = false;
 
 	if (IsA(stmt, TransactionStmt) &&
 		((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+	{
 		refuse_if_fenced("COMMIT PREPARED");
+		commit_prepared = true;
+	}
 
 	if (prev_process_utility)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context,
@@ -118,6 +246,14 @@ fence_process_utility(PlannedStmt *pstmt, const char *queryString,
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
+
+	/*
+	 * The prepared transaction's commit record is durable now (and waited
+	 * for by synchronous standbys); this statement's own, XID-less
+	 * transaction commits next, and that is where the reply is decided.
+	 */
+	if (commit_prepared)
+		xact_commit_prepared = true;
 }
 
 void
