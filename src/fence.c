@@ -74,14 +74,55 @@
  * The worker also raises an explicit fence (pg_ha_shared->fence) while it
  * hands leadership over or demotes; it only ever adds refusals.
  *
+ * A fenced primary looks read-only to clients (defect 14).  A client that
+ * asks libpq for target_session_attrs=read-write decides from the
+ * default_transaction_read_only its server reports at connection start
+ * (PostgreSQL 14+), and a pool keeps a connection until it breaks.  So,
+ * in client sessions only (never the pg_ha worker or other background
+ * processes):
+ *
+ *   - a session that starts while the node is a fenced primary gets
+ *     default_transaction_read_only = on (set like a SET, in the
+ *     authentication hook, so startup options and ALTER ROLE/DATABASE
+ *     settings still become its RESET value); libpq moves on to the next
+ *     host.  When the fence lifts (the first second after a start, before
+ *     the lease is held; an aborted switchover) the session's next
+ *     statement resets it, and the transaction that statement opened is
+ *     made writable too when nothing can yet depend on its read-only-ness
+ *     (it is the transaction's first statement, and not SERIALIZABLE, whose
+ *     snapshot records read-only-ness), so no session stays read-only.
+ *     A session that SETs the parameter itself, RESET ALL or DISCARD ALL,
+ *     owns it from then on.
+ *   - every statement that starts while fenced runs in a read-only
+ *     transaction (transaction_read_only, as SET LOCAL would), so PostgreSQL
+ *     itself refuses nextval(), setval() and DDL at the statement;
+ *   - a session whose write is refused (by pg_ha, or by that read-only
+ *     check) ends once the error has been sent: the client sees the error,
+ *     then a closed connection, and a pool reconnects, to the new leader.
+ *     Reads and pg_ha.status() keep working for operators.
+ *
  * Transactions without an XID (reads, and the worker's own ALTER SYSTEM)
  * are not fenced: they acknowledge nothing a new leader would lack.
  *
  * Data-modifying statements are also refused when they start (executor
- * hook), not only at commit: a statement that runs while fenced would
- * write heap WAL, then an abort record, that no standby has.  That does not
- * change what is acknowledged, but every such byte makes the former
- * primary diverge from the next leader and need pg_rewind to come back.
+ * hook; COPY FROM, CREATE TABLE AS, SELECT INTO, CREATE and REFRESH
+ * MATERIALIZED VIEW in the utility hook), not only at commit: a statement
+ * that runs while fenced would write heap WAL, then an abort record, that
+ * no standby has.  That does not change what is acknowledged, but every
+ * such byte makes the former primary diverge from the next leader and need
+ * pg_rewind to come back.
+ *
+ * Sequences need the statement-start refusal for correctness, not only
+ * for divergence: nextval() WAL-logs 32 values ahead and takes an XID only
+ * on the call that logs, so most calls commit without an XID and pass the
+ * commit check, and even a refused commit has already shown its values to
+ * the client (sequences are not transactional).  A value handed out by a
+ * fenced primary past what the successor replayed will be handed out
+ * again.  The read-only transaction above refuses nextval() and setval()
+ * wherever they are called from (a query, a default, a function).  Not
+ * covered: the fast-path function call protocol, which bypasses the
+ * executor; its nextval() calls are refused only at commit, when they
+ * logged.
  *
  * pg_ha.fencing = off turns all of this off, for the DBA who must run a
  * primary with etcd gone and accepts the risk of two primaries.
@@ -93,14 +134,20 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "executor/executor.h"
+#include "libpq/auth.h"
 #include "libpq/libpq-be.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "replication/walsender.h"
+#include "storage/proc.h"
 #include "tcop/dest.h"
 #include "tcop/utility.h"
+#include "utils/guc.h"
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
 static ExecutorStart_hook_type prev_executor_start = NULL;
+static ClientAuthentication_hook_type prev_client_auth = NULL;
+static emit_log_hook_type prev_emit_log = NULL;
 
 /*
  * Per-transaction state of the committing backend, for the check after the
@@ -109,6 +156,34 @@ static ExecutorStart_hook_type prev_executor_start = NULL;
  */
 static bool xact_wrote = false;		/* had an XID at PRE_COMMIT / PRE_PREPARE */
 static bool xact_commit_prepared = false;	/* ran COMMIT PREPARED */
+
+/* Read-only sessions on a fenced primary (see the header). */
+static bool session_forced_read_only = false;	/* we set its default r/o */
+static bool xact_fenced = false;	/* a statement of this xact ran fenced */
+static bool end_session_at_abort = false;	/* it tried to write while fenced */
+static LocalTransactionId last_lxid = InvalidLocalTransactionId;
+
+/* An interactive client's backend: what the session rules apply to. */
+static bool
+is_client_session(void)
+{
+	return MyBackendType == B_BACKEND && MyProcPort != NULL;
+}
+
+/*
+ * Shut the client connection so that nothing more reaches the client; the
+ * backend ends with "connection to client lost" at its next interrupt check.
+ */
+static void
+drop_client_connection(void)
+{
+	if (shutdown(MyProcPort->sock, SHUT_RDWR) < 0)
+		ereport(LOG_SERVER_ONLY,
+				(errcode_for_socket_access(),
+				 errmsg("pg_ha: could not shut down the client connection: %m")));
+	ClientConnectionLost = 1;
+	InterruptPending = 1;
+}
 
 /* Why writes are refused right now, or NULL when they are allowed. */
 const char *
@@ -132,9 +207,12 @@ refuse_if_fenced(const char *what)
 	if (RecoveryInProgress())
 		return;
 	reason = pg_ha_fence_reason();
-	if (reason != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+	if (reason == NULL)
+		return;
+	if (is_client_session())
+		end_session_at_abort = true;
+	ereport(ERROR,
+			(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
 				 errmsg("pg_ha: %s refused: %s", what, reason),
 				 errdetail("Another node may be or become the leader; acknowledging this write could lose it or split the cluster."),
 				 errhint("Connect to the current leader (see pg_ha.status() or the /primary health check).")));
@@ -162,15 +240,9 @@ check_acknowledgement(const char *what)
 	/*
 	 * Shut the socket first: nothing queued, nor anything sent from here on
 	 * (not even this LOG, were client_min_messages that low), may reach the
-	 * client.  Later writes fail, and ClientConnectionLost makes the next
-	 * CHECK_FOR_INTERRUPTS end the backend without trying to send.
+	 * client.
 	 */
-	if (shutdown(MyProcPort->sock, SHUT_RDWR) < 0)
-		ereport(LOG_SERVER_ONLY,
-				(errcode_for_socket_access(),
-				 errmsg("pg_ha: could not shut down the client connection: %m")));
-	ClientConnectionLost = 1;
-	InterruptPending = 1;
+	drop_client_connection();
 	ereport(LOG_SERVER_ONLY,
 			(errmsg("pg_ha: acknowledgement of %s withheld: %s", what, reason),
 			 errdetail("The transaction is durable on this node, but write authority ran out before the client was told; the client sees a lost connection and must treat the outcome as unknown.")));
@@ -193,20 +265,125 @@ fence_xact_callback(XactEvent event, void *arg)
 				check_acknowledgement("COMMIT PREPARED");
 			else if (xact_wrote)
 				check_acknowledgement("COMMIT");
+			/* a RESET done by lift_session_read_only() is committed now */
+			if (session_forced_read_only && !DefaultXactReadOnly)
+				session_forced_read_only = false;
 			xact_wrote = xact_commit_prepared = false;
+			xact_fenced = end_session_at_abort = false;
 			break;
 		case XACT_EVENT_PREPARE:
 			/* a 2PC coordinator relies on a prepared transaction surviving */
 			if (xact_wrote)
 				check_acknowledgement("PREPARE TRANSACTION");
 			xact_wrote = xact_commit_prepared = false;
+			xact_fenced = end_session_at_abort = false;
 			break;
 		case XACT_EVENT_ABORT:
+
+			/*
+			 * The error that refused the write has been sent and flushed
+			 * (PostgresMain reports it before aborting): end the session so
+			 * that pools and multi-host clients reconnect elsewhere.
+			 */
+			if (end_session_at_abort && is_client_session())
+			{
+				drop_client_connection();
+				ereport(LOG_SERVER_ONLY,
+						(errmsg("pg_ha: ending a session that tried to write on a primary without write authority"),
+						 errdetail("Clients and connection pools reconnect and find the current leader.")));
+			}
 			xact_wrote = xact_commit_prepared = false;
+			xact_fenced = end_session_at_abort = false;
 			break;
 		default:
 			break;
 	}
+}
+
+/*
+ * The fence has lifted for a session that started read-only because of it:
+ * give the session its own default back, as RESET would.  The transaction
+ * in progress took its read-only-ness from that default when it started;
+ * when this is its first statement nothing can depend on it yet, except
+ * SERIALIZABLE, whose snapshot records it (so that one stays read-only, and
+ * the next transaction is writable).  The RESET is transactional: should
+ * this transaction abort, the next statement does it again.
+ */
+static void
+lift_session_read_only(bool first_statement)
+{
+	if (DefaultXactReadOnly)
+		(void) set_config_option("default_transaction_read_only", NULL,
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET,
+								 true, 0, false);
+	if (first_statement && XactReadOnly && !DefaultXactReadOnly &&
+		!IsolationIsSerializable())
+		XactReadOnly = false;
+}
+
+/*
+ * Every statement of a client session starts here (executor and utility
+ * hooks): while the node is a fenced primary, the transaction becomes
+ * read-only, as SET LOCAL transaction_read_only = on would make it.
+ */
+static void
+fence_statement_start(void)
+{
+	bool		first_statement;
+
+	if (!is_client_session() || IsAbortedTransactionBlockState())
+		return;
+	first_statement = (MyProc->lxid != last_lxid);
+	last_lxid = MyProc->lxid;
+
+	if (RecoveryInProgress() || pg_ha_fence_reason() == NULL)
+	{
+		if (session_forced_read_only)
+			lift_session_read_only(first_statement);
+		return;
+	}
+	xact_fenced = true;
+	if (!XactReadOnly && !IsInParallelMode())
+		(void) set_config_option("transaction_read_only", "on",
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+								 true, 0, false);
+}
+
+/*
+ * A new session on a fenced primary starts read-only, so that libpq (which
+ * reads default_transaction_read_only from the startup report) moves on to
+ * another host.  Set at PGC_S_SESSION like a SET: the startup options and
+ * ALTER ROLE / DATABASE settings applied after this hook cannot override
+ * it, but they still become the value RESET restores.
+ */
+static void
+fence_client_authentication(Port *port, int status)
+{
+	if (prev_client_auth)
+		prev_client_auth(port, status);
+	if (status != STATUS_OK || am_walsender || DefaultXactReadOnly)
+		return;
+	if (RecoveryInProgress() || pg_ha_fence_reason() == NULL)
+		return;
+	(void) set_config_option("default_transaction_read_only", "on",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET,
+							 true, 0, false);
+	session_forced_read_only = true;
+}
+
+/*
+ * PostgreSQL's own read-only refusals (nextval(), DDL, ...) in a statement
+ * that ran fenced count as attempted writes too.  Only a flag is set here:
+ * this runs inside error reporting.
+ */
+static void
+fence_emit_log(ErrorData *edata)
+{
+	if (xact_fenced && edata->elevel == ERROR &&
+		edata->sqlerrcode == ERRCODE_READ_ONLY_SQL_TRANSACTION)
+		end_session_at_abort = true;
+	if (prev_emit_log)
+		prev_emit_log(edata);
 }
 
 static void
@@ -218,6 +395,7 @@ fence_executor_start(QueryDesc *queryDesc, int eflags)
 	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) == 0 &&
 		(stmt->commandType != CMD_SELECT || stmt->hasModifyingCTE || stmt->rowMarks != NIL))
 		refuse_if_fenced("write");
+	fence_statement_start();
 	if (prev_executor_start)
 		prev_executor_start(queryDesc, eflags);
 	else
@@ -233,12 +411,36 @@ fence_process_utility(PlannedStmt *pstmt, const char *queryString,
 	Node	   *stmt = pstmt->utilityStmt;
 	bool		commit_prepared = false;
 
-	if (IsA(stmt, TransactionStmt) &&
-		((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+	/* statements that write table data, refused before they do */
+	switch (nodeTag(stmt))
 	{
-		refuse_if_fenced("COMMIT PREPARED");
-		commit_prepared = true;
+		case T_TransactionStmt:
+			if (((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+			{
+				refuse_if_fenced("COMMIT PREPARED");
+				commit_prepared = true;
+			}
+			break;
+		case T_CopyStmt:
+			if (((CopyStmt *) stmt)->is_from)
+				refuse_if_fenced("COPY FROM");
+			break;
+		case T_CreateTableAsStmt:
+			{
+				CreateTableAsStmt *ctas = (CreateTableAsStmt *) stmt;
+
+				refuse_if_fenced(ctas->is_select_into ? "SELECT INTO" :
+								 ctas->objtype == OBJECT_MATVIEW ? "CREATE MATERIALIZED VIEW" :
+								 "CREATE TABLE AS");
+			}
+			break;
+		case T_RefreshMatViewStmt:
+			refuse_if_fenced("REFRESH MATERIALIZED VIEW");
+			break;
+		default:
+			break;
 	}
+	fence_statement_start();
 
 	if (prev_process_utility)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context,
@@ -254,6 +456,15 @@ fence_process_utility(PlannedStmt *pstmt, const char *queryString,
 	 */
 	if (commit_prepared)
 		xact_commit_prepared = true;
+
+	/* the session took default_transaction_read_only into its own hands */
+	if (session_forced_read_only &&
+		((IsA(stmt, VariableSetStmt) &&
+		  (((VariableSetStmt *) stmt)->kind == VAR_RESET_ALL ||
+		   pg_strcasecmp(((VariableSetStmt *) stmt)->name, "default_transaction_read_only") == 0 ||
+		   pg_strcasecmp(((VariableSetStmt *) stmt)->name, "SESSION CHARACTERISTICS") == 0)) ||
+		 (IsA(stmt, DiscardStmt) && ((DiscardStmt *) stmt)->target == DISCARD_ALL)))
+		session_forced_read_only = false;
 }
 
 void
@@ -264,4 +475,8 @@ pg_ha_install_fence(void)
 	ProcessUtility_hook = fence_process_utility;
 	prev_executor_start = ExecutorStart_hook;
 	ExecutorStart_hook = fence_executor_start;
+	prev_client_auth = ClientAuthentication_hook;
+	ClientAuthentication_hook = fence_client_authentication;
+	prev_emit_log = emit_log_hook;
+	emit_log_hook = fence_emit_log;
 }
