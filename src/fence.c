@@ -213,9 +213,9 @@ refuse_if_fenced(const char *what)
 		end_session_at_abort = true;
 	ereport(ERROR,
 			(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("pg_ha: %s refused: %s", what, reason),
-				 errdetail("Another node may be or become the leader; acknowledging this write could lose it or split the cluster."),
-				 errhint("Connect to the current leader (see pg_ha.status() or the /primary health check).")));
+			 errmsg("pg_ha: %s refused: %s", what, reason),
+			 errdetail("Another node may be or become the leader; acknowledging this write could lose it or split the cluster."),
+			 errhint("Connect to the current leader (see pg_ha.status() or the /primary health check).")));
 }
 
 /*
