@@ -29,6 +29,7 @@ PACKAGES=(
 	prometheus               # promtool: 120_metrics checks the metrics text
 	clang                    # make fuzz / fuzz-http (libFuzzer)
 	libpq-dev                # command-line programs
+	libkrb5-dev              # gssapi.h: libpq/libpq-be.h (fence.c reads the client socket) includes it
 	etcd-server              # a real etcd in every test
 	etcd-client              # etcdctl, used by the tests and the demo
 	libipc-run-perl          # PostgreSQL::Test::Cluster

@@ -48,21 +48,92 @@ RESET ROLE;
 DROP ROLE regress_pg_ha_nobody;
 DROP ROLE regress_pg_ha_monitor;
 
+-- Sequences are WAL-logged 32 values ahead and take an XID only on the call
+-- that logs: most nextval() calls commit without one, so a commit-time check
+-- alone would let a fenced primary hand out values (fencing is off here).
+CREATE SEQUENCE fence_seq;
+SELECT nextval('fence_seq');
+BEGIN;
+SELECT nextval('fence_seq');
+SELECT pg_current_xact_id_if_assigned() IS NULL AS nextval_took_no_xid;
+COMMIT;
+CREATE TABLE fence_src(i int);
+CREATE MATERIALIZED VIEW fence_mv AS SELECT 1 AS i;
+-- other sessions, opened through dblink: a refused write ends its session
+CREATE EXTENSION dblink;
+CREATE FUNCTION fence_conninfo() RETURNS text LANGUAGE sql AS $$
+  SELECT format('dbname=%s port=%s host=%s application_name=pg_ha_fence_probe',
+                current_database(), current_setting('port'),
+                split_part(current_setting('unix_socket_directories'), ',', 1))
+$$;
+-- runs sql in a new session; says how it ended (the first line of the
+-- error) and whether that session survived
+CREATE FUNCTION fence_try(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+  outcome text;
+  alive bool;
+BEGIN
+  PERFORM dblink_connect('probe', fence_conninfo() || ' application_name=pg_ha_fence_try');
+  BEGIN
+    PERFORM dblink_exec('probe', sql);
+    outcome := 'ok';
+  EXCEPTION WHEN OTHERS THEN
+    outcome := split_part(SQLERRM, E'\n', 1);
+  END;
+  FOR i IN 1..100 LOOP
+    PERFORM pg_stat_clear_snapshot();
+    SELECT count(*) > 0 INTO alive FROM pg_stat_activity
+     WHERE application_name = 'pg_ha_fence_try';
+    EXIT WHEN NOT alive;
+    PERFORM pg_sleep(0.05);
+  END LOOP;
+  PERFORM dblink_disconnect('probe');
+  RETURN outcome || CASE WHEN alive THEN ' (session kept)' ELSE ' (session ended)' END;
+END $$;
+
 -- with fencing on (the default) a primary without a leader lease refuses
--- every commit that wrote; reads and ALTER SYSTEM (no XID) still work
+-- writes; reads, pg_ha.status() and ALTER SYSTEM (no XID) still work
 ALTER SYSTEM SET pg_ha.fencing = on;
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
 SELECT fenced FROM pg_ha.status();
-CREATE TABLE fence_probe(i int);
-BEGIN;
-CREATE TEMP TABLE fence_probe_tmp(i int);
-COMMIT;
+-- a new session starts read-only, so libpq's target_session_attrs=read-write
+-- skips this node; it can still read
+SELECT * FROM dblink(fence_conninfo(),
+  'SELECT current_setting(''default_transaction_read_only''), (SELECT fenced FROM pg_ha.status()), (SELECT count(*) FROM fence_src)')
+  AS t(default_read_only text, fenced bool, rows bigint);
+-- one held open across the fence, to see it become writable afterwards
+SELECT dblink_connect('held', fence_conninfo());
+SELECT * FROM dblink('held', 'SHOW default_transaction_read_only') AS t(v text);
+-- every write is refused at its start, and its session ends
+SELECT fence_try('INSERT INTO fence_src VALUES (1)');
+SELECT fence_try('CREATE TABLE fence_probe(i int)');
+SELECT fence_try('BEGIN READ WRITE; CREATE TEMP TABLE fence_probe_tmp(i int); COMMIT');
+SELECT fence_try('COPY fence_src FROM STDIN');
+SELECT fence_try('CREATE TABLE fence_probe_ctas AS SELECT 1 AS i');
+SELECT fence_try('SELECT 1 AS i INTO fence_probe_into');
+SELECT fence_try('REFRESH MATERIALIZED VIEW fence_mv');
+SELECT fence_try('SELECT nextval(''fence_seq'')');
+SELECT fence_try('SELECT setval(''fence_seq'', 1000)');
+-- reads keep their session
+SELECT fence_try($q$DO $x$ BEGIN PERFORM count(*) FROM fence_src; END $x$$q$);
 SELECT count(*) AS visible_probe_tables FROM pg_class WHERE relname LIKE 'fence_probe%';
+SELECT last_value <= 33 AS sequence_untouched FROM fence_seq;
 ALTER SYSTEM RESET pg_ha.fencing;
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
 SELECT fenced FROM pg_ha.status();
+-- the session that started fenced is writable now, from its next statement
+SELECT dblink_exec('held', 'INSERT INTO fence_src VALUES (2)');
+SELECT * FROM dblink('held', 'SHOW default_transaction_read_only') AS t(v text);
+SELECT dblink_disconnect('held');
+SELECT count(*) AS rows_written_after_the_fence FROM fence_src;
+DROP FUNCTION fence_try(text);
+DROP FUNCTION fence_conninfo();
+DROP EXTENSION dblink;
+DROP MATERIALIZED VIEW fence_mv;
+DROP TABLE fence_src;
+DROP SEQUENCE fence_seq;
 
 -- control functions check their arguments before touching etcd
 SELECT pg_ha.switchover('no such/name');

@@ -126,7 +126,7 @@ typedef enum HaState
 typedef struct PgHaShared
 {
 	/* --- lock-free --- */
-	/* CLOCK_MONOTONIC microseconds until which the leader lease is ours; 0 = none */
+	/* pg_ha_monotonic_us() (CLOCK_BOOTTIME) until which the lease is ours; 0 = none */
 	pg_atomic_uint64 lease_deadline_us;
 	pg_atomic_uint32 state;		/* HaState */
 	pg_atomic_uint32 fence;		/* nonzero: worker-raised write fence (fence.c) */

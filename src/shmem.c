@@ -41,16 +41,30 @@ pg_ha_shmem_startup(void)
 }
 
 /*
- * CLOCK_MONOTONIC is system-wide, so a deadline computed by the HA worker
- * means the same instant to every backend.  It does not jump with wall-clock
- * changes, which the lease rule depends on.
+ * The clock of the lease deadline.  It is system-wide, so a deadline the HA
+ * worker computes means the same instant to every backend, and it does not
+ * jump with wall-clock changes, which the lease rule depends on.
+ *
+ * CLOCK_BOOTTIME rather than CLOCK_MONOTONIC: on Linux CLOCK_MONOTONIC stops
+ * while the host is suspended, so a primary resumed after a suspend longer
+ * than its TTL would believe it still holds a lease that etcd expired long
+ * ago, and commit until its next renewal failed.  CLOCK_BOOTTIME counts the
+ * suspended time.  Neither clock sees a frozen VM (a paused or migrating
+ * guest's clocks are stopped or stepped by the hypervisor): no local clock
+ * can, which is why the fence also checks after the commit is durable
+ * (fence.c) and docs/architecture.md ("Clocks") lists what else narrows it.
+ * The name stays pg_ha_monotonic_us: it is monotonic, and callers only need
+ * that plus "counts every second that passes for etcd".
  */
 int64
 pg_ha_monotonic_us(void)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+#ifdef CLOCK_BOOTTIME
+	if (clock_gettime(CLOCK_BOOTTIME, &ts) != 0)
+#endif
+		clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 

@@ -64,8 +64,15 @@ pg_ha_status(PG_FUNCTION_ARGS)
 	state = (HaState) pg_atomic_read_u32(&pg_ha_shared->state);
 	deadline = (int64) pg_atomic_read_u64(&pg_ha_shared->lease_deadline_us);
 	now = pg_ha_monotonic_us();
-	/* held means: the key is ours and the lease has not run out locally */
-	lease_held = copy.is_leader && deadline > now;
+
+	/*
+	 * Held means write authority, the test the fence applies: the key is
+	 * ours and the deadline minus the safety margin is still ahead.  The
+	 * seconds left count down to that same instant (as the metric
+	 * pg_ha_lease_remaining_seconds and the health checks do), not to the
+	 * raw deadline, which lies one margin later.
+	 */
+	lease_held = copy.is_leader && pg_ha_lease_valid(now);
 
 	memset(nulls, 0, sizeof(nulls));
 	values[0] = CStringGetTextDatum(copy.node[0] ? copy.node : pg_ha_effective_node_name());
@@ -78,7 +85,9 @@ pg_ha_status(PG_FUNCTION_ARGS)
 		nulls[4] = true;
 	values[5] = BoolGetDatum(lease_held);
 	if (deadline > 0)
-		values[6] = Float8GetDatum((double) (deadline - now) / 1000000.0);
+		values[6] = Float8GetDatum(lease_held ?
+								   (double) (deadline - pg_ha_lease_margin_us() - now) / 1000000.0 :
+								   0.0);
 	else
 		nulls[6] = true;
 	values[7] = Int32GetDatum((int32) copy.timeline);
