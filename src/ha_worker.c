@@ -1442,7 +1442,7 @@ failover_race(const NodeSnapshot *snap)
 	const char *preferred = NULL;
 	bool		forced = false;
 
-	if (!standby_may_race(why, sizeof(why)) || !previous_leader_gone(why, sizeof(why)))
+	if (!standby_may_race(why, sizeof(why)))
 	{
 		refuse_race(why);
 		soon(FAST_CYCLE_US * 4);
@@ -1454,11 +1454,20 @@ failover_race(const NodeSnapshot *snap)
 	if (rs == CLUSTER_REQUEST_VALID &&
 		(req.phase == HA_REQ_HANDED_OVER || req.phase == HA_REQ_FINAL_CONFIRMED))
 	{
+		/*
+		 * The old leader released the key to req.member itself, after it
+		 * saw the member flush all its WAL: no lease to wait for.  The
+		 * member waits (one TTL at most) until the old leader, restarted
+		 * as a standby, confirmed where its WAL really ends and it has
+		 * received that far (streaming the tail from it), so the old
+		 * leader can follow without pg_rewind.
+		 */
 		if (worker.race_started == 0)
 			worker.race_started = now;
 		if (strcmp(req.member, worker.node) == 0)
 		{
-			if (req.phase != HA_REQ_FINAL_CONFIRMED &&
+			if ((req.phase != HA_REQ_FINAL_CONFIRMED ||
+				 Max(snap->receive_lsn, snap->replay_lsn) < (XLogRecPtr) req.final_lsn) &&
 				now - worker.race_started < worker.lease_ttl * 1000000)
 			{
 				soon(FAST_CYCLE_US / 5);
@@ -1476,8 +1485,26 @@ failover_race(const NodeSnapshot *snap)
 			return;
 		}
 	}
-	if (cluster_paused(&worker.view))
+	if (rs == CLUSTER_REQUEST_VALID && req.phase == HA_REQ_REQUESTED && req.leader[0] == '\0' &&
+		req.member[0] != '\0')
+	{
+		preferred = req.member;
+		forced = req.force;
+	}
+	/*
+	 * Paused: no automatic failover.  An operator's failover request still
+	 * lets the member it names decide (as Patroni allows a failover to a
+	 * named candidate while paused); nobody else races.
+	 */
+	if (cluster_paused(&worker.view) &&
+		(preferred == NULL || strcmp(preferred, worker.node) != 0))
 		return;
+	if (!previous_leader_gone(why, sizeof(why)))
+	{
+		refuse_race(why);
+		soon(FAST_CYCLE_US * 4);
+		return;
+	}
 
 	if (rs == CLUSTER_REQUEST_VALID && req.phase == HA_REQ_SHUTDOWN &&
 		!old_leader_stream_ended(snap, (XLogRecPtr) req.final_lsn) &&
@@ -1489,13 +1516,6 @@ failover_race(const NodeSnapshot *snap)
 		soon(FAST_CYCLE_US);
 		return;
 	}
-	if (rs == CLUSTER_REQUEST_VALID && req.phase == HA_REQ_REQUESTED && req.leader[0] == '\0' &&
-		req.member[0] != '\0')
-	{
-		preferred = req.member;
-		forced = req.force;
-	}
-
 	if (worker.race_started == 0)
 	{
 		worker.race_started = now;
@@ -1946,8 +1966,15 @@ release_keys(void)
 		char		note[HA_REQUEST_MAX_JSON];
 		HaRequest	req;
 		EtcdCompare cmp = {worker.leader_key, ETCD_CMP_VALUE, ETCD_CMP_EQUAL, worker.node, 0};
-		EtcdOp		ops[2] = {
+		/*
+		 * The member key goes in the same transaction: replicas then see
+		 * the leader key and its holder's member key vanish at once, so
+		 * they know its write authority is over (previous_leader_gone)
+		 * without waiting for the lease revocation below.
+		 */
+		EtcdOp		ops[3] = {
 			{ETCD_OP_DELETE, worker.leader_key, NULL, 0, false},
+			{ETCD_OP_DELETE, worker.member_key, NULL, 0, false},
 			{ETCD_OP_PUT, worker.failover_key, note, 0, false},
 		};
 		bool		released = false;
@@ -1959,7 +1986,7 @@ release_keys(void)
 		req.final_lsn = (uint64_t) GetFlushRecPtr(NULL);
 		if (ha_request_encode(&req, note, sizeof(note)) < 0)
 			note[0] = '\0';
-		st = etcd_txn(worker.etcd, &cmp, 1, ops, 2, NULL, 0, &released, NULL);
+		st = etcd_txn(worker.etcd, &cmp, 1, ops, 3, NULL, 0, &released, NULL);
 		worker.is_leader = false;
 		if (st == ETCD_OK && released)
 			ereport(LOG, (errmsg("pg_ha: released leader key %s", worker.leader_key)));
