@@ -17,8 +17,9 @@
 #    that safe, and the deletion by hand is what breaks it), and a client
 #    idle during the cut is the case the issue reproduced.  For the same
 #    reason node1 writes no WAL of its own meanwhile: autovacuum is off on
-#    it, a VACUUM sets every hint bit first (wal_log_hints), and the test waits, before the cut, until its WAL is quiet (the
-#    bgwriter logs a standby snapshot up to 15 s after activity).  (Today's
+#    it, a VACUUM sets every hint bit first (wal_log_hints), and the test
+#    waits, before the cut, until its WAL is quiet (the bgwriter logs a
+#    standby snapshot up to 25 s after activity).  (Today's
 #    worker compares the key only when its member document changes, i.e.
 #    when its WAL position moved: an idle primary keeps writing after the
 #    heal until its next write plus one renew interval.)
@@ -34,6 +35,7 @@ use warnings;
 
 use Test::More;
 use Time::HiRes qw(usleep);
+use feature 'state';
 use PgHa::Etcd;
 use PgHa::Cluster;
 use PgHa::Failover;
@@ -65,8 +67,23 @@ $n1->wait_for_catchup($_, 'replay') for ($n2, $n3);
 # the test's own sessions on node1 write no WAL during the cut.
 $n1->safe_psql('postgres', 'VACUUM');
 $n1->wait_for_catchup($_, 'replay') for ($n2, $n3);
-note 'waiting 16 s for node1\'s WAL to be quiet (bgwriter standby snapshot)';
-sleep 16;
+# The bgwriter logs a standby snapshot (RUNNING_XACTS) after activity, up
+# to 15 s plus its hibernation (10 s) later, and none after that until new
+# activity: wait until node1's WAL position has moved once and then stayed
+# still, or stayed still for 26 s.
+my $quiet = wait_for(
+	sub {
+		state ($last, $since, $moved);
+		my $l = $n1->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
+		if (!defined $last || $l ne $last)
+		{
+			$moved = 1 if defined $last;
+			($last, $since) = ($l, now());
+		}
+		return ($moved && now() - $since >= 3) || now() - $since >= 26;
+	},
+	timeout => 45, interval => 0.5, what => 'node1\'s WAL to be quiet');
+note 'node1\'s WAL is quiet' . ($quiet ? '' : ' (gave up waiting)');
 my $lsn_before = $n1->safe_psql('postgres', 'SELECT pg_current_wal_flush_lsn()');
 
 # ---------------------------------------------------------------- 1. cut
@@ -109,7 +126,7 @@ my $lsn_heal = $n1->safe_psql('postgres', 'SELECT pg_current_wal_flush_lsn()');
 note "node1 flush LSN before the cut $lsn_before, at the heal $lsn_heal"
   . ($lsn_before eq $lsn_heal ? '' : ' (it wrote WAL meanwhile)');
 
-my (@accepted, @log);
+my (@accepted, @log, $after_heal);
 my $probes = 0;
 while (now() - $t_heal < 3 * $ttl)
 {
@@ -121,14 +138,15 @@ while (now() - $t_heal < 3 * $ttl)
 	{
 		push @accepted, sprintf('%.2f s', $t - $t_heal);
 	}
+	# did node1's keepalive reach etcd after the heal? (informational)
+	$after_heal //= lease_remaining($etcd, $lease) // -1 if $probes == 3;
 	push @log, sprintf('%.2f s %s', $t - $t_heal,
 		$ok ? 'ACCEPTED' : ($state || ($err =~ /(\S[^\n]*)/)[0] // 'error'));
 	my $left = 0.15 - (now() - $t);
 	usleep(int($left * 1e6)) if $left > 0;
 }
-my $after_heal = lease_remaining($etcd, $lease) // -1;
-note "node1's lease after the heal: $after_heal s left (its keepalive "
-  . ($after_heal >= 0 ? 'succeeded' : 'failed') . ')';
+note "node1's lease 0.5 s after the heal: $after_heal s left (its keepalive "
+  . ($after_heal >= 0 ? 'succeeded' : 'failed or did not come') . ')';
 is(scalar @accepted, 0,
 	"node1 accepts no write after the heal while $new_name leads ($probes probes over 3 TTL)")
   or diag "node1 accepted INSERTs at (after the heal): @accepted\nprobes: "
