@@ -19,6 +19,8 @@
 #      (a scheduled switchover whose time has not come)
 #   3. {"leader": <former leader>, "member": <lagging>} after a switchover
 #      (a request from an earlier leader's time)
+#   4. {"leader": <leader>, "member": <lagging>, "aborted": "..."}
+#      (a switchover the leader abandoned)
 
 use strict;
 use warnings;
@@ -156,5 +158,15 @@ leftover_request_case(
 		return ($f2, $f1, $f3);
 	},
 	request => sub { qq({"leader":"f1","member":"$_[1]"}) });
+
+# 4. A switchover the leader abandoned (as hand_over writes it).
+leftover_request_case(
+	label   => 'aborted',
+	cluster => 'c4',
+	names   => [qw(a1 a2 a3)],
+	request => sub {
+		my ($leader, $lagging) = @_;
+		qq({"leader":"$leader","member":"$lagging","aborted":"candidate is not a running replica"});
+	});
 
 done_testing();
