@@ -1651,13 +1651,14 @@ divergence_point(const NodeSnapshot *snap, const MemberInfo *leader)
 
 /*
  * A standby that diverged from the leader can never follow it: only
- * pg_rewind, which needs postgres stopped, can fix that.  The worker leaves
+ * pg_rewind (or a fresh clone), which needs postgres stopped, can fix that.
+ * Returns true while this node looks diverged.  The worker leaves
  * a marker in the data directory and shuts postgres down; the service
  * manager's restart runs `pg_hactl rejoin --if-needed` (ExecStartPre),
  * which rewinds it.  The condition must hold for two renew intervals, so a
  * transient view of etcd cannot shut a healthy standby down.
  */
-static void
+static bool
 check_divergence(const NodeSnapshot *snap, const char *leader)
 {
 	MemberInfo	m;
@@ -1665,28 +1666,38 @@ check_divergence(const NodeSnapshot *snap, const char *leader)
 	int64		now = pg_ha_monotonic_us();
 	char		path[MAXPGPATH];
 	FILE	   *f;
+	bool		same_number;
 
 	if (!cluster_member(&worker.view, leader, &m) || cluster_paused(&worker.view) ||
 		(fork = divergence_point(snap, &m)) == InvalidXLogRecPtr)
 	{
 		worker.diverged_since = 0;
-		return;
+		return false;
 	}
 	if (worker.diverged_since == 0)
 	{
 		worker.diverged_since = now;
-		return;
+		return true;
 	}
 	if (now - worker.diverged_since < 2 * worker.lease_ttl * 1000000 / 3)
-		return;
+		return true;
 
+	/*
+	 * pg_rewind refuses a source on the same timeline number as the target
+	 * ("no rewind required"), however different their histories: a fork
+	 * that carries the leader's own timeline number can only be cloned
+	 * afresh, and the marker tells pg_hactl so.
+	 */
+	same_number = m.timeline == snap->timeline;
 	snprintf(path, sizeof(path), "%s/pg_ha.rejoin", DataDir);
 	f = AllocateFile(path, "w");
-	if (f == NULL || fprintf(f, "leader=%s\nfork_lsn=%X/%X\n", leader, LSN_FORMAT_ARGS(fork)) < 0 ||
+	if (f == NULL ||
+		fprintf(f, "leader=%s\nfork_lsn=%X/%X\n%s", leader, LSN_FORMAT_ARGS(fork),
+				same_number ? "reclone=1\n" : "") < 0 ||
 		FreeFile(f) != 0)
 	{
 		remember_error("cannot write %s: %m", path);
-		return;
+		return true;
 	}
 	set_state(HA_EV_DIVERGED, leader);
 	ereport(LOG,
@@ -1696,6 +1707,7 @@ check_divergence(const NodeSnapshot *snap, const char *leader)
 			 errhint("The service manager restarts postgres; its ExecStartPre \"pg_hactl rejoin --if-needed\" rewinds this node.")));
 	if (kill(PostmasterPid, SIGINT) != 0)
 		remember_error("cannot signal the postmaster: %m");
+	return true;
 }
 
 /*
@@ -1808,8 +1820,15 @@ standby_cycle(const NodeSnapshot *snap)
 		remember_leader();
 	}
 	set_state(HA_EV_FOLLOWING, leader);
-	follow(leader);
-	check_divergence(snap, leader);
+
+	/*
+	 * Never point a diverged standby at the leader: when both histories
+	 * carry the same timeline number the WAL receiver would write the
+	 * leader's WAL over this node's own segments, and leave a data
+	 * directory that neither recovers nor rewinds.
+	 */
+	if (!check_divergence(snap, leader))
+		follow(leader);
 	return true;
 }
 

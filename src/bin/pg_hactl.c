@@ -875,6 +875,27 @@ cmd_clone(Settings *s, const char *node_name, const char *port, const char *conn
 	return 0;
 }
 
+/*
+ * Does the worker's rejoin marker say "reclone=1"?  It does when this node
+ * forked off on the same timeline number as the leader's, which pg_rewind
+ * takes for "no rewind required".
+ */
+static bool
+marker_asks_reclone(const char *path)
+{
+	FILE	   *f = fopen(path, "r");
+	char		line[256];
+	bool		reclone = false;
+
+	if (f == NULL)
+		return false;
+	while (fgets(line, sizeof(line), f))
+		if (strcmp(line, "reclone=1\n") == 0 || strcmp(line, "reclone=1") == 0)
+			reclone = true;
+	fclose(f);
+	return reclone;
+}
+
 static int
 cmd_rejoin(Settings *s, bool if_needed, bool reclone)
 {
@@ -894,6 +915,13 @@ cmd_rejoin(Settings *s, bool if_needed, bool reclone)
 	snprintf(signal_file, sizeof(signal_file), "%s/standby.signal", s->pgdata);
 	marked = file_exists(marker);
 	primary = !file_exists(signal_file);
+	if (marked && marker_asks_reclone(marker))
+	{
+		/* a fork on the leader's own timeline number: pg_rewind cannot see it */
+		say("%s diverged on the leader's timeline number: pg_rewind cannot repair that, cloning afresh",
+			s->pgdata);
+		reclone = true;
+	}
 
 	if (c.leader[0] == '\0' || strcmp(c.leader, s->node_name) == 0)
 	{
