@@ -1787,6 +1787,23 @@ static bool
 standby_cycle(const NodeSnapshot *snap)
 {
 	const char *leader = cluster_leader(&worker.view);
+	const char *init = cluster_initialize(&worker.view);
+	char		sysid[32];
+
+	/*
+	 * A standby of another database in this cluster's keys (a replica of
+	 * some other primary, pointed here by mistake) must touch nothing: not
+	 * race, not follow (its WAL receiver cannot), and above all not be
+	 * "rejoined", which would replace its data with a clone of ours.
+	 */
+	snprintf(sysid, sizeof(sysid), UINT64_FORMAT, GetSystemIdentifier());
+	if (init != NULL && strcmp(init, sysid) != 0)
+	{
+		remember_error("etcd key %s holds system identifier %s, this node has %s",
+					   worker.initialize_key, init, sysid);
+		set_state(HA_EV_BAD_CONFIG, worker.last_error);
+		return true;
+	}
 
 	confirm_final_position(snap);
 
