@@ -63,9 +63,12 @@ my $rcv = wait_for(
 		if (my $r = supervise($n1)) { push @restarts, $r; }
 		return undef unless (in_recovery($n1) // 0) == 1;
 		my $r = wal_receiver($n1) or return undef;
-		return ($r->{status} eq 'streaming' && $r->{sender_port} == $new->port) ? $r : undef;
+		# on the new timeline: a diverged node1 may connect for a moment
+		# on its old one before the worker stops it for pg_rewind
+		return ($r->{status} eq 'streaming' && $r->{sender_port} == $new->port
+			  && $r->{received_tli} > 1) ? $r : undef;
 	},
-	timeout => 120, interval => 0.25, what => "node1 to stream from $new_leader");
+	timeout => 120, interval => 0.25, what => "node1 to stream timeline 2 from $new_leader");
 ok($rcv, "node1 rejoined as a replica streaming from $new_leader");
 ok(scalar(grep { $_->{rejoin_rc} == 0 } @restarts) >= 1,
 	'the service manager ran pg_hactl rejoin successfully');
