@@ -6,8 +6,10 @@
  * one LOG line says so (once per pair, not once per cycle).  Only two
  * events apply in every state - a bad configuration and shutdown - and
  * they are the only wildcard rows.  The worker (ha_worker.c) observes the
- * node and etcd, raises the event and performs the action the row's
- * comment names; docs/architecture.md prints the same table.
+ * node and etcd and raises the event; before every irreversible action
+ * (promote, hand the key over, demote, stop for pg_rewind) it asks the
+ * table whether the event is allowed in its state, and a refused event's
+ * action does not run.  docs/architecture.md prints the same table.
  *
  * Every change of state is one LOG line of the form
  *

@@ -180,6 +180,22 @@ set_state(HaEvent event, const char *detail)
 	pg_atomic_write_u32(&pg_ha_shared->state, (uint32) worker.state);
 }
 
+/*
+ * May the action of event run now?  The worker asks the table before each
+ * irreversible action - promote, hand over, release the key to a
+ * candidate, demote, stop for pg_rewind - so the protocol table, not the
+ * worker's flags, decides what can happen in each state.  A refused event
+ * is logged (once) and its action does not run.
+ */
+static bool
+allowed(HaEvent event, const char *detail)
+{
+	if (ha_transition_find(worker.state, event) != NULL)
+		return true;
+	(void) ha_transition(worker.state, event, detail);	/* logs the refusal */
+	return false;
+}
+
 static void
 soon(int64 delay_us)
 {
@@ -872,6 +888,8 @@ handover_begin(const char *member, int64 revision)
 	XLogRecPtr	theirs;
 	XLogRecPtr	mine = GetFlushRecPtr(NULL);
 
+	if (!allowed(HA_EV_SWITCHOVER_DUE, member))
+		return;
 	memset(&worker.ho, 0, sizeof(worker.ho));
 	strlcpy(worker.ho.member, member, sizeof(worker.ho.member));
 	worker.ho.revision = revision;
@@ -1000,6 +1018,12 @@ handover_step(void)
 		};
 		bool		succeeded;
 
+		if (!allowed(HA_EV_HANDED_OVER, worker.ho.member))
+		{
+			abort_handover("the protocol does not allow a hand-over in state \"%s\"",
+						   ha_state_name(worker.state));
+			return;
+		}
 		memset(&req, 0, sizeof(req));
 		req.phase = HA_REQ_HANDED_OVER;
 		strlcpy(req.leader, worker.node, sizeof(req.leader));
@@ -1162,6 +1186,8 @@ yield_to(const char *leader, const char *why)
 	raise_fence(why);
 	if (cluster_paused(&worker.view))
 		return;					/* paused: stay fenced, do not demote */
+	if (!allowed(HA_EV_DEMOTE, why))
+		return;					/* stays fenced */
 	set_state(HA_EV_DEMOTE, why);
 	if (cluster_member(&worker.view, leader, &m) &&
 		conn_url_host_port(m.conn_url, host, sizeof(host), port, sizeof(port)))
@@ -1473,7 +1499,7 @@ failover_race(const NodeSnapshot *snap)
 				soon(FAST_CYCLE_US / 5);
 				return;
 			}
-			if (!acquire_leader_key())
+			if (!allowed(HA_EV_WON_RACE, "switchover") || !acquire_leader_key())
 				return;
 			if (worker.is_leader)
 				begin_promotion("switchover", snap->timeline);
@@ -1572,7 +1598,7 @@ failover_race(const NodeSnapshot *snap)
 	switch (failover_decide(&in, why, sizeof(why)))
 	{
 		case RACE_TAKE:
-			if (!acquire_leader_key())
+			if (!allowed(HA_EV_WON_RACE, why) || !acquire_leader_key())
 				return;
 			if (worker.is_leader)
 				begin_promotion(preferred && strcmp(preferred, worker.node) == 0 ?
@@ -1688,6 +1714,8 @@ check_divergence(const NodeSnapshot *snap, const char *leader)
 	 * that carries the leader's own timeline number can only be cloned
 	 * afresh, and the marker tells pg_hactl so.
 	 */
+	if (!allowed(HA_EV_DIVERGED, leader))
+		return true;
 	same_number = m.timeline == snap->timeline;
 	snprintf(path, sizeof(path), "%s/pg_ha.rejoin", DataDir);
 	f = AllocateFile(path, "w");
@@ -1767,7 +1795,8 @@ own_key_as_standby(const NodeSnapshot *snap)
 {
 	if (PromoteIsTriggered() || CheckPromoteSignal())
 	{
-		if (!acquire_leader_key())
+		if (!allowed(HA_EV_WON_RACE, "resuming a promotion already under way") ||
+			!acquire_leader_key())
 			return;
 		if (worker.is_leader && !worker.promoting)
 		{
