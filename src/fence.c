@@ -381,7 +381,22 @@ fence_emit_log(ErrorData *edata)
 {
 	if (xact_fenced && edata->elevel == ERROR &&
 		edata->sqlerrcode == ERRCODE_READ_ONLY_SQL_TRANSACTION)
+	{
+		const char *reason = pg_ha_fence_reason();
+
 		end_session_at_abort = true;
+
+		/*
+		 * PostgreSQL's "cannot execute ... in a read-only transaction" does
+		 * not say why the transaction is read-only: say it is pg_ha's
+		 * fence (this runs in ErrorContext, where edata lives).
+		 */
+		if (edata->detail == NULL)
+			edata->detail = psprintf("pg_ha: write refused: %s.",
+									 reason ? reason : "this node was fenced when the transaction started");
+		if (edata->hint == NULL)
+			edata->hint = pstrdup("Connect to the current leader (see pg_ha.status() or the /primary health check).");
+	}
 	if (prev_emit_log)
 		prev_emit_log(edata);
 }

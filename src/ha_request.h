@@ -216,4 +216,18 @@ extern const HaCandidate *ha_control_view_member(const HaControlView *view, cons
  */
 extern bool ha_request_blocks(const HaControlView *view, bool for_failover);
 
+/* ---------- the failover key in etcd (ha_request_store.c) ---------- */
+
+#include "etcd.h"
+
+/*
+ * Writes value into key: created when absent (replace_rev 0), or replacing
+ * the value at replace_rev.  *written_rev is the mod_revision of what was
+ * written, 0 when another writer got there first (-1 when etcd did not say).
+ */
+extern EtcdStatus ha_request_put(EtcdClient *client, const char *key, const char *value,
+								 int64_t replace_rev, int64_t *written_rev);
+/* Compare-and-delete at rev; false when it changed or etcd failed. */
+extern bool ha_request_delete(EtcdClient *client, const char *key, int64_t rev);
+
 #endif							/* PG_HA_REQUEST_H */

@@ -783,11 +783,7 @@ standby_flush_lsn(const char *name)
 static void
 delete_request(int64 mod_revision, const char *why)
 {
-	EtcdCompare cmp = {worker.failover_key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL, mod_revision};
-	EtcdOp		del = {ETCD_OP_DELETE, worker.failover_key, NULL, 0, false};
-	bool		done;
-
-	if (etcd_txn(worker.etcd, &cmp, 1, &del, 1, NULL, 0, &done, NULL) == ETCD_OK && done)
+	if (ha_request_delete(worker.etcd, worker.failover_key, mod_revision))
 		ereport(LOG, (errmsg("pg_ha: cleared the failover key: %s", why)));
 }
 

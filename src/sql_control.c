@@ -272,46 +272,15 @@ wait_until_eligible(EtcdClient *client, HaControlView *view, const char *candida
 	}
 }
 
-/*
- * Writes value into the failover key: created when absent, or replacing
- * the value at replace_rev (a stale note, aborted request or invalid
- * value).  Returns the mod_revision of what it wrote, 0 when another
- * writer got there first.
- */
+/* Writes the failover key (ha_request_put); 0 when another writer got there first. */
 static int64
 put_request(EtcdClient *client, const char *key, const char *value, int64 replace_rev)
 {
-	EtcdCompare cmp = {key, replace_rev ? ETCD_CMP_MOD : ETCD_CMP_CREATE, ETCD_CMP_EQUAL,
-	NULL, replace_rev};
-	EtcdOp		ops[2] = {{ETCD_OP_PUT, key, value, 0, false},
-	{ETCD_OP_RANGE, key, NULL, 0, false}};
-	EtcdKVList	ranges;
-	bool		succeeded = false;
-	int64		rev = 0;
+	int64_t		rev;
 
-	memset(&ranges, 0, sizeof(ranges));
-	if (etcd_txn(client, &cmp, 1, ops, 2, NULL, 0, &succeeded, &ranges) != ETCD_OK)
+	if (ha_request_put(client, key, value, replace_rev, &rev) != ETCD_OK)
 		etcd_fail(client, "write the failover key");
-	if (succeeded)
-		rev = ranges.count > 0 ? ranges.kvs[0].mod_revision : -1;
-	etcd_kvlist_free(&ranges);
 	return rev;
-}
-
-/*
- * Deletes the failover key if it still holds the value written at rev
- * (compare-and-delete).  False when it changed or could not be reached.
- */
-static bool
-withdraw_request(EtcdClient *client, const char *key, int64 rev)
-{
-	EtcdCompare cmp = {key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL, rev};
-	EtcdOp		del = {ETCD_OP_DELETE, key, NULL, 0, false};
-	bool		succeeded = false;
-
-	if (rev <= 0)
-		return false;
-	return etcd_txn(client, &cmp, 1, &del, 1, NULL, 0, &succeeded, NULL) == ETCD_OK && succeeded;
 }
 
 /* Refuses when a request is in progress; otherwise writes req. */
@@ -438,7 +407,7 @@ wait_outcome(EtcdClient *client, WaitState *w)
 			char	   *reason = pstrdup(view.request.reason[0] ? view.request.reason : "no reason given");
 
 			/* the leader's answer is read: clear it for the next request */
-			withdraw_request(client, w->key, view.request_mod_revision);
+			ha_request_delete(client, w->key, view.request_mod_revision);
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("pg_ha: %s to \"%s\" failed: the leader abandoned it: %s",
@@ -470,7 +439,7 @@ wait_outcome(EtcdClient *client, WaitState *w)
 									  view.history_reason : "an unknown path");
 
 			if (!w->handed_over)
-				withdraw_request(client, w->key, w->rev);
+				ha_request_delete(client, w->key, w->rev);
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("pg_ha: %s to \"%s\" did not happen: \"%s\" became leader by %s",
@@ -495,7 +464,7 @@ wait_outcome(EtcdClient *client, WaitState *w)
 			missing_since = 0;
 		if (pg_ha_monotonic_us() > give_up)
 		{
-			bool		withdrawn = !w->handed_over && withdraw_request(client, w->key, w->rev);
+			bool		withdrawn = !w->handed_over && ha_request_delete(client, w->key, w->rev);
 
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -537,7 +506,7 @@ wait_outcome_or_withdraw(EtcdClient *client, WaitState *w)
 		 * client's abort check lets this one bounded call run.
 		 */
 		if (!w->handed_over)
-			withdraw_request(client, w->key, w->rev);
+			ha_request_delete(client, w->key, w->rev);
 		if (w->on_old_leader)
 			register_local_caller(false);
 		etcd_client_free(client);
@@ -546,6 +515,20 @@ wait_outcome_or_withdraw(EtcdClient *client, WaitState *w)
 	PG_END_TRY();
 	etcd_client_free(client);
 	return result;
+}
+
+/* What to wait for after writing a request; old_leader NULL for a failover. */
+static void
+wait_for(WaitState *w, const char *key, const char *candidate, const char *old_leader,
+		 const HaControlView *view)
+{
+	w->prefix = pg_ha_key("");
+	w->key = key;
+	w->candidate = candidate;
+	w->old_leader = old_leader ? old_leader : "";
+	w->switchover = old_leader != NULL;
+	w->history_before = view->history_timeline;
+	w->handed_over = false;
 }
 
 Datum
@@ -634,13 +617,7 @@ pg_ha_switchover(PG_FUNCTION_ARGS)
 	w.on_old_leader = strcmp(leader, pg_ha_effective_node_name()) == 0;
 	if (w.on_old_leader)
 		register_local_caller(true);
-	w.prefix = pg_ha_key("");
-	w.key = key;
-	w.candidate = candidate;
-	w.old_leader = leader;
-	w.switchover = true;
-	w.history_before = view->history_timeline;
-	w.handed_over = false;
+	wait_for(&w, key, candidate, leader, view);
 	PG_RETURN_TEXT_P(cstring_to_text(wait_outcome_or_withdraw(client, &w)));
 }
 
@@ -679,13 +656,8 @@ pg_ha_failover(PG_FUNCTION_ARGS)
 	strlcpy(req.member, candidate, sizeof(req.member));
 	req.force = force;
 	w.rev = submit_request(client, view, &req, true, key);
-	w.prefix = pg_ha_key("");
-	w.key = key;
-	w.candidate = candidate;
-	w.old_leader = "";
-	w.switchover = false;
-	w.history_before = view->history_timeline;
-	w.handed_over = false;
+	w.on_old_leader = false;
+	wait_for(&w, key, candidate, NULL, view);
 	PG_RETURN_TEXT_P(cstring_to_text(wait_outcome_or_withdraw(client, &w)));
 }
 
@@ -710,7 +682,7 @@ pg_ha_cancel_switchover(PG_FUNCTION_ARGS)
 			   view->has_request ? psprintf("The failover key holds %s.", describe_request(view)) :
 			   "There is no failover key.", NULL);
 	what = describe_request(view);
-	if (!withdraw_request(client, key, view->request_mod_revision))
+	if (!ha_request_delete(client, key, view->request_mod_revision))
 		refuse(client, ERRCODE_T_R_SERIALIZATION_FAILURE,
 			   "the failover key changed concurrently, try again", NULL, NULL);
 	etcd_client_free(client);

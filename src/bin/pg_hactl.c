@@ -454,38 +454,15 @@ on_interrupt(int sig)
 	interrupted = 1;
 }
 
-/* Writes value: created when absent, or replacing replace_rev.  Returns the new mod_revision, 0 if beaten. */
+/* Writes the failover key (ha_request_put); 0 when another writer got there first. */
 static int64_t
 put_request(EtcdClient *client, const char *key, const char *value, int64_t replace_rev)
 {
-	EtcdCompare cmp = {key, replace_rev ? ETCD_CMP_MOD : ETCD_CMP_CREATE, ETCD_CMP_EQUAL,
-	NULL, replace_rev};
-	EtcdOp		ops[2] = {{ETCD_OP_PUT, key, value, 0, false},
-	{ETCD_OP_RANGE, key, NULL, 0, false}};
-	EtcdKVList	ranges;
-	bool		succeeded = false;
-	int64_t		rev = 0;
+	int64_t		rev;
 
-	memset(&ranges, 0, sizeof(ranges));
-	if (etcd_txn(client, &cmp, 1, ops, 2, NULL, 0, &succeeded, &ranges) != ETCD_OK)
+	if (ha_request_put(client, key, value, replace_rev, &rev) != ETCD_OK)
 		die("cannot write the failover key: %s", etcd_last_error(client));
-	if (succeeded)
-		rev = ranges.count > 0 ? ranges.kvs[0].mod_revision : -1;
-	etcd_kvlist_free(&ranges);
 	return rev;
-}
-
-/* Compare-and-delete of the failover key at rev. */
-static bool
-withdraw_request(EtcdClient *client, const char *key, int64_t rev)
-{
-	EtcdCompare cmp = {key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL, rev};
-	EtcdOp		del = {ETCD_OP_DELETE, key, NULL, 0, false};
-	bool		succeeded = false;
-
-	if (rev <= 0)
-		return false;
-	return etcd_txn(client, &cmp, 1, &del, 1, NULL, 0, &succeeded, NULL) == ETCD_OK && succeeded;
 }
 
 static void
@@ -530,7 +507,7 @@ cmd_cancel(const Settings *s)
 		die("no pending switchover or failover to cancel");
 	}
 	describe_request(&c->view, what, sizeof(what));
-	if (!withdraw_request(client, key_path(s, "failover"), c->view.request_mod_revision))
+	if (!ha_request_delete(client, key_path(s, "failover"), c->view.request_mod_revision))
 		die("the failover key changed concurrently (or etcd failed: %s); try again",
 			etcd_last_error(client));
 	say("cancelled %s", what);
@@ -633,7 +610,7 @@ cmd_switchover(const Settings *s, const char *candidate, int timeout_s)
 			handed_over = true;
 		if (ours && now->view.request.phase == HA_REQ_ABORTED)
 		{
-			withdraw_request(client, key, now->view.request_mod_revision);
+			ha_request_delete(client, key, now->view.request_mod_revision);
 			die("switchover abandoned by the leader: %s",
 				now->view.request.reason[0] ? now->view.request.reason : "no reason given");
 		}
@@ -655,14 +632,14 @@ cmd_switchover(const Settings *s, const char *candidate, int timeout_s)
 			strcmp(now->view.leader, leader) != 0)
 		{
 			if (!handed_over)
-				withdraw_request(client, key, rev);
+				ha_request_delete(client, key, rev);
 			die("switchover to \"%s\" did not happen: \"%s\" became leader by %s", chosen,
 				now->view.leader,
 				now->view.history_timeline > history_before && now->view.history_reason[0] ?
 				now->view.history_reason : "an unknown path");
 		}
 	}
-	if (!handed_over && withdraw_request(client, key, rev))
+	if (!handed_over && ha_request_delete(client, key, rev))
 		die("switchover %s; the request was withdrawn",
 			interrupted ? "interrupted" : "did not complete in time");
 	etcd_client_free(client);

@@ -66,7 +66,9 @@ sub new_node
 # CREATE EXTENSION pg_ha on a freshly started primary.  With pg_ha.fencing
 # on (the default) a primary refuses to commit writes until its worker holds
 # the leader lease, which takes a moment after start: retry while the commit
-# is refused by the fence (SQLSTATE 25006), for up to 30 s.
+# is refused by the fence (SQLSTATE 25006: a session that starts while the
+# node is fenced is read-only, and its refusal says "pg_ha: write refused"),
+# for up to 30 s.
 sub create_extension
 {
 	my ($node, %p) = @_;
@@ -77,7 +79,7 @@ sub create_extension
 			'CREATE EXTENSION IF NOT EXISTS pg_ha');
 		return 1 if $rc == 0;
 		croak "CREATE EXTENSION pg_ha failed: $err"
-		  unless $err =~ /pg_ha: commit refused/
+		  unless $err =~ /pg_ha: (commit|write) refused/
 		  && Time::HiRes::time() < $deadline;
 		Time::HiRes::usleep(100_000);
 	}
