@@ -156,6 +156,21 @@ describe_request(const HaControlView *view)
 					r->member[0] ? r->member : "the best replica", ha_request_phase_name(r->phase));
 }
 
+/* The shared target rules' input from the cluster as etcd shows it. */
+static void
+target_input(const HaControlView *view, bool switchover, bool force, HaTargetInput *in)
+{
+	memset(in, 0, sizeof(*in));
+	in->members = view->members;
+	in->nmembers = view->nmembers;
+	in->leader = view->leader;
+	in->status_optime = view->status_optime;
+	in->history_timeline = view->history_timeline;
+	in->maximum_lag_bytes = (uint64) pg_ha_maximum_lag_on_failover * 1024;
+	in->switchover = switchover;
+	in->force = force;
+}
+
 /*
  * Applies the shared target rules (ha_target_check) and refuses with the
  * front end's words.  Returns the candidate (picked when NULL).
@@ -171,14 +186,7 @@ check_target(EtcdClient *client, const HaControlView *view, const char *candidat
 	const char *what = switchover ? "switchover" : "failover";
 	HaTargetVerdict v;
 
-	in.members = view->members;
-	in.nmembers = view->nmembers;
-	in.leader = view->leader;
-	in.status_optime = view->status_optime;
-	in.history_timeline = view->history_timeline;
-	in.maximum_lag_bytes = (uint64) pg_ha_maximum_lag_on_failover * 1024;
-	in.switchover = switchover;
-	in.force = force;
+	target_input(view, switchover, force, &in);
 	v = ha_target_check(&in, candidate, chosen, sizeof(chosen), better, sizeof(better),
 						why, sizeof(why));
 	switch (v)
@@ -250,14 +258,7 @@ wait_until_eligible(EtcdClient *client, HaControlView *view, const char *candida
 		char		why[256];
 		HaTargetVerdict v;
 
-		memset(&in, 0, sizeof(in));
-		in.members = view->members;
-		in.nmembers = view->nmembers;
-		in.leader = view->leader;
-		in.status_optime = view->status_optime;
-		in.history_timeline = view->history_timeline;
-		in.maximum_lag_bytes = (uint64) pg_ha_maximum_lag_on_failover * 1024;
-		in.switchover = true;
+		target_input(view, true, false, &in);
 		v = ha_target_check(&in, candidate, chosen, sizeof(chosen), better, sizeof(better),
 							why, sizeof(why));
 		if ((v != HA_TARGET_NOT_STREAMING && v != HA_TARGET_LAGGING &&
