@@ -16,6 +16,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use PgHa::Archive;
+use PgHa::Test;
 
 my $bindir = `pg_config --bindir`;
 chomp $bindir;
@@ -212,7 +213,9 @@ note "files pushed ahead by the pushers: $ahead";
 	ok($node->poll_query_until('postgres',
 			"SELECT corrupt_count > 0 FROM pg_ha.archive_status()"),
 		'corrupt object: counted in corrupt_count');
-	ok($node->log_contains(qr/WARNING:  pg_ha: archived copy of "\Q$c\E" is corrupt/, $log_offset),
+	# the WARNING can reach the log a moment after the failure is counted
+	ok(wait_for(sub { $node->log_contains(qr/WARNING:  pg_ha: archived copy of "\Q$c\E" is corrupt/, $log_offset) },
+			timeout => 10, what => 'the corrupt-object WARNING'),
 		'corrupt object: WARNING names the file');
 	ok($node->log_contains(qr/payload checksum mismatch/, $log_offset), 'corrupt object: says which check failed');
 	ok(-f "$pgdata/pg_wal/archive_status/$c.ready", 'corrupt object: the file stays .ready');
