@@ -219,14 +219,16 @@ is($st->{state}, 'misconfigured',
 
 # A replica with edits pending a restart (valid or not) is not misconfigured
 # by them: it runs with the values it was started with.
-my $n3 = $by_name{node3};
+# (whichever of node2 and node3 is a replica now: the other one leads)
+my ($n3) = grep { (eval { $_->ha_status->{state} } // '') eq 'replica' } ($by_name{node2}, $by_name{node3});
+BAIL_OUT('no replica among node2 and node3') unless $n3;
 $n3->append_conf('postgresql.conf', "pg_ha.ttl = 7
 pg_ha.namespace = 'pending'
 ");
 crash_restart_worker($n3);
 $st = wait_for(
 	sub { my $s = eval { $n3->ha_status }; $s && $s->{state} eq 'replica' ? $s : undef },
-	timeout => 30, what => 'node3 a replica again') // $n3->ha_status;
+	timeout => 30, what => $n3->name . ' a replica again') // $n3->ha_status;
 is($st->{state}, 'replica', 'edits after start pending a restart leave a replica running');
 is($st->{last_error}, undef, 'and report nothing');
 
