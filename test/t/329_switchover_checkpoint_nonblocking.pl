@@ -56,9 +56,13 @@ note 'history: ' . JSON::PP->new->canonical->encode($hist);
 is(scalar @$hist, 1, 'history has one entry');
 is($hist->[-1][2], 'switchover', 'the last history entry says switchover, not failover') if @$hist;
 
-# node1 ends as a replica of node2
+# node1 ends as a replica of node2.  Its restart as a standby waits for the
+# postmaster to kill the stopped checkpointer (5 s), longer than node2 waits
+# for node1's confirmed end of WAL (one TTL): a background record written
+# meanwhile can make node1 need pg_rewind, so act as the service manager.
 my $rcv = wait_for(
 	sub {
+		supervise($n1);
 		return undef unless (in_recovery($n1) // 0) == 1;
 		my $r = wal_receiver($n1) or return undef;
 		return ($r->{status} eq 'streaming' && $r->{sender_port} == $n2->port) ? $r : undef;
