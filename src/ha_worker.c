@@ -986,6 +986,14 @@ handover_step(void)
 		worker.ho.deadline = now + HANDOVER_CATCHUP_US;
 	}
 
+	/*
+	 * The end of our WAL is where insertion stands, not only what was
+	 * flushed: a fenced primary still inserts a few records (hint-bit page
+	 * images of the worker's own catalog reads, standby snapshots).  Flush
+	 * them so the candidate can have them; every byte it lacks at the
+	 * hand-over is a byte this node must later get rid of with pg_rewind.
+	 */
+	XLogFlush(GetXLogInsertRecPtr());
 	mine = GetFlushRecPtr(NULL);
 	theirs = standby_flush_lsn(worker.ho.member);
 	if (theirs == InvalidXLogRecPtr || theirs < mine)
