@@ -84,17 +84,8 @@ is($n1->safe_psql('postgres',
 # --- lagging candidate: node3's WAL receiver is stopped (primary_conninfo
 # points at a closed port), the primary writes more than
 # maximum_lag_on_failover (1MB), node3's member key shows it behind.
-my $conninfo3 = $n3->safe_psql('postgres', 'SHOW primary_conninfo');
-my $dead_port = PostgreSQL::Test::Cluster::get_free_port();
-$n3->safe_psql('postgres',
-	"ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=$dead_port'");
-$n3->reload;
-wait_ok(
-	sub {
-		$n1->safe_psql('postgres',
-			"SELECT count(*) FROM pg_stat_replication WHERE application_name = 'node3'") eq '0';
-	},
-	'node3 no longer streams from node1', timeout => 30);
+my $conninfo3 = stop_streaming($n3, $n1);
+pass('node3 no longer streams from node1');
 $n1->safe_psql('postgres',
 	"CREATE TABLE big AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 10000) g");
 my $lag = wait_for(
@@ -116,9 +107,7 @@ no_failover_key();
 is(leader_of($etcd), 'node1', 'node1 is still the leader');
 
 # node3 streams again
-(my $quoted = $conninfo3) =~ s/'/''/g;
-$n3->safe_psql('postgres', "ALTER SYSTEM SET primary_conninfo = '$quoted'");
-$n3->reload;
+resume_streaming($n3, $conninfo3);
 wait_ok(sub { ((wal_receiver($n3) // {})->{sender_port} // 0) == $n1->port },
 	'node3 streams from node1 again', timeout => 30);
 

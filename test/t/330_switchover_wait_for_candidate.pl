@@ -20,18 +20,9 @@ my $etcd = PgHa::Etcd->new(members => 1);
 my ($n1, $n2, $n3) = ha_cluster(etcd => $etcd, ttl => $ttl);
 
 # node3 stops streaming: its primary_conninfo points at a closed port
-my $conninfo3 = $n3->safe_psql('postgres', 'SHOW primary_conninfo');
-my $dead_port = PostgreSQL::Test::Cluster::get_free_port();
-$n3->safe_psql('postgres',
-	"ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=$dead_port'");
-$n3->reload;
-wait_ok(
-	sub {
-		$n1->safe_psql('postgres',
-			"SELECT count(*) FROM pg_stat_replication WHERE application_name = 'node3'") eq '0'
-		  && (((member_json($etcd, 'node3') // {})->{replication_state}) // '') ne 'streaming';
-	},
-	'node3 no longer streams from node1', timeout => 30);
+my $conninfo3 = stop_streaming($n3, $n1);
+wait_ok(sub { (((member_json($etcd, 'node3') // {})->{replication_state}) // '') ne 'streaming' },
+	'node3\'s member key no longer says streaming', timeout => 30);
 
 # --- without wait: refused at once, with a hint to retry or wait
 my ($ok, $state, $err) = try_sql($n2, "SELECT pg_ha.switchover('node3')", timeout => 30);
@@ -55,9 +46,7 @@ ok($sw->pumpable, 'with wait, the call is still waiting while node3 does not str
 is(leader_of($etcd), 'node1', 'and nothing was requested meanwhile');
 ok(!defined $etcd->get($n1->ha_key('failover')), 'no failover key while it waits');
 
-(my $quoted = $conninfo3) =~ s/'/''/g;
-$n3->safe_psql('postgres', "ALTER SYSTEM SET primary_conninfo = '$quoted'");
-$n3->reload;
+resume_streaming($n3, $conninfo3);
 $sw->finish;
 note "switchover with wait: rc $? out: $out err: $errout";
 is($? >> 8, 0, 'the call with wait succeeds once node3 streams');

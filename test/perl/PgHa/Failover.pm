@@ -26,6 +26,7 @@ use PgHa::Cluster;
 use PgHa::Test;
 
 our @EXPORT = qw(ha_cluster ha_replica_conf try_sql wal_receiver
+  stop_streaming resume_streaming
   writable_nodes in_recovery leader_of history_of wait_streaming
   wait_leader_not log_since postmaster_running supervise forget_if_stopped
   key_watch worker_pid wal_receiver_pid lease_remaining wait_lease_renewed
@@ -289,6 +290,42 @@ sub supervise
 		note 'service manager: ' . $node->name . ($started ? ' started' : ' failed to start');
 	}
 	return { rejoin_rc => $rc, rejoin_output => "$out$err", started => $started };
+}
+
+=item stop_streaming($replica, $primary) / resume_streaming($replica, $saved)
+
+stop_streaming points the replica's primary_conninfo at a closed port
+(ALTER SYSTEM + reload; pg_ha leaves a primary_conninfo it already set
+alone) and waits (fatal, 30 s) until $primary lists no WAL sender for it.
+It returns the previous primary_conninfo, which resume_streaming puts back.
+
+=cut
+
+sub stop_streaming
+{
+	my ($replica, $primary) = @_;
+	my $saved = $replica->safe_psql('postgres', 'SHOW primary_conninfo');
+	my $dead_port = PostgreSQL::Test::Cluster::get_free_port();
+	$replica->safe_psql('postgres',
+		"ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=$dead_port'");
+	$replica->reload;
+	my $name = $replica->name;
+	wait_for(
+		sub {
+			$primary->safe_psql('postgres',
+				"SELECT count(*) FROM pg_stat_replication WHERE application_name = '$name'") eq '0';
+		},
+		timeout => 30, what => "$name to stop streaming", fatal => 1);
+	return $saved;
+}
+
+sub resume_streaming
+{
+	my ($replica, $saved) = @_;
+	(my $quoted = $saved) =~ s/'/''/g;
+	$replica->safe_psql('postgres', "ALTER SYSTEM SET primary_conninfo = '$quoted'");
+	$replica->reload;
+	return;
 }
 
 =item forget_if_stopped(@nodes)
