@@ -244,25 +244,6 @@ promote_now(void)
 }
 
 /*
- * Where timeline tli branched off its parent: the first LSN of tli.
- * InvalidXLogRecPtr for timeline 1 or an unreadable history.
- */
-XLogRecPtr
-timeline_switch_point(TimeLineID tli)
-{
-	List	   *history;
-	TimeLineHistoryEntry *parent;
-
-	if (tli <= 1)
-		return InvalidXLogRecPtr;
-	history = readTimeLineHistory(tli);
-	if (list_length(history) < 2)
-		return InvalidXLogRecPtr;
-	parent = (TimeLineHistoryEntry *) list_nth(history, 1);
-	return parent->end;
-}
-
-/*
  * The parent of timeline tli and where tli branched off it, from the
  * timeline history file.  False for timeline 1 or an unreadable history.
  */

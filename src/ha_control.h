@@ -16,7 +16,6 @@ extern void follow_leader(const char *leader, const char *host, const char *port
 extern void demote_and_restart(const char *leader, const char *host, const char *port,
 							   const char *why) pg_attribute_noreturn();
 extern void promote_now(void);
-extern XLogRecPtr timeline_switch_point(TimeLineID tli);
 extern bool timeline_parent(TimeLineID tli, TimeLineID *parent, XLogRecPtr *switch_lsn);
 extern void terminate_client_backends(void);
 

@@ -126,7 +126,6 @@ typedef struct HaWorker
 	bool		promoting;
 	int64		promote_started;
 	bool		promote_cancelled_queries;
-	TimeLineID	promoted_from;
 	char		promote_reason[64];
 
 	Handover	ho;				/* switchover, old leader's side */
@@ -1288,12 +1287,11 @@ primary_cycle(const NodeSnapshot *snap)
 /* ---------- standby side ---------- */
 
 static void
-begin_promotion(const char *reason, TimeLineID from)
+begin_promotion(const char *reason)
 {
 	worker.promoting = true;
 	worker.promote_started = pg_ha_monotonic_us();
 	worker.promote_cancelled_queries = false;
-	worker.promoted_from = from;
 	strlcpy(worker.promote_reason, reason, sizeof(worker.promote_reason));
 	set_state(HA_EV_WON_RACE, reason);
 	ereport(LOG, (errmsg("pg_ha: promoting: took the leader key (%s)", reason)));
@@ -1506,7 +1504,7 @@ failover_race(const NodeSnapshot *snap)
 			if (!allowed(HA_EV_WON_RACE, "switchover") || !acquire_leader_key())
 				return;
 			if (worker.is_leader)
-				begin_promotion("switchover", snap->timeline);
+				begin_promotion("switchover");
 			return;
 		}
 		if (now - worker.race_started < worker.lease_ttl * 1000000)
@@ -1606,7 +1604,7 @@ failover_race(const NodeSnapshot *snap)
 				return;
 			if (worker.is_leader)
 				begin_promotion(preferred && strcmp(preferred, worker.node) == 0 ?
-								"manual failover" : "failover", snap->timeline);
+								"manual failover" : "failover");
 			break;
 		case RACE_DEFER:
 			/* the better candidate gets one TTL; then everyone races again */
