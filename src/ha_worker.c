@@ -127,6 +127,14 @@ typedef struct HaWorker
 	int64		promote_started;
 	bool		promote_cancelled_queries;
 	char		promote_reason[64];
+	/* where HA_ACT_RESTART_AS_STANDBY points postgres (set before firing) */
+	struct
+	{
+		char		leader[PG_HA_NAME_LEN];
+		char		host[256];
+		char		port[16];
+		bool		caller_waits;	/* a pg_ha.switchover() caller on this node */
+	}			demote;
 
 	Handover	ho;				/* switchover, old leader's side */
 	int64		bad_request_revision;	/* malformed failover key already logged */
@@ -195,6 +203,43 @@ allowed(HaEvent event, const char *detail)
 	return false;
 }
 
+static void act_fence(const char *detail);
+static void act_lift_fence(const char *detail);
+static void act_checkpoint(const char *detail);
+static void act_promote(const char *detail);
+static void act_restart_as_standby(const char *detail);
+static void act_stop_for_rewind(const char *detail);
+
+/* The code behind each action the table names (ha_state.c). */
+static void (*const row_actions[HA_NUM_ACTIONS]) (const char *detail) = {
+	[HA_ACT_NONE] = NULL,
+	[HA_ACT_FENCE] = act_fence,
+	[HA_ACT_LIFT_FENCE] = act_lift_fence,
+	[HA_ACT_CHECKPOINT] = act_checkpoint,
+	[HA_ACT_PROMOTE] = act_promote,
+	[HA_ACT_RESTART_AS_STANDBY] = act_restart_as_standby,
+	[HA_ACT_STOP_FOR_REWIND] = act_stop_for_rewind,
+};
+
+/*
+ * Raises an event: the table's row gives the next state and the action,
+ * which runs after the state changed.  An event the table does not allow
+ * in this state is logged and refused, and nothing runs.  This is the only
+ * way the worker promotes, demotes, fences or stops postgres.
+ */
+static bool
+fire(HaEvent event, const char *detail)
+{
+	const HaTransition *t = ha_transition_find(worker.state, event);
+
+	set_state(event, detail);	/* logs the change or the refusal */
+	if (t == NULL)
+		return false;
+	if (row_actions[t->action] != NULL)
+		row_actions[t->action] (detail);
+	return true;
+}
+
 static void
 soon(int64 delay_us)
 {
@@ -223,6 +268,25 @@ raise_fence(const char *why)
 		ereport(LOG, (errmsg("pg_ha: fenced: commits refused (%s)", why)));
 }
 
+/* HA_ACT_FENCE */
+static void
+act_fence(const char *detail)
+{
+	raise_fence(detail ? detail : "this node may not write");
+}
+
+/*
+ * HA_ACT_LIFT_FENCE: the rows that lead here confirmed the key carries our
+ * name and lease, and publish_lease_deadline() set the deadline that the
+ * fence still checks at every commit; lifting the flag does not outlast it.
+ */
+static void
+act_lift_fence(const char *detail)
+{
+	if (pg_atomic_exchange_u32(&pg_ha_shared->fence, 0) != 0)
+		ereport(LOG, (errmsg("pg_ha: fence lifted: this node holds the leader lease")));
+}
+
 static void
 lose_leadership(const char *why)
 {
@@ -231,7 +295,7 @@ lose_leadership(const char *why)
 	worker.is_leader = false;
 	publish_lease_deadline();
 	if (!RecoveryInProgress())
-		set_state(HA_EV_LEADER_KEY_TAKEN, why);
+		fire(HA_EV_LEADER_KEY_TAKEN, why);
 }
 
 /* Copies the worker's view into shared memory for readers. */
@@ -542,7 +606,7 @@ check_initialize_key(void)
 		remember_error("etcd key %s holds system identifier %s, this node has %s",
 					   worker.initialize_key, current.value, sysid);
 		etcd_kv_free(&current);
-		set_state(HA_EV_BAD_CONFIG, worker.last_error);
+		fire(HA_EV_BAD_CONFIG, worker.last_error);
 		return false;
 	}
 	etcd_kv_free(&current);
@@ -830,9 +894,7 @@ abort_handover(const char *fmt,...)
 	if (ha_request_encode(&req, value, sizeof(value)) >= 0)
 		(void) etcd_txn(worker.etcd, &cmp, 1, &put, 1, NULL, 0, &done, NULL);
 	worker.ho.step = HO_NONE;
-	if (pg_atomic_exchange_u32(&pg_ha_shared->fence, 0) != 0)
-		ereport(LOG, (errmsg("pg_ha: fence lifted: switchover abandoned, this node leads on")));
-	set_state(HA_EV_HANDOVER_ABORTED, req.reason);
+	fire(HA_EV_HANDOVER_ABORTED, req.reason);
 }
 
 static XLogRecPtr
@@ -912,12 +974,22 @@ handover_begin(const char *member, int64 revision)
 					   member, (unsigned long long) (mine - theirs));
 		return;
 	}
+	fire(HA_EV_SWITCHOVER_DUE, member);
+}
+
+/*
+ * HA_ACT_CHECKPOINT: the first step of a hand-over.  The checkpoint is
+ * requested, not waited for: handover_step() watches it each cycle while
+ * the lease keeps being renewed.
+ */
+static void
+act_checkpoint(const char *detail)
+{
 	worker.ho.checkpoint_before = last_checkpoint_lsn();
 	RequestCheckpoint(CHECKPOINT_IMMEDIATE | CHECKPOINT_FORCE);
 	worker.ho.step = HO_CHECKPOINT;
 	worker.ho.deadline = pg_ha_monotonic_us() + worker.lease_ttl * 1000000 / 3;
-	set_state(HA_EV_SWITCHOVER_DUE, member);
-	ereport(LOG, (errmsg("pg_ha: switchover: checkpoint before handing leadership to \"%s\"", member)));
+	ereport(LOG, (errmsg("pg_ha: switchover: checkpoint before handing leadership to \"%s\"", detail)));
 	soon(FAST_CYCLE_US);
 }
 
@@ -1061,9 +1133,11 @@ handover_step(void)
 	}
 	worker.is_leader = false;
 	publish_lease_deadline();
-	set_state(HA_EV_HANDED_OVER, worker.ho.member);
-	let_caller_answer();
-	demote_and_restart(worker.ho.member, worker.ho.host, worker.ho.port, "switchover");
+	strlcpy(worker.demote.leader, worker.ho.member, sizeof(worker.demote.leader));
+	strlcpy(worker.demote.host, worker.ho.host, sizeof(worker.demote.host));
+	strlcpy(worker.demote.port, worker.ho.port, sizeof(worker.demote.port));
+	worker.demote.caller_waits = true;
+	fire(HA_EV_HANDED_OVER, "switchover");
 }
 
 /* The most advanced eligible replica, for a request that names no member. */
@@ -1183,19 +1257,34 @@ static void
 yield_to(const char *leader, const char *why)
 {
 	MemberInfo	m;
-	char		host[256];
-	char		port[16];
 
 	raise_fence(why);
 	if (cluster_paused(&worker.view))
 		return;					/* paused: stay fenced, do not demote */
-	if (!allowed(HA_EV_DEMOTE, why))
-		return;					/* stays fenced */
-	set_state(HA_EV_DEMOTE, why);
-	if (cluster_member(&worker.view, leader, &m) &&
-		conn_url_host_port(m.conn_url, host, sizeof(host), port, sizeof(port)))
-		demote_and_restart(leader, host, port, why);
-	demote_and_restart(leader, NULL, NULL, why);
+	memset(&worker.demote, 0, sizeof(worker.demote));
+	strlcpy(worker.demote.leader, leader, sizeof(worker.demote.leader));
+	if (!cluster_member(&worker.view, leader, &m) ||
+		!conn_url_host_port(m.conn_url, worker.demote.host, sizeof(worker.demote.host),
+							worker.demote.port, sizeof(worker.demote.port)))
+		worker.demote.host[0] = worker.demote.port[0] = '\0';
+	fire(HA_EV_DEMOTE, why);	/* refused: stays fenced */
+}
+
+/*
+ * HA_ACT_RESTART_AS_STANDBY: point postgres at the new leader (when known)
+ * and restart it as a standby.  The fence is up and the key is not ours.
+ * Does not return.
+ */
+static void
+act_restart_as_standby(const char *detail)
+{
+	bool		known = worker.demote.host[0] != '\0' && worker.demote.port[0] != '\0';
+
+	if (worker.demote.caller_waits)
+		let_caller_answer();
+	demote_and_restart(worker.demote.leader[0] ? worker.demote.leader : NULL,
+					   known ? worker.demote.host : NULL, known ? worker.demote.port : NULL,
+					   detail);
 }
 
 static bool
@@ -1215,7 +1304,7 @@ primary_cycle(const NodeSnapshot *snap)
 		if (leader[0] != '\0' && strcmp(leader, worker.node) != 0)
 		{
 			publish_member(snap, false);
-			set_state(HA_EV_LEADER_KEY_TAKEN, leader);
+			fire(HA_EV_LEADER_KEY_TAKEN, leader);
 			yield_to(leader, psprintf("\"%s\" holds the leader key", leader));
 			return true;
 		}
@@ -1226,7 +1315,7 @@ primary_cycle(const NodeSnapshot *snap)
 									   cluster_tl, snap->timeline);
 
 			remember_error("not taking the leader key: %s", why);
-			set_state(HA_EV_LEADER_KEY_TAKEN, why);
+			fire(HA_EV_LEADER_KEY_TAKEN, why);
 			yield_to("", why);
 			return true;
 		}
@@ -1248,7 +1337,7 @@ primary_cycle(const NodeSnapshot *snap)
 				char	   *why = psprintf("the last leader was \"%s\", not this node", last);
 
 				remember_error("not taking the leader key: %s", why);
-				set_state(HA_EV_LEADER_KEY_TAKEN, why);
+				fire(HA_EV_LEADER_KEY_TAKEN, why);
 				yield_to("", why);
 				return true;
 			}
@@ -1268,8 +1357,8 @@ primary_cycle(const NodeSnapshot *snap)
 
 	/* we hold the key: writes are allowed again, unless a hand-over runs */
 	publish_lease_deadline();
-	if (worker.ho.step == HO_NONE && pg_atomic_exchange_u32(&pg_ha_shared->fence, 0) != 0)
-		ereport(LOG, (errmsg("pg_ha: fence lifted: this node holds the leader lease")));
+	if (worker.ho.step == HO_NONE)
+		fire(HA_EV_GOT_LEADER_KEY, worker.leader_key);
 	if (!publish_member(snap, false))
 		return false;
 	if (!worker.is_leader)
@@ -1279,7 +1368,6 @@ primary_cycle(const NodeSnapshot *snap)
 		handover_step();
 		return true;
 	}
-	set_state(HA_EV_GOT_LEADER_KEY, worker.leader_key);
 	leader_handle_request();
 	return true;
 }
@@ -1289,12 +1377,23 @@ primary_cycle(const NodeSnapshot *snap)
 static void
 begin_promotion(const char *reason)
 {
+	strlcpy(worker.promote_reason, reason, sizeof(worker.promote_reason));
+	fire(HA_EV_WON_RACE, reason);
+}
+
+/*
+ * HA_ACT_PROMOTE: this node holds the leader key; end recovery (unless the
+ * startup process already has the request: a worker restarted mid-way).
+ */
+static void
+act_promote(const char *detail)
+{
 	worker.promoting = true;
 	worker.promote_started = pg_ha_monotonic_us();
 	worker.promote_cancelled_queries = false;
-	strlcpy(worker.promote_reason, reason, sizeof(worker.promote_reason));
-	set_state(HA_EV_WON_RACE, reason);
-	ereport(LOG, (errmsg("pg_ha: promoting: took the leader key (%s)", reason)));
+	if (PromoteIsTriggered() || CheckPromoteSignal())
+		return;
+	ereport(LOG, (errmsg("pg_ha: promoting: took the leader key (%s)", detail)));
 	promote_now();
 	soon(FAST_CYCLE_US);
 }
@@ -1729,15 +1828,24 @@ check_divergence(const NodeSnapshot *snap, const char *leader)
 		remember_error("cannot write %s: %m", path);
 		return true;
 	}
-	set_state(HA_EV_DIVERGED, leader);
 	ereport(LOG,
 			(errmsg("pg_ha: diverged: this node (timeline %u, replayed %X/%X) left the history of leader \"%s\" (timeline %u) at %X/%X; shutting down for pg_rewind",
 					snap->timeline, LSN_FORMAT_ARGS(snap->replay_lsn), leader, m.timeline,
 					LSN_FORMAT_ARGS(fork)),
 			 errhint("The service manager restarts postgres; its ExecStartPre \"pg_hactl rejoin --if-needed\" rewinds this node.")));
+	fire(HA_EV_DIVERGED, leader);
+	return true;
+}
+
+/*
+ * HA_ACT_STOP_FOR_REWIND: a fast shutdown; the marker written before
+ * firing tells pg_hactl rejoin what to do at the next start.
+ */
+static void
+act_stop_for_rewind(const char *detail)
+{
 	if (kill(PostmasterPid, SIGINT) != 0)
 		remember_error("cannot signal the postmaster: %m");
-	return true;
 }
 
 /*
@@ -1802,10 +1910,8 @@ own_key_as_standby(const NodeSnapshot *snap)
 			return;
 		if (worker.is_leader && !worker.promoting)
 		{
-			worker.promoting = true;
-			worker.promote_started = pg_ha_monotonic_us();
 			strlcpy(worker.promote_reason, "failover", sizeof(worker.promote_reason));
-			set_state(HA_EV_WON_RACE, "resuming a promotion already under way");
+			fire(HA_EV_WON_RACE, "resuming a promotion already under way");
 		}
 		return;
 	}
@@ -1832,7 +1938,7 @@ standby_cycle(const NodeSnapshot *snap)
 	{
 		remember_error("etcd key %s holds system identifier %s, this node has %s",
 					   worker.initialize_key, init, sysid);
-		set_state(HA_EV_BAD_CONFIG, worker.last_error);
+		fire(HA_EV_BAD_CONFIG, worker.last_error);
 		return true;
 	}
 
@@ -1848,7 +1954,7 @@ standby_cycle(const NodeSnapshot *snap)
 
 	if (leader[0] == '\0')
 	{
-		set_state(HA_EV_LEADER_GONE, NULL);
+		fire(HA_EV_LEADER_GONE, NULL);
 		failover_race(snap);
 		return true;
 	}
@@ -1867,7 +1973,7 @@ standby_cycle(const NodeSnapshot *snap)
 			worker.leader_last_lsn = m.lsn;
 		remember_leader();
 	}
-	set_state(HA_EV_FOLLOWING, leader);
+	fire(HA_EV_FOLLOWING, leader);
 
 	/*
 	 * Never point a diverged standby at the leader: when both histories
@@ -1952,7 +2058,7 @@ ha_cycle(void)
 	if (!ok)
 	{
 		if (worker.state != HA_MISCONFIGURED)
-			set_state(HA_EV_ETCD_FAILED, worker.last_error);
+			fire(HA_EV_ETCD_FAILED, worker.last_error);
 		drop_watch(pg_ha_monotonic_us() + WATCH_RETRY_US);
 		cluster_reset(&worker.view);
 	}
@@ -2016,7 +2122,7 @@ static void
 release_keys(void)
 {
 	worker.releasing = true;
-	set_state(HA_EV_SHUTDOWN, NULL);
+	fire(HA_EV_SHUTDOWN, NULL);
 	pg_atomic_write_u64(&pg_ha_shared->lease_deadline_us, 0);
 	drop_watch(0);
 	if (worker.etcd == NULL)
@@ -2143,7 +2249,7 @@ pg_ha_worker_main(Datum arg)
 		 * etcd client, no key: the namespace or name may be a default.
 		 * The role is refreshed for pg_ha.status() and the fence column.
 		 */
-		set_state(HA_EV_BAD_CONFIG, worker.last_error);
+		fire(HA_EV_BAD_CONFIG, worker.last_error);
 		while (!ShutdownRequestPending)
 		{
 			NodeSnapshot snap;

@@ -230,14 +230,33 @@ extern const char *ha_event_name(HaEvent event);
  * protocol has no such transition (the event is refused).  Pure: the unit
  * tests walk the table through it.
  */
+/*
+ * What the worker does when a row fires (ha_worker.c runs it, after the
+ * state changed).  Observation rows do nothing; every irreversible step of
+ * the protocol is the action of exactly the rows that allow it.
+ */
+typedef enum HaAction
+{
+	HA_ACT_NONE,				/* the event only records what the worker saw */
+	HA_ACT_FENCE,				/* refuse commits: this node may not write */
+	HA_ACT_LIFT_FENCE,			/* commits allowed again: the lease is ours */
+	HA_ACT_CHECKPOINT,			/* switchover: checkpoint before the fence */
+	HA_ACT_PROMOTE,				/* end recovery: this node took the key */
+	HA_ACT_RESTART_AS_STANDBY,	/* write the standby configuration, restart */
+	HA_ACT_STOP_FOR_REWIND,		/* stop postgres; pg_hactl rejoin rewinds */
+	HA_NUM_ACTIONS
+} HaAction;
+
 typedef struct HaTransition
 {
 	HaState		from;
 	HaEvent		event;
 	HaState		to;
+	HaAction	action;
 	const char *why;
 } HaTransition;
 
+extern const char *ha_action_name(HaAction action);
 extern const HaTransition *ha_transition_find(HaState current, HaEvent event);
 extern int	ha_transition_count(void);
 extern const HaTransition *ha_transition_at(int i);

@@ -155,6 +155,59 @@ table_rules(void)
 	}
 }
 
+/*
+ * Each irreversible action belongs to the rows that enter its state, and
+ * to no other: promote only into promoting, restart as a standby only into
+ * demoting, stop for pg_rewind only from replica into diverged, and the
+ * fence comes down only on the way into leader.
+ */
+static void
+table_actions(void)
+{
+	static const struct
+	{
+		HaAction	action;
+		HaState		only_into;
+	}			owners[] = {
+		{HA_ACT_PROMOTE, HA_PROMOTING},
+		{HA_ACT_RESTART_AS_STANDBY, HA_DEMOTING},
+		{HA_ACT_STOP_FOR_REWIND, HA_DIVERGED},
+		{HA_ACT_LIFT_FENCE, HA_LEADER},
+		{HA_ACT_CHECKPOINT, HA_HANDING_OVER},
+	};
+
+	for (int i = 0; i < ha_transition_count(); i++)
+	{
+		const HaTransition *t = ha_transition_at(i);
+
+		UNIT_CHECK(strcmp(ha_action_name(t->action), "unknown") != 0, "row %d has a named action", i);
+		for (size_t k = 0; k < lengthof(owners); k++)
+			if (t->action == owners[k].action)
+				UNIT_CHECK(t->to == owners[k].only_into,
+						   "action \"%s\" only on the way into \"%s\" (row %d goes to \"%s\")",
+						   ha_action_name(t->action), ha_state_name(owners[k].only_into),
+						   i, ha_state_name(t->to));
+		if (t->to == HA_LEADER)
+			UNIT_CHECK(t->action == HA_ACT_LIFT_FENCE, "row %d into leader lifts the fence", i);
+		if (t->to == HA_FENCED || t->to == HA_MISCONFIGURED)
+			UNIT_CHECK(t->action == HA_ACT_FENCE, "row %d into %s raises the fence", i,
+					   ha_state_name(t->to));
+		if (t->to == HA_PROMOTING && t->from != HA_PROMOTING)
+			UNIT_CHECK(t->action == HA_ACT_PROMOTE, "row %d into promoting promotes", i);
+		if (t->to == HA_DEMOTING && t->from != HA_DEMOTING)
+			UNIT_CHECK(t->action == HA_ACT_RESTART_AS_STANDBY, "row %d into demoting restarts", i);
+		if (t->from == HA_REPLICA && t->to == HA_DIVERGED)
+			UNIT_CHECK(t->action == HA_ACT_STOP_FOR_REWIND, "row %d stops for pg_rewind", i);
+		/* no action of a primary runs for a standby event, and vice versa */
+		if (t->event == HA_EV_ETCD_FAILED || t->event == HA_EV_FOLLOWING ||
+			t->event == HA_EV_LEADER_GONE || t->event == HA_EV_SHUTDOWN)
+			UNIT_CHECK(t->action == HA_ACT_NONE, "row %d (%s) only observes", i,
+					   ha_event_name(t->event));
+	}
+	UNIT_CHECK(strcmp(ha_action_name((HaAction) HA_NUM_ACTIONS), "unknown") == 0,
+			   "out-of-range action named \"unknown\"");
+}
+
 /* docs/architecture.md's table, row for row */
 static void
 table_documented(void)
@@ -179,7 +232,7 @@ table_documented(void)
 		}
 		if (row < 0)
 		{
-			if (strncmp(line, "| from | event | to | why |", 26) == 0)
+			if (strncmp(line, "| from | event | to | action | why |", 35) == 0)
 				row = -2;
 			continue;
 		}
@@ -192,9 +245,10 @@ table_documented(void)
 			row++;
 			continue;
 		}
-		snprintf(want, sizeof(want), "| %s | %s | %s | %s |\n",
+		snprintf(want, sizeof(want), "| %s | %s | %s | %s | %s |\n",
 				 t->from == HA_NUM_STATES ? "any" : ha_state_name(t->from),
-				 ha_event_name(t->event), ha_state_name(t->to), t->why);
+				 ha_event_name(t->event), ha_state_name(t->to),
+				 ha_action_name(t->action), t->why);
 		UNIT_CHECK(strcmp(line, want) == 0, "docs row %d: %s  code says: %s", row, line, want);
 		row++;
 		rows++;
@@ -208,6 +262,7 @@ void
 unit_state_table(void)
 {
 	table_shape();
+	table_actions();
 	table_rules();
 	table_documented();
 }
