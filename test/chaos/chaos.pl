@@ -356,7 +356,6 @@ wal_log_hints = on
 wal_keep_size = '1GB'
 wal_retrieve_retry_interval = '500ms'
 restart_after_crash = on
-max_connections = 60
 shared_buffers = '32MB'
 log_line_prefix = '%m [%p] %b '
 EOF
@@ -769,12 +768,12 @@ sub setup_run
 		}
 	}
 	start_service($R->{nodes}[0]);
-	wait_until(60, sub { (etcd_get('leader') // '') eq 'node1' && psql($R->{nodes}[0], 'SELECT 1') })
+	wait_until(30, sub { (etcd_get('leader') // '') eq 'node1' && psql($R->{nodes}[0], 'SELECT 1') })
 	  or die "node1 did not take the leader key\n";
 	start_service($_) for @{ $R->{nodes} }[ 1, 2 ];
 	for my $n (@{ $R->{nodes} }[ 1, 2 ])
 	{
-		wait_until(60, sub {
+		wait_until(30, sub {
 			my $m = eval { decode_json(etcd_get("members/$n->{name}") // '') } or return 0;
 			return ($m->{state} // '') =~ /streaming/ || ($m->{replication_state} // '') =~ /streaming/;
 		}) or die "$n->{name} did not stream\n";
