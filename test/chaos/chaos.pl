@@ -76,6 +76,7 @@ my %procs;      # pid => kind: our direct children (reaped by us: PIDs stay ours
 my %stopped;    # pid => 1: processes we SIGSTOPped
 my $R;          # the run in progress
 my $cleaning = 0;
+my $interrupted = 0;    # a signal arrived: every wait gives up (evals must not swallow it)
 
 sub mono { return clock_gettime(CLOCK_MONOTONIC); }
 
@@ -386,6 +387,7 @@ EOF
 sub start_service
 {
 	my ($n) = @_;
+	$n->{held} = 0;    # enabled: restarted when it exits
 	kill_orphans($n, 0);
 	my $dd = $n->{data};
 	$n->{svc} = spawn(
@@ -451,6 +453,7 @@ sub tick
 	my $end = mono() + ($secs // 0.1);
 	while (1)
 	{
+		die "interrupted\n" if $interrupted;
 		supervise();
 		reap_aux();
 		last if mono() >= $end;
@@ -465,6 +468,7 @@ sub wait_until
 	while (mono() < $end)
 	{
 		my $v = eval { $cond->() };
+		die "interrupted\n" if $interrupted;
 		return $v if $v;
 		tick(0.2);
 	}
@@ -752,7 +756,7 @@ sub setup_run
 	for my $j (1 .. 3)
 	{
 		my $n = { name => "node$j", port => $port->(), api => $port->(), etcd_addr => '127.0.0.' . ($j + 1),
-			data => "$dir/node$j", starts => 0 };
+			data => "$dir/node$j", starts => 0, held => 1 };
 		system('cp', '-a', $TEMPLATE, $n->{data}) == 0 or die "copy of the template failed\n";
 		push @{ $R->{nodes} }, $n;
 	}
@@ -899,7 +903,7 @@ sub run_one
 		1;
 	} or do {
 		my $e = $@;
-		die $e if $e =~ /^interrupted/;
+		die $e if $interrupted;
 		chomp $e;
 		$res{error} = $e;
 		push @{ $res{problems} }, "harness: $e";
@@ -956,7 +960,7 @@ sub cleanup_all
 	remove_tree($WORK) if -d $WORK && !$opt{keep};
 }
 
-$SIG{$_} = sub { die "interrupted\n" } for qw(INT TERM HUP);
+$SIG{$_} = sub { $interrupted = 1; die "interrupted\n" unless $cleaning; } for qw(INT TERM HUP);
 END { cleanup_all() if $$ == ($main::PARENT // 0); }
 $main::PARENT = $$;
 
