@@ -1000,11 +1000,17 @@ eval {
 	my $e = $@;
 	print STDERR "chaos: $e";
 	cleanup_all();
+	summary();
 	exit($e =~ /^interrupted/ ? 130 : 2);
 };
 cleanup_all();
-printf "runs=%d split_brain=%d lost_on_switchover=%d lost_on_failover=%d nonconverged=%d\n",
-  @sum{qw(runs split_brain lost_on_switchover lost_on_failover nonconverged)};
-print 'fault mix: ' . join(' ', map { "$_=$mix{$_}" } sort keys %mix) . "\n";
-print 'failed seeds: ' . (@failed ? join(' ', @failed) : 'none') . "\n";
+summary();
 exit(@failed ? 1 : 0);
+
+sub summary
+{
+	printf "runs=%d split_brain=%d lost_on_switchover=%d lost_on_failover=%d nonconverged=%d\n",
+	  @sum{qw(runs split_brain lost_on_switchover lost_on_failover nonconverged)};
+	print 'fault mix: ' . join(' ', map { "$_=$mix{$_}" } sort keys %mix) . "\n";
+	print 'failed seeds: ' . (@failed ? join(' ', @failed) : 'none') . "\n";
+}
