@@ -200,7 +200,11 @@ main(int argc, char **argv)
 			 * closed connection) leaves the outcome unknown.
 			 */
 			if (sev && strcmp(sev, "ERROR") == 0 && PQstatus(conn) == CONNECTION_OK)
+			{
 				record(out, id, "refused", NULL, NULL, t_send, t_ack, state, msg);
+				/* a replica refuses at once: do not spin on it */
+				usleep(20000);
+			}
 			else
 			{
 				record(out, id, "unknown", NULL, NULL, t_send, t_ack, state, msg);
