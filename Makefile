@@ -117,3 +117,33 @@ fuzz: $(FUZZ_TARGETS)
 	@mkdir -p test/fuzz/corpus-work/etcd_reply
 	test/fuzz/build/fuzz_etcd_reply -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		test/fuzz/corpus-work/etcd_reply $(srcdir)/test/fuzz/corpus/etcd_reply
+
+# Chaos suite (test/chaos/README.md): randomized faults on a 3-member etcd and
+# 3 nodes; as root, after `make install`: `make chaos RUNS=200 SEED=1`.
+# `make chaos-selftest` checks the checker on synthetic histories (no
+# cluster, no root).
+RUNS       ?= 200
+SEED       ?= 1
+MODE       ?= async
+CHAOS_OUT  ?= /var/tmp/pg_ha_chaos
+CHAOS_ONLY ?=
+CHAOS_BUILD = test/chaos/build
+
+$(CHAOS_BUILD)/chaos_client: test/chaos/client.c
+	@mkdir -p $(CHAOS_BUILD)
+	$(CC) -O2 -Wall -Wextra -Werror -I$(shell $(PG_CONFIG) --includedir) -o $@ $< \
+		-L$(shell $(PG_CONFIG) --libdir) -lpq
+
+$(CHAOS_BUILD)/fsync_shim.so: test/chaos/fsync_shim.c
+	@mkdir -p $(CHAOS_BUILD)
+	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
+
+.PHONY: chaos chaos-selftest
+chaos: $(CHAOS_BUILD)/chaos_client $(CHAOS_BUILD)/fsync_shim.so chaos-selftest
+	perl test/chaos/chaos.pl --runs $(RUNS) --seed $(SEED) --mode $(MODE) --out $(CHAOS_OUT) \
+		--build $(CHAOS_BUILD) $(if $(CHAOS_ONLY),--only $(CHAOS_ONLY))
+
+chaos-selftest:
+	prove test/chaos/selftest.pl
+
+EXTRA_CLEAN += $(CHAOS_BUILD)

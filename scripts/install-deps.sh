@@ -40,6 +40,7 @@ PACKAGES=(
 	util-linux               # setpriv, runuser
 	ca-certificates
 	openssl                  # certificates for the etcd TLS test
+	iptables                 # make chaos: cuts a node from etcd or from its replicas
 )
 
 names=()
