@@ -116,6 +116,9 @@ if [ "$run_unit" = 1 ]; then
 	unit_summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' /tmp/pg_ha_unit.$$.out | tail -n 1)
 	rm -f /tmp/pg_ha_unit.$$.out
 	[ -n "$unit_summary" ] || unit_rc=1	# the runner did not finish
+	# the chaos suite's checker must catch what it exists to catch (no cluster)
+	log "chaos checker self-test (make chaos-selftest)"
+	make -s chaos-selftest </dev/null || unit_rc=1
 fi
 
 # ------------------------------------------------------ work tree, test user
