@@ -49,7 +49,8 @@ sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout $dir/rogue.key -out $dir/r
 append_to_file("$dir/garbage.pem", "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n");
 sh("cp $dir/server1.key $dir/open.key");
 chmod 0644, "$dir/open.key";
-sh("cat $dir/client.pem $dir/client.key > $dir/haproxy-client.pem");
+# HAProxy's crt: certificate and key in one file
+append_to_file("$dir/haproxy-client.pem", slurp_file("$dir/client.pem") . slurp_file("$dir/client.key"));
 chmod 0600, "$dir/haproxy-client.pem";
 
 my $password = 'Scr4pe:me"now';
