@@ -182,8 +182,9 @@ read -r k_rps k_p50 k_p99 k_cpu k_err < <(run pg_ha_tls "https://127.0.0.1:$PGHA
 printf '%-8s %-10s %12s %10s %10s %14s  %s\n' pg_ha keep-alive "$k_rps" "$k_p50" "$k_p99" "$k_cpu" "$k_err"
 read -r c_rps c_p50 c_p99 c_cpu c_err < <(run pg_ha_tls "https://127.0.0.1:$PGHA_API/primary" getclose "$PGHA_LISTENER")
 printf '%-8s %-10s %12s %10s %10s %14s  %s\n' pg_ha close "$c_rps" "$c_p50" "$c_p99" "$c_cpu" "$c_err"
-printf '  pg_ha plaintext GET -> TLS keep-alive: req/s %s of plaintext; a handshake per request: %s of keep-alive\n' \
-	"$(ratio "$k_rps" "$a_get_rps")" "$(ratio "$c_rps" "$k_rps")"
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.1f%%", 100 * a / b }'; }
+printf '  pg_ha TLS keep-alive: %s of the plaintext GET req/s; a handshake per request: %s of keep-alive\n' \
+	"$(pct "$k_rps" "$a_get_rps")" "$(pct "$c_rps" "$k_rps")"
 
 # stime NAME PORT PIDS...: "conn/s ms/conn cpu_us/conn" for openssl s_time:
 # one connection at a time, each a full handshake and GET /primary HTTP/1.0
