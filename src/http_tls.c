@@ -273,8 +273,12 @@ build_context(const TlsSettings *s, const char *detail)
 						| SSL_OP_IGNORE_UNEXPECTED_EOF
 #endif
 		);
-	/* the output buffer grows (moves) while a write waits for the socket */
-	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/*
+	 * The output buffer grows (moves) while a write waits for the socket;
+	 * idle keep-alive connections give their 16 KiB record buffers back.
+	 */
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+					 SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
 	/* session resumption must not skip client verification of another context */
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *) s->what, strlen(s->what));
