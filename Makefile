@@ -22,7 +22,7 @@ endif
 
 PG_CPPFLAGS = -I$(srcdir)/src -I$(shell $(PG_CONFIG) --includedir) -Wall -Wextra -Werror -Wno-unused-parameter \
               -Wno-missing-field-initializers
-SHLIB_LINK  = -lcurl -lcjson -luring -lpq -lzstd -llz4 -lhttp_parser
+SHLIB_LINK  = -lcurl -lcjson -luring -lpq -lzstd -llz4 -lhttp_parser -lssl -lcrypto
 
 # pg_regress: the SQL surface and GUC validation, on a temporary instance
 # that preloads pg_ha (see test/regress.conf).

@@ -20,6 +20,8 @@
 #include "storage/fd.h"
 #include "utils/guc.h"
 
+#include "http_tls.h"
+
 char	   *pg_ha_etcd_endpoints = NULL;
 char	   *pg_ha_etcd_cacert = NULL;
 char	   *pg_ha_etcd_cert = NULL;
@@ -40,6 +42,25 @@ bool		pg_ha_noloadbalance = false;
 int			pg_ha_failover_priority = 1;
 char	   *pg_ha_database = NULL;
 char	   *pg_ha_replication_conninfo = NULL;
+
+/* TLS and authentication of the HTTP listeners (http_tls.c, http_auth.c) */
+char	   *pg_ha_api_certfile = NULL;
+char	   *pg_ha_api_keyfile = NULL;
+char	   *pg_ha_api_cafile = NULL;
+int			pg_ha_api_verify_client = HTTP_TLS_VERIFY_NONE;
+char	   *pg_ha_metrics_certfile = NULL;
+char	   *pg_ha_metrics_keyfile = NULL;
+char	   *pg_ha_metrics_cafile = NULL;
+int			pg_ha_metrics_verify_client = HTTP_TLS_VERIFY_NONE;
+char	   *pg_ha_metrics_auth_file = NULL;
+
+/* Patroni's restapi.verify_client values */
+static const struct config_enum_entry verify_client_options[] = {
+	{"none", HTTP_TLS_VERIFY_NONE, false},
+	{"optional", HTTP_TLS_VERIFY_OPTIONAL, false},
+	{"required", HTTP_TLS_VERIFY_REQUIRED, false},
+	{NULL, 0, false}
+};
 
 static bool
 check_endpoints(char **newval, void **extra, GucSource source)
@@ -349,6 +370,59 @@ pg_ha_define_gucs(void)
 							   "pg_ha adds host, port and application_name from the leader's member key. Empty keeps the options of the current primary_conninfo, or connects as the bootstrap superuser.",
 							   &pg_ha_replication_conninfo, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+
+	/*
+	 * TLS and authentication of the HTTP listeners, one set per listener
+	 * with Patroni's restapi.* names.  All reloadable: the listener rebuilds
+	 * its TLS context on SIGHUP (new connections use it; a bad new file
+	 * keeps the old context).  The files are read by the listener worker,
+	 * never shown: a key's path is superuser-only like pg_ha.etcd_key.
+	 */
+	DefineCustomStringVariable("pg_ha.api_certfile",
+							   "Certificate file (PEM, chain allowed) of the health API; set, the API speaks only TLS.",
+							   "Empty serves plain HTTP.",
+							   &pg_ha_api_certfile, "",
+							   PGC_SIGHUP, 0, check_file_path, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.api_keyfile",
+							   "Private key file of pg_ha.api_certfile; empty reads the key from the certificate file.",
+							   "Refused when group or others can read it.",
+							   &pg_ha_api_keyfile, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_file_path, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.api_cafile",
+							   "CA certificates that verify the health API's clients' certificates.",
+							   NULL,
+							   &pg_ha_api_cafile, "",
+							   PGC_SIGHUP, 0, check_file_path, NULL, NULL);
+	DefineCustomEnumVariable("pg_ha.api_verify_client",
+							 "Client certificates on the health API: none, optional (verified if sent) or required.",
+							 "optional and required need pg_ha.api_cafile.",
+							 &pg_ha_api_verify_client, HTTP_TLS_VERIFY_NONE, verify_client_options,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.metrics_certfile",
+							   "Certificate file (PEM, chain allowed) of the metrics listener; set, it speaks only TLS.",
+							   "Empty serves plain HTTP.",
+							   &pg_ha_metrics_certfile, "",
+							   PGC_SIGHUP, 0, check_file_path, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.metrics_keyfile",
+							   "Private key file of pg_ha.metrics_certfile; empty reads the key from the certificate file.",
+							   "Refused when group or others can read it.",
+							   &pg_ha_metrics_keyfile, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_file_path, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.metrics_cafile",
+							   "CA certificates that verify the metrics listener's clients' certificates.",
+							   NULL,
+							   &pg_ha_metrics_cafile, "",
+							   PGC_SIGHUP, 0, check_file_path, NULL, NULL);
+	DefineCustomEnumVariable("pg_ha.metrics_verify_client",
+							 "Client certificates on the metrics listener: none, optional (verified if sent) or required.",
+							 "optional and required need pg_ha.metrics_cafile.",
+							 &pg_ha_metrics_verify_client, HTTP_TLS_VERIFY_NONE, verify_client_options,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.metrics_auth_file",
+							   "File of \"username:password\" lines the metrics listener requires (HTTP basic auth); empty: none.",
+							   "Make it readable by the server's operating system user only, and use TLS with it.",
+							   &pg_ha_metrics_auth_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_file_path, NULL, NULL);
 }
 
 /*

@@ -34,6 +34,7 @@
 
 #define PG_HA_HTTP_BACKEND
 #include "http.h"
+#include "http_tls.h"
 
 #include <fcntl.h>
 #include <netdb.h>
@@ -595,7 +596,8 @@ cluster_json(StringInfo out, const NodeView *v)
 		pg_ha_effective_connect_address(addr, sizeof(addr));
 		if (strrchr(addr, ':'))
 			*strrchr(addr, ':') = '\0';
-		snprintf(url, sizeof(url), "http://%s:%s/patroni", addr, colon ? colon + 1 : "8008");
+		snprintf(url, sizeof(url), "%s://%s:%s/patroni", http_api_scheme(), addr,
+				 colon ? colon + 1 : "8008");
 		appendStringInfoString(out, ",\"api_url\":");
 		json_string(out, url);
 	}

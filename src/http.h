@@ -21,6 +21,7 @@
 #define HTTP_MAX_HEADER_BYTES	8192	/* request line + headers */
 #define HTTP_MAX_URL			2048
 #define HTTP_MAX_BODY			65536	/* bodies are read and discarded */
+#define HTTP_MAX_AUTHORIZATION	1024	/* a longer Authorization is refused */
 
 typedef enum HttpMethod
 {
@@ -39,6 +40,11 @@ typedef struct HttpRequest
 	char		query[HTTP_MAX_URL + 1];	/* raw query string, no '?' */
 	bool		keep_alive;		/* the client wants the connection kept */
 	bool		http10;			/* HTTP/1.0 request */
+	/* the Authorization header; bad: repeated or longer than the bound */
+	char		authorization[HTTP_MAX_AUTHORIZATION + 1];
+	size_t		authorization_len;
+	bool		has_authorization;
+	bool		authorization_bad;
 } HttpRequest;
 
 /*
@@ -57,6 +63,11 @@ typedef struct HttpRequestParser
 	size_t		url_len;
 	size_t		header_bytes;	/* of the request being read */
 	size_t		body_bytes;
+	/* the header field being read, as far as pg_ha needs its name */
+	char		field[16];
+	size_t		field_len;
+	bool		in_value;		/* the last callback was a header value */
+	bool		value_is_authorization;
 	bool		in_message;		/* a request has started */
 	bool		complete;		/* req holds a complete request */
 	int			error_status;	/* 0, or 400/413/414/431 */
@@ -74,6 +85,9 @@ extern size_t http_request_feed(HttpRequestParser *p, const char *data, size_t l
 extern void http_request_next(HttpRequestParser *p);
 /* True when a request has started but is not complete (for timeouts). */
 extern bool http_request_in_progress(const HttpRequestParser *p);
+
+/* The request's Authorization header value, or NULL (absent or bad). */
+extern const char *http_request_authorization(const HttpRequest *req);
 
 /* Query string helpers (no allocation; bounded copies). */
 extern bool http_query_get(const char *query, const char *key, char *out, size_t outlen);

@@ -25,6 +25,7 @@
 
 #define PG_HA_HTTP_BACKEND
 #include "http.h"
+#include "http_tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -59,6 +60,7 @@
 
 typedef enum ConnPhase
 {
+	CONN_HANDSHAKE,				/* TLS handshake; the request deadline runs */
 	CONN_ACTIVE,				/* reading requests / writing answers */
 	CONN_LINGER					/* answered an error: discard input until EOF */
 } ConnPhase;
@@ -67,6 +69,7 @@ typedef struct HttpConn
 {
 	int			fd;
 	HttpPort	port;
+	struct ssl_st *tls;			/* NULL: plain HTTP */
 	ConnPhase	phase;
 	uint32		events;			/* what epoll waits for now */
 	bool		closing;		/* close once the output has drained */
@@ -101,6 +104,7 @@ static int	epfd = -1;
 static HttpConn *conns[HTTP_MAX_CONNS];
 static int	nconns = 0;
 static int	nparked = 0;		/* connections waiting for a metrics refresh */
+static int	ntls = 0;			/* connections with TLS */
 static MemoryContext request_context;
 static StringInfoData resp_body;
 
@@ -112,6 +116,23 @@ set_nonblocking(int fd)
 	if (flags >= 0)
 		(void) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 	(void) fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+/* recv()/send() through TLS when the connection has it */
+static ssize_t
+conn_recv(HttpConn *c, char *buf, size_t len)
+{
+	if (c->tls)
+		return http_tls_recv(c->tls, buf, len);
+	return recv(c->fd, buf, len, 0);
+}
+
+static ssize_t
+conn_send(HttpConn *c, const char *buf, size_t len)
+{
+	if (c->tls)
+		return http_tls_send(c->tls, buf, len);
+	return send(c->fd, buf, len, MSG_NOSIGNAL);
 }
 
 /* "host:port", "[v6]:port", "*:port": binds and listens, -1 on failure. */
@@ -216,6 +237,9 @@ conn_close(HttpConn *c)
 			break;
 		}
 	}
+	if (c->tls)
+		ntls--;
+	http_tls_free(c->tls);
 	close(c->fd);				/* also removes it from the epoll set */
 	pfree(c->out.data);
 	pfree(c);
@@ -230,6 +254,7 @@ accept_connections(Listener *l, int64 now)
 		HttpConn   *c;
 		struct epoll_event ev;
 		int			one = 1;
+		struct ssl_st *tls;
 
 		if (fd < 0)
 		{
@@ -245,11 +270,19 @@ accept_connections(Listener *l, int64 now)
 		}
 		set_nonblocking(fd);
 		(void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		/* a port configured for TLS never serves plaintext */
+		if (!http_tls_accept(l->port, fd, &tls))
+		{
+			close(fd);
+			continue;
+		}
 
 		c = MemoryContextAllocZero(TopMemoryContext, sizeof(HttpConn));
 		c->fd = fd;
 		c->port = l->port;
-		c->phase = CONN_ACTIVE;
+		c->tls = tls;
+		c->phase = tls ? CONN_HANDSHAKE : CONN_ACTIVE;
+		c->request_start_us = tls ? now : 0;
 		c->idle_since_us = now;
 		http_request_parser_init(&c->parser);
 		c->out.data = MemoryContextAlloc(TopMemoryContext, 1024);
@@ -261,6 +294,7 @@ accept_connections(Listener *l, int64 now)
 		ev.data.ptr = c;
 		if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
 		{
+			http_tls_free(c->tls);
 			close(fd);
 			pfree(c->out.data);
 			pfree(c);
@@ -268,6 +302,8 @@ accept_connections(Listener *l, int64 now)
 		}
 		c->events = EPOLLIN;
 		conns[nconns++] = c;
+		if (tls)
+			ntls++;
 	}
 }
 
@@ -312,6 +348,22 @@ answer_error(HttpConn *c, int status)
 	append_response(c, NULL, &r);
 }
 
+/* An http:// client on a TLS port: told so in plaintext, then closed. */
+static void
+answer_plaintext_on_tls(HttpConn *c)
+{
+	HttpResponse r;
+
+	resetStringInfo(&resp_body);
+	appendStringInfoString(&resp_body, "400 Bad Request: this port speaks TLS, use https://\n");
+	memset(&r, 0, sizeof(r));
+	r.status = 400;
+	r.content_type = "text/plain; charset=utf-8";
+	r.body = &resp_body;
+	c->closing = true;
+	append_response(c, NULL, &r);
+}
+
 /*
  * Answers req; or, when the metrics handler asks for it, parks the
  * connection until the collector publishes a fresh cache (or the wait runs
@@ -332,7 +384,7 @@ answer_request(HttpConn *c, const HttpRequest *req, bool may_defer, int64 now)
 	old = MemoryContextSwitchTo(request_context);
 	if (c->port == HTTP_PORT_API)
 		health_handle(req, &r);
-	else
+	else if (http_auth_check(req, &r))
 		metrics_handle(req, &r);
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(request_context);
@@ -397,8 +449,8 @@ flush_output(HttpConn *c, int64 now)
 {
 	while (c->out_off < (size_t) c->out.len)
 	{
-		ssize_t		n = send(c->fd, c->out.data + c->out_off,
-							 c->out.len - c->out_off, MSG_NOSIGNAL);
+		ssize_t		n = conn_send(c, c->out.data + c->out_off,
+								  c->out.len - c->out_off);
 
 		if (n > 0)
 		{
@@ -435,6 +487,7 @@ flush_output(HttpConn *c, int64 now)
 		 * kernel does not answer unread input with a RST that could destroy
 		 * the response before the client reads it.
 		 */
+		http_tls_close_notify(c->tls);
 		shutdown(c->fd, SHUT_WR);
 		c->phase = CONN_LINGER;
 		c->linger_until_us = now + HTTP_LINGER_US;
@@ -470,6 +523,43 @@ drive(HttpConn *c, int64 now)
 	}
 }
 
+/*
+ * Advances a TLS handshake, non-blocking, waiting for what OpenSSL asks for;
+ * true once requests can be read.  False when it waits, failed (closed), or
+ * met a plaintext client (answered and lingering).
+ */
+static bool
+conn_handshake(HttpConn *c, int64 now)
+{
+	switch (http_tls_handshake(c->tls, c->fd, c->port))
+	{
+		case HTTP_TLS_DONE:
+			c->phase = CONN_ACTIVE;
+			c->request_start_us = 0;
+			c->idle_since_us = now;
+			conn_set_events(c, EPOLLIN);
+			return true;
+		case HTTP_TLS_WANT_READ:
+			conn_set_events(c, EPOLLIN);
+			return false;
+		case HTTP_TLS_WANT_WRITE:
+			conn_set_events(c, EPOLLOUT);
+			return false;
+		case HTTP_TLS_PLAINTEXT:
+			http_tls_free(c->tls);
+			c->tls = NULL;
+			ntls--;
+			c->phase = CONN_ACTIVE;
+			answer_plaintext_on_tls(c);
+			(void) flush_output(c, now);
+			return false;
+		case HTTP_TLS_FAILED:
+			break;
+	}
+	conn_close(c);
+	return false;
+}
+
 static void
 handle_conn_event(HttpConn *c, uint32 events, int64 now)
 {
@@ -481,6 +571,13 @@ handle_conn_event(HttpConn *c, uint32 events, int64 now)
 		else if (events & EPOLLOUT)
 			(void) flush_output(c, now);
 		return;
+	}
+
+	if (c->phase == CONN_HANDSHAKE)
+	{
+		if (!conn_handshake(c, now))
+			return;
+		events = EPOLLIN;		/* a request may have come with the handshake */
 	}
 
 	if (events & EPOLLOUT)
@@ -515,7 +612,7 @@ handle_conn_event(HttpConn *c, uint32 events, int64 now)
 			if (room == 0)
 				return;			/* drive() stopped on back-pressure */
 		}
-		n = recv(c->fd, buf, room, 0);
+		n = conn_recv(c, buf, room);
 		if (n == 0)
 		{
 			conn_close(c);
@@ -537,6 +634,27 @@ handle_conn_event(HttpConn *c, uint32 events, int64 now)
 			return;
 		if (c->parked || (c->events & EPOLLOUT))
 			return;
+	}
+}
+
+/*
+ * TLS can hold decrypted input that epoll cannot see (a record read in
+ * part because the input buffer was full): serve it as if the socket were
+ * readable.
+ */
+static void
+serve_buffered_tls_input(int64 now)
+{
+	for (int i = nconns - 1; i >= 0 && ntls > 0; i--)
+	{
+		HttpConn   *c;
+
+		if (i >= nconns)
+			continue;
+		c = conns[i];
+		if (c->phase == CONN_ACTIVE && !c->parked && c->events == EPOLLIN &&
+			http_tls_has_pending(c->tls))
+			handle_conn_event(c, EPOLLIN, now);
 	}
 }
 
@@ -578,7 +696,13 @@ expire_connections(int64 now)
 			continue;
 		if (c->parked)
 			continue;			/* unpark_connections bounds the wait */
-		if (c->phase == CONN_LINGER)
+		if (c->phase == CONN_HANDSHAKE)
+		{
+			/* no HTTP spoken yet: no 408, just the close */
+			if (now - c->request_start_us >= HTTP_REQUEST_TIMEOUT_US)
+				conn_close(c);
+		}
+		else if (c->phase == CONN_LINGER)
 		{
 			if (now >= c->linger_until_us)
 				conn_close(c);
@@ -610,6 +734,9 @@ bind_listeners(int64 now)
 		Listener   *l = &listeners[i];
 
 		if (l->fd >= 0 || l->setting == NULL || l->setting[0] == '\0')
+			continue;
+		/* configured for TLS without a usable certificate: stay closed */
+		if (!http_tls_port_usable(l->port))
 			continue;
 		if (now < l->next_bind_us)
 			continue;
@@ -649,6 +776,8 @@ pg_ha_http_main(Datum arg)
 	/* both are PGC_POSTMASTER: fixed for the life of this process */
 	listeners[0] = (Listener) {"api", HTTP_PORT_API, pg_ha_api_listen, -1, 0, false};
 	listeners[1] = (Listener) {"metrics", HTTP_PORT_METRICS, pg_ha_metrics_listen, -1, 0, false};
+	http_tls_load();
+	http_auth_load();
 
 	for (;;)
 	{
@@ -661,6 +790,9 @@ pg_ha_http_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			health_config_reloaded();
+			/* new connections get the new certificates and credentials */
+			http_tls_load();
+			http_auth_load();
 		}
 		if (!PostmasterIsAlive())
 			proc_exit(1);
@@ -694,6 +826,8 @@ pg_ha_http_main(Datum arg)
 		}
 		if (nparked > 0)
 			unpark_connections(now);
+		if (ntls > 0)
+			serve_buffered_tls_input(now);
 		metrics_after_responses();
 	}
 }

@@ -17,6 +17,9 @@
 #include <ctype.h>
 #include <limits.h>
 #include <string.h>
+#include <strings.h>
+
+#define Min_size(a, b) ((a) < (b) ? (a) : (b))
 
 static int
 on_message_begin(http_parser *hp)
@@ -27,6 +30,8 @@ on_message_begin(http_parser *hp)
 	p->url_len = 0;
 	p->header_bytes = 0;
 	p->body_bytes = 0;
+	p->field_len = 0;
+	p->in_value = false;
 	return 0;
 }
 
@@ -59,16 +64,61 @@ on_url(http_parser *hp, const char *at, size_t len)
 	return count_header_bytes(p, len);
 }
 
+/*
+ * A field name or value may come in several pieces (split across reads):
+ * a field piece after a value starts a new header.  Only the name's first
+ * bytes are kept, enough to recognise the headers pg_ha reads.
+ */
 static int
 on_header_field(http_parser *hp, const char *at, size_t len)
 {
-	return count_header_bytes(hp->data, len);
+	HttpRequestParser *p = hp->data;
+	size_t		take;
+
+	if (p->in_value)
+	{
+		p->field_len = 0;
+		p->in_value = false;
+	}
+	take = Min_size(len, sizeof(p->field) - p->field_len);
+	memcpy(p->field + p->field_len, at, take);
+	p->field_len += take;
+	if (take < len)
+		p->field_len = sizeof(p->field);	/* longer than any name we read */
+	return count_header_bytes(p, len);
+}
+
+static void
+add_authorization(HttpRequest *req, bool first_piece, const char *at, size_t len)
+{
+	if (first_piece && req->has_authorization)
+		req->authorization_bad = true;	/* repeated */
+	req->has_authorization = true;
+	if (req->authorization_len + len > HTTP_MAX_AUTHORIZATION)
+	{
+		req->authorization_bad = true;
+		return;
+	}
+	memcpy(req->authorization + req->authorization_len, at, len);
+	req->authorization_len += len;
+	req->authorization[req->authorization_len] = '\0';
 }
 
 static int
 on_header_value(http_parser *hp, const char *at, size_t len)
 {
-	return count_header_bytes(hp->data, len);
+	HttpRequestParser *p = hp->data;
+	bool		first_piece = !p->in_value;
+
+	if (first_piece)
+	{
+		p->in_value = true;
+		p->value_is_authorization = p->field_len == 13 &&
+			strncasecmp(p->field, "authorization", 13) == 0;
+	}
+	if (p->value_is_authorization)
+		add_authorization(&p->req, first_piece, at, len);
+	return count_header_bytes(p, len);
 }
 
 static int
@@ -222,6 +272,14 @@ http_request_next(HttpRequestParser *p)
 	http_parser_pause(&p->parser, 0);
 }
 
+const char *
+http_request_authorization(const HttpRequest *req)
+{
+	if (!req->has_authorization || req->authorization_bad)
+		return NULL;
+	return req->authorization;
+}
+
 bool
 http_request_in_progress(const HttpRequestParser *p)
 {
@@ -355,6 +413,8 @@ http_status_text(int status)
 			return "OK";
 		case 400:
 			return "Bad Request";
+		case 401:
+			return "Unauthorized";
 		case 403:
 			return "Forbidden";
 		case 404:

@@ -7,6 +7,7 @@
  * leader and "replica" on standbys; xlog_location is the byte position.
  */
 #include "pg_ha.h"
+#include "http_tls.h"
 
 #include <cjson/cJSON.h>
 
@@ -76,7 +77,7 @@ member_document(const NodeSnapshot *snap)
 
 		/* the API listens on api_listen but is reached at the connect host */
 		split_host_port(pg_ha_api_listen, lhost, sizeof(lhost), lport, sizeof(lport));
-		snprintf(url, sizeof(url), "http://%s:%s/patroni", host, lport);
+		snprintf(url, sizeof(url), "%s://%s:%s/patroni", http_api_scheme(), host, lport);
 		cJSON_AddStringToObject(doc, "api_url", url);
 	}
 	cJSON_AddStringToObject(doc, "state", "running");

@@ -9,12 +9,22 @@
 # (pg_ha's listener; Patroni's process plus its postgres backends), and the
 # ratios.
 #
+# Then both APIs are switched to TLS by a reload (pg_ha.api_certfile/keyfile;
+# Patroni's restapi.certfile/keyfile, SIGHUP) with one RSA-2048 certificate
+# made here, and GET /primary is measured over https: keep-alive (pg_ha
+# keeps the connection; Patroni closes it after each answer), a connection
+# and full handshake per request (Connection: close), both pg_ha only (wrk
+# cannot read Patroni's TLS answers, see below), and one request at a time on
+# a new connection with a full handshake (openssl s_time), pg_ha vs Patroni,
+# with ratios.
+#
 #   test/bench/health_bench.sh            # as root or as the postgres user
 #   DURATION=30 CONNS=100 test/bench/health_bench.sh
 #   RATES="1000 10000 20000" test/bench/health_bench.sh   # fixed-rate rows
+#   PG_HA_LIB_DIR=/path/to/build test/bench/health_bench.sh  # that pg_ha.so, not the installed one
 #
 # Needs: pg_ha installed, etcd, wrk, patroni (Debian 3.0.2, run with
-# /usr/bin/python3), curl.  Not part of `make installcheck`.
+# /usr/bin/python3), curl, openssl.  Not part of `make installcheck`.
 set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$BENCH_DIR/lib.sh"
@@ -26,7 +36,7 @@ CONNS=${CONNS:-50}
 RATES=${RATES:-1000 10000}
 PATRONI=${PATRONI:-/usr/bin/patroni}
 
-for c in wrk etcd etcdctl curl /usr/bin/python3 "$PATRONI"; do
+for c in wrk etcd etcdctl curl openssl /usr/bin/python3 "$PATRONI"; do
 	command -v "$c" >/dev/null || die "$c not found"
 done
 
@@ -39,7 +49,10 @@ log "etcd on 127.0.0.1:$ETCD"
 start_etcd "$ETCD" "$ETCD_PEER"
 
 log "pg_ha primary on $PGHA_PORT, API on $PGHA_API"
-start_pg_ha node1 "$PGHA_PORT" "$PGHA_API" "$PGHA_METRICS" "$ETCD"
+# PG_HA_LIB_DIR: measure a build without installing it (dynamic_library_path
+# resolves 'pg_ha' there first, for the preload and the workers alike)
+start_pg_ha node1 "$PGHA_PORT" "$PGHA_API" "$PGHA_METRICS" "$ETCD" \
+	"${PG_HA_LIB_DIR:+dynamic_library_path = '$PG_HA_LIB_DIR:\$libdir'}"
 wait_for 60 is_200 "http://127.0.0.1:$PGHA_API/primary" || die "pg_ha /primary never answered 200"
 
 log "Patroni $("/usr/bin/python3" "$PATRONI" --version 2>&1 | awk '{print $2}') primary on $PAT_PORT, REST API on $PAT_API"
@@ -92,6 +105,7 @@ for method in options get; do
 	read -r b_rps b_p50 b_p99 b_cpu b_err < <(run patroni "http://127.0.0.1:$PAT_API/primary" "$method" \
 		"$PAT_PID" $(ps -o pid= --ppid "$PAT_PM"))
 	printf '%-8s %-8s %12s %10s %10s %14s  %s\n' pg_ha "$M" "$a_rps" "$a_p50" "$a_p99" "$a_cpu" "$a_err"
+	[ "$method" = get ] && a_get_rps=$a_rps
 	printf '%-8s %-8s %12s %10s %10s %14s  %s\n' patroni "$M" "$b_rps" "$b_p50" "$b_p99" "$b_cpu" "$b_err"
 	printf '  ratio %s: req/s %s, p99 %s lower, CPU/request %s lower\n' "$M" \
 		"$(ratio "$a_rps" "$b_rps")" "$(ratio "$b_p99" "$a_p99")" "$(ratio "$b_cpu" "$a_cpu")"
@@ -133,3 +147,70 @@ THREADS=$SAVE_T
 printf '\nload after: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 # pg_ha's CPU column counts only the listener; Patroni's counts its process
 # and every process of its postgres (each request runs a query there).
+
+# --- TLS: both APIs switched to https by a reload, one certificate for both
+T=$W/tls
+mkdir -p "$T"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/ca.key" -out "$T/ca.pem" -days 2 -subj /CN=bench-ca 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout "$T/server.key" -out "$T/server.csr" -subj /CN=bench 2>/dev/null
+echo "subjectAltName=IP:127.0.0.1" >"$T/server.ext"
+openssl x509 -req -in "$T/server.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial \
+	-out "$T/server.pem" -days 2 -extfile "$T/server.ext" 2>/dev/null
+chmod 600 "$T/server.key"
+is_200_tls() { [ "$(curl -s -o /dev/null -m 2 --cacert "$T/ca.pem" -w '%{http_code}' "$1")" = 200 ]; }
+
+log "switching both APIs to TLS (reload)"
+psql_at "$PGHA_PORT" "ALTER SYSTEM SET pg_ha.api_certfile = '$T/server.pem'" >/dev/null
+psql_at "$PGHA_PORT" "ALTER SYSTEM SET pg_ha.api_keyfile = '$T/server.key'" >/dev/null
+psql_at "$PGHA_PORT" "SELECT pg_reload_conf()" >/dev/null
+awk -v c="$T/server.pem" -v k="$T/server.key" \
+	'{ print } /^restapi:/ { print "  certfile: " c; print "  keyfile: " k }' "$W/patroni.yml" >"$W/patroni_tls.yml"
+mv "$W/patroni_tls.yml" "$W/patroni.yml"
+kill -HUP "$PAT_PID"
+wait_for 60 is_200_tls "https://127.0.0.1:$PGHA_API/primary" || die "pg_ha /primary never answered 200 over TLS"
+wait_for 60 is_200_tls "https://127.0.0.1:$PAT_API/primary" || { tail -20 "$W/patroni.log" >&2; die "Patroni /primary never answered 200 over TLS"; }
+printf 'wrk.method = "GET"\nwrk.headers["Connection"] = "close"\n' >"$W/getclose.lua"
+
+# wrk cannot read Patroni's answers over TLS: Patroni (HTTP/1.0) ends each
+# one by closing the socket without a TLS close_notify, which OpenSSL 3
+# clients such as wrk count as a read error, so no request completes.  The
+# keep-alive and close rows are pg_ha's alone; the comparison is made with
+# `openssl s_time`, which reads to the end as curl does.
+printf '\nTLS (RSA-2048, TLS 1.3), GET /primary, wrk -t%s -c%s -d%ss, pg_ha\n' "$THREADS" "$CONNS" "$DURATION"
+printf '%-8s %-10s %12s %10s %10s %14s  %s\n' server conn req/s p50_ms p99_ms cpu_us/req errors
+read -r k_rps k_p50 k_p99 k_cpu k_err < <(run pg_ha_tls "https://127.0.0.1:$PGHA_API/primary" get "$PGHA_LISTENER")
+printf '%-8s %-10s %12s %10s %10s %14s  %s\n' pg_ha keep-alive "$k_rps" "$k_p50" "$k_p99" "$k_cpu" "$k_err"
+read -r c_rps c_p50 c_p99 c_cpu c_err < <(run pg_ha_tls "https://127.0.0.1:$PGHA_API/primary" getclose "$PGHA_LISTENER")
+printf '%-8s %-10s %12s %10s %10s %14s  %s\n' pg_ha close "$c_rps" "$c_p50" "$c_p99" "$c_cpu" "$c_err"
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.1f%%", 100 * a / b }'; }
+printf '  pg_ha TLS keep-alive: %s of the plaintext GET req/s; a handshake per request: %s of keep-alive\n' \
+	"$(pct "$k_rps" "$a_get_rps")" "$(pct "$c_rps" "$k_rps")"
+
+# stime NAME PORT PIDS...: "conn/s ms/conn cpu_us/conn" for openssl s_time:
+# one connection at a time, each a full handshake and GET /primary HTTP/1.0
+# (what one HAProxy check-ssl without a session cache costs)
+stime() {
+	local name=$1 port=$2; shift 2
+	local out c0 c1 t0 t1 n
+	c0=$(cpu_us_ticks "$@")
+	t0=$(date +%s%N)
+	out=$(openssl s_time -connect "127.0.0.1:$port" -CAfile "$T/ca.pem" -www /primary -new -time "$DURATION" 2>&1 || true)
+	t1=$(date +%s%N)
+	c1=$(cpu_us_ticks "$@")
+	echo "$out" >"$W/stime_$name.txt"
+	n=$(echo "$out" | awk '/connections in .*real seconds/ { print $1; exit }')
+	n=${n:-0}
+	awk -v n="$n" -v ns=$((t1 - t0)) -v cpu=$((c1 - c0)) 'BEGIN {
+		if (n == 0) { print "0 0 0"; exit }
+		printf "%.1f %.3f %d\n", n / (ns / 1e9), ns / 1e6 / n, cpu / n }'
+}
+
+printf '\nTLS GET /primary, a new connection and full handshake per request, one at a time (openssl s_time -new, %ss)\n' "$DURATION"
+printf '%-8s %12s %12s %14s\n' server req/s ms/req cpu_us/req
+read -r a_rps a_ms a_cpu < <(stime pg_ha "$PGHA_API" "$PGHA_LISTENER")
+read -r b_rps b_ms b_cpu < <(stime patroni "$PAT_API" "$PAT_PID" $(ps -o pid= --ppid "$PAT_PM"))
+printf '%-8s %12s %12s %14s\n' pg_ha "$a_rps" "$a_ms" "$a_cpu"
+printf '%-8s %12s %12s %14s\n' patroni "$b_rps" "$b_ms" "$b_cpu"
+printf '  ratio TLS new connection: req/s %s, time per request %s lower, CPU/request %s lower\n' \
+	"$(ratio "$a_rps" "$b_rps")" "$(ratio "$b_ms" "$a_ms")" "$(ratio "$b_cpu" "$a_cpu")"
+printf '\nload after TLS: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
