@@ -478,7 +478,8 @@ accept_connections(Listener *l, int64 now)
 	{
 		struct sockaddr_storage ss;
 		socklen_t	sslen = sizeof(ss);
-		int			fd = accept(l->fd, (struct sockaddr *) &ss, &sslen);
+		int			fd = accept4(l->fd, (struct sockaddr *) &ss, &sslen,
+								 SOCK_NONBLOCK | SOCK_CLOEXEC);
 		ClientEntry *client;
 		HttpConn   *c;
 		struct epoll_event ev;
@@ -499,7 +500,6 @@ accept_connections(Listener *l, int64 now)
 			close(fd);
 			continue;
 		}
-		set_nonblocking(fd);
 		(void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
 		c = MemoryContextAllocZero(TopMemoryContext, sizeof(HttpConn));
