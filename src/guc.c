@@ -12,6 +12,9 @@
  */
 #include "pg_ha.h"
 
+#define PG_HA_HTTP_BACKEND
+#include "http.h"
+
 #include <limits.h>
 #include <unistd.h>
 
@@ -423,6 +426,18 @@ pg_ha_define_gucs(void)
 							   "Make it readable by the server's operating system user only, and use TLS with it.",
 							   &pg_ha_metrics_auth_file, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_file_path, NULL, NULL);
+
+	/* HTTP listener: connection budgets (issue 11) */
+	DefineCustomIntVariable("pg_ha.http_max_connections",
+							"Most connections the health API port, and separately the metrics port, keeps open.",
+							"When a port is full, a new connection takes the place of the least recently active one that is idle or has not sent a complete request. Lowered to fit the listener's open file limit.",
+							&pg_ha_http_max_connections, 1000, 16, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_ha.http_max_connections_per_address",
+							"Most connections one client address keeps open on one HTTP port; 0 means half of pg_ha.http_max_connections.",
+							"IPv6 clients count by /64 prefix. Beyond it, a new connection from that address takes the place of that address's least recently active idle one.",
+							&pg_ha_http_max_connections_per_address, 0, 0, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 }
 
 /*

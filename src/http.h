@@ -169,6 +169,8 @@ extern void metrics_cache_register_collector(void);
 extern void metrics_cache_unregister_collector(int code, Datum arg);
 
 /* http_listener.c */
+extern int	pg_ha_http_max_connections;	/* per port */
+extern int	pg_ha_http_max_connections_per_address;	/* 0: half of the above */
 extern PGDLLEXPORT void pg_ha_http_main(Datum arg);
 
 #endif							/* PG_HA_HTTP_BACKEND */

@@ -18,8 +18,30 @@
  *     order (pipelining), with keep-alive per HTTP/1.0 and 1.1 rules;
  *   - every connection has one deadline: idle keep-alive, a request that is
  *     too slow to arrive (slowloris), or output the client does not read;
- *   - at most HTTP_MAX_CONNS connections; beyond that new ones are closed.
+ *   - each port has its own connection budget, and each client address a
+ *     share of it (see "Admission" below).
  * Bad input gets a 4xx and the connection is closed after it.
+ *
+ * Admission.  Connections cost nothing to open and an unauthenticated
+ * client can open thousands, so the listener must never let them lock out
+ * a health check (issue 11):
+ *   - the whole first request must arrive within HTTP_REQUEST_TIMEOUT_US of
+ *     accept(): sending nothing, or a byte at a time, does not extend it;
+ *   - the API and metrics ports have separate budgets
+ *     (pg_ha.http_max_connections each), so a flood on one cannot starve
+ *     the other, and one client address gets at most
+ *     pg_ha.http_max_connections_per_address of a port's budget;
+ *   - when a budget is full, the new connection takes the place of the
+ *     least recently active connection that is idle or still sending its
+ *     request (of the same address, when that address is at its share):
+ *     a checker's fresh connection always gets in, and the attacker's
+ *     oldest ones make room for it, also from the same address;
+ *   - the soft open file limit is raised to the hard limit, and the budgets
+ *     are lowered to fit what remains of it, so accept() does not run out
+ *     of descriptors; if it does anyway (EMFILE, ENFILE) the listener frees
+ *     one, or accepts and drops the connection on a spare descriptor, or
+ *     stops watching the port for a moment: a pending connection on a
+ *     level-triggered socket would otherwise make the loop spin.
  */
 #include "pg_ha.h"
 
@@ -29,14 +51,17 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "lib/ilist.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -45,18 +70,22 @@
 #include "storage/pmsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 
-#define HTTP_MAX_CONNS			1024
 #define HTTP_READ_BUF			16384
 #define HTTP_IDLE_TIMEOUT_US	(60 * INT64CONST(1000000))	/* keep-alive idle */
-#define HTTP_REQUEST_TIMEOUT_US	(5 * INT64CONST(1000000))	/* slow request */
+/* a whole request, from accept() or from its first byte on a kept-alive connection */
+#define HTTP_REQUEST_TIMEOUT_US	(5 * INT64CONST(1000000))
 #define HTTP_WRITE_TIMEOUT_US	(10 * INT64CONST(1000000))	/* client not reading */
 #define HTTP_LINGER_US			(1 * INT64CONST(1000000))	/* drain after 4xx */
 #define HTTP_OUT_HIGH_WATER		(256 * 1024)	/* stop answering pipelined requests */
 #define HTTP_OUT_KEEP			(64 * 1024) /* shrink output buffers beyond this */
 #define HTTP_REBIND_US			(5 * INT64CONST(1000000))
 #define HTTP_TICK_MS			250
+#define HTTP_ACCEPT_BATCH		64	/* then serve the other events */
+#define HTTP_FD_RESERVE			64	/* descriptors left to postgres and the listeners */
+#define HTTP_PRESSURE_REPORT_US	(60 * INT64CONST(1000000))
 
 typedef enum ConnPhase
 {
@@ -65,16 +94,36 @@ typedef enum ConnPhase
 	CONN_LINGER					/* answered an error: discard input until EOF */
 } ConnPhase;
 
+/*
+ * A client address, per port: IPv4 addresses whole, IPv6 by /64 (one host
+ * commonly owns a whole /64).  Zero-filled, so it hashes as bytes.
+ */
+typedef struct ClientKey
+{
+	uint8		port;			/* HttpPort */
+	uint8		family;
+	uint8		addr[8];		/* IPv4: 4 bytes; IPv6: the /64 prefix */
+} ClientKey;
+
+typedef struct ClientEntry
+{
+	ClientKey	key;
+	int			nconns;
+} ClientEntry;
+
 typedef struct HttpConn
 {
 	int			fd;
 	HttpPort	port;
 	struct ssl_st *tls;			/* NULL: plain HTTP */
+	ClientEntry *client;		/* its address's connection count */
+	dlist_node	lru;			/* in lru[port], least recently active first */
 	ConnPhase	phase;
 	uint32		events;			/* what epoll waits for now */
 	bool		closing;		/* close once the output has drained */
-	int64		idle_since_us;
-	int64		request_start_us;	/* 0 = no partial request */
+	int64		idle_since_us;	/* accepted, or last answered a request */
+	int64		request_start_us;	/* accept() or first byte of a request;
+									 * 0 = idle between requests */
 	int64		write_start_us; /* 0 = no pending output */
 	int64		linger_until_us;
 	HttpRequestParser parser;
@@ -96,15 +145,35 @@ typedef struct Listener
 	int			fd;
 	int64		next_bind_us;
 	bool		warned;			/* bind failure reported once, then retried quietly */
+	int64		paused_until_us;	/* out of descriptors: not watched until then */
 } Listener;
 
 /* epoll tags for listeners: the address of these */
 static Listener listeners[2];
 static int	epfd = -1;
-static HttpConn *conns[HTTP_MAX_CONNS];
+static HttpConn **conns;		/* all connections, for the timers */
 static int	nconns = 0;
+static int	conns_size = 0;
 static int	nparked = 0;		/* connections waiting for a metrics refresh */
 static int	ntls = 0;			/* connections with TLS */
+
+/* pg_ha.http_max_connections, pg_ha.http_max_connections_per_address */
+int			pg_ha_http_max_connections = 1000;
+int			pg_ha_http_max_connections_per_address = 0;
+
+/* per port: connections by last activity, and their number */
+static dlist_head lru[2];
+static int	port_conns[2];
+static HTAB *clients;			/* ClientEntry by ClientKey */
+static int	fd_limit;			/* soft RLIMIT_NOFILE after raising it */
+static int	conn_budget;		/* per port: the GUC, lowered to fit fd_limit */
+static int	addr_budget;		/* per address and port */
+static int	spare_fd = -1;		/* given up to accept-and-close on EMFILE */
+/* made room for, refused, out of descriptors: reported once a minute */
+static int64 n_evicted[2];
+static int64 n_refused[2];
+static int64 n_emfile[2];
+static int64 next_report_us;
 static MemoryContext request_context;
 static StringInfoData resp_body;
 
@@ -225,6 +294,13 @@ conn_set_events(HttpConn *c, uint32 events)
 }
 
 static void
+client_release(ClientEntry *client)
+{
+	if (--client->nconns == 0)
+		(void) hash_search(clients, &client->key, HASH_REMOVE, NULL);
+}
+
+static void
 conn_close(HttpConn *c)
 {
 	if (c->parked)
@@ -240,17 +316,195 @@ conn_close(HttpConn *c)
 	if (c->tls)
 		ntls--;
 	http_tls_free(c->tls);
+	dlist_delete(&c->lru);
+	port_conns[c->port]--;
+	client_release(c->client);
 	close(c->fd);				/* also removes it from the epoll set */
 	pfree(c->out.data);
 	pfree(c);
 }
 
+/* The connection answered a request: it goes to the back of the queue. */
 static void
-accept_connections(Listener *l, int64 now)
+conn_touch(HttpConn *c, int64 now)
+{
+	c->idle_since_us = now;
+	dlist_delete(&c->lru);
+	dlist_push_tail(&lru[c->port], &c->lru);
+}
+
+/*
+ * The least recently active connection on port that can be closed without
+ * losing an answer: not parked, nothing written and unsent.  It is idle,
+ * still sending its request, or draining after an error.  With client,
+ * only that address's connections qualify.
+ */
+static HttpConn *
+eviction_victim(HttpPort port, const ClientEntry *client)
+{
+	dlist_iter	it;
+
+	dlist_foreach(it, &lru[port])
+	{
+		HttpConn   *c = dlist_container(HttpConn, lru, it.cur);
+
+		if (client != NULL && c->client != client)
+			continue;
+		if (c->parked || c->out.len > 0)
+			continue;
+		return c;
+	}
+	return NULL;
+}
+
+/*
+ * Makes room for a connection already counted in port_conns[port] and in
+ * client: closes the least recently active idle ones while the address is
+ * over its share or the port over its budget.  False when nothing can be
+ * closed (every connection is being answered): the new one is refused.
+ */
+static bool
+make_room(HttpPort port, ClientEntry *client)
 {
 	for (;;)
 	{
-		int			fd = accept(l->fd, NULL, NULL);
+		HttpConn   *victim;
+
+		if (client->nconns > addr_budget)
+			victim = eviction_victim(port, client);
+		else if (port_conns[port] > conn_budget)
+			victim = eviction_victim(port, NULL);
+		else
+			return true;
+		if (victim == NULL)
+			return false;
+
+		/*
+		 * This cannot free client: its count includes the new connection,
+		 * which is not in any list yet.
+		 */
+		conn_close(victim);
+		n_evicted[port]++;
+	}
+}
+
+static void
+client_key(const struct sockaddr_storage *ss, HttpPort port, ClientKey *key)
+{
+	memset(key, 0, sizeof(*key));
+	key->port = (uint8) port;
+	key->family = (uint8) ss->ss_family;
+	if (ss->ss_family == AF_INET)
+		memcpy(key->addr, &((const struct sockaddr_in *) ss)->sin_addr, 4);
+	else if (ss->ss_family == AF_INET6)
+	{
+		const uint8 *a = ((const struct sockaddr_in6 *) ss)->sin6_addr.s6_addr;
+		static const uint8 v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+		if (memcmp(a, v4mapped, 12) == 0)
+		{
+			key->family = AF_INET;
+			memcpy(key->addr, a + 12, 4);
+		}
+		else
+			memcpy(key->addr, a, 8);
+	}
+}
+
+/*
+ * Counts the new connection against its port and address, making room if
+ * needed; NULL when it must be refused.
+ */
+static ClientEntry *
+admit(HttpPort port, const struct sockaddr_storage *ss)
+{
+	ClientKey	key;
+	ClientEntry *client;
+	bool		found;
+
+	client_key(ss, port, &key);
+	client = hash_search(clients, &key, HASH_ENTER, &found);
+	if (!found)
+		client->nconns = 0;
+	client->nconns++;
+	port_conns[port]++;
+	if (make_room(port, client))
+		return client;
+	port_conns[port]--;
+	client_release(client);
+	n_refused[port]++;
+	return NULL;
+}
+
+static void
+conn_add(HttpConn *c)
+{
+	if (nconns == conns_size)
+	{
+		conns_size *= 2;
+		conns = repalloc(conns, conns_size * sizeof(HttpConn *));
+	}
+	conns[nconns++] = c;
+	dlist_push_tail(&lru[c->port], &c->lru);
+}
+
+static void
+pause_listener(Listener *l, int64 now)
+{
+	struct epoll_event ev;
+
+	ev.events = 0;
+	ev.data.ptr = l;
+	if (epoll_ctl(epfd, EPOLL_CTL_MOD, l->fd, &ev) == 0)
+		l->paused_until_us = now + HTTP_TICK_MS * 1000;
+}
+
+/*
+ * accept() found no free descriptor.  Returns true when one was freed and
+ * accept() may be tried again.  Otherwise the pending connection is taken
+ * on the spare descriptor and dropped, or, without a spare, the listener
+ * is not watched until the next tick: either way the loop does not spin
+ * on a listening socket that stays readable.
+ */
+static bool
+out_of_descriptors(Listener *l, int64 now)
+{
+	HttpConn   *victim = eviction_victim(l->port, NULL);
+	int			fd;
+
+	n_emfile[l->port]++;
+	if (victim == NULL)
+		victim = eviction_victim(l->port == HTTP_PORT_API ? HTTP_PORT_METRICS : HTTP_PORT_API, NULL);
+	if (victim != NULL)
+	{
+		n_evicted[victim->port]++;
+		conn_close(victim);
+		return true;
+	}
+	if (spare_fd < 0)
+	{
+		pause_listener(l, now);
+		return false;
+	}
+	close(spare_fd);
+	fd = accept(l->fd, NULL, NULL);
+	if (fd >= 0)
+		close(fd);
+	n_refused[l->port]++;
+	spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	return false;
+}
+
+static void
+accept_connections(Listener *l, int64 now)
+{
+	for (int i = 0; i < HTTP_ACCEPT_BATCH; i++)
+	{
+		struct sockaddr_storage ss;
+		socklen_t	sslen = sizeof(ss);
+		int			fd = accept4(l->fd, (struct sockaddr *) &ss, &sslen,
+								 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		ClientEntry *client;
 		HttpConn   *c;
 		struct epoll_event ev;
 		int			one = 1;
@@ -260,19 +514,23 @@ accept_connections(Listener *l, int64 now)
 		{
 			if (errno == EINTR)
 				continue;
-			/* EAGAIN, or EMFILE and friends: try again on the next event */
+			if ((errno == EMFILE || errno == ENFILE) && out_of_descriptors(l, now))
+				continue;
+			/* EAGAIN, or an error of the connection: the next event */
 			return;
 		}
-		if (nconns >= HTTP_MAX_CONNS)
+		client = admit(l->port, &ss);
+		if (client == NULL)
 		{
 			close(fd);
 			continue;
 		}
-		set_nonblocking(fd);
 		(void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		/* a port configured for TLS never serves plaintext */
 		if (!http_tls_accept(l->port, fd, &tls))
 		{
+			port_conns[l->port]--;
+			client_release(client);
 			close(fd);
 			continue;
 		}
@@ -281,9 +539,11 @@ accept_connections(Listener *l, int64 now)
 		c->fd = fd;
 		c->port = l->port;
 		c->tls = tls;
+		c->client = client;
 		c->phase = tls ? CONN_HANDSHAKE : CONN_ACTIVE;
-		c->request_start_us = tls ? now : 0;
 		c->idle_since_us = now;
+		/* the first request's deadline runs from here, bytes or not */
+		c->request_start_us = now;
 		http_request_parser_init(&c->parser);
 		c->out.data = MemoryContextAlloc(TopMemoryContext, 1024);
 		c->out.maxlen = 1024;
@@ -295,13 +555,15 @@ accept_connections(Listener *l, int64 now)
 		if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
 		{
 			http_tls_free(c->tls);
+			port_conns[c->port]--;
+			client_release(client);
 			close(fd);
 			pfree(c->out.data);
 			pfree(c);
 			continue;
 		}
 		c->events = EPOLLIN;
-		conns[nconns++] = c;
+		conn_add(c);
 		if (tls)
 			ntls++;
 	}
@@ -422,7 +684,7 @@ process_input(HttpConn *c, int64 now)
 			answer_request(c, &c->parser.req, true, now);
 			http_request_next(&c->parser);
 			c->request_start_us = 0;
-			c->idle_since_us = now;
+			conn_touch(c, now);
 		}
 		else if (c->parser.error_status != 0)
 		{
@@ -714,12 +976,17 @@ expire_connections(int64 now)
 		}
 		else if (c->request_start_us != 0)
 		{
-			if (now - c->request_start_us >= HTTP_REQUEST_TIMEOUT_US)
+			if (now - c->request_start_us < HTTP_REQUEST_TIMEOUT_US)
+				continue;
+			/* nothing sent: nothing to answer (and no 408 to misread) */
+			if (c->in_len == 0 && !http_request_in_progress(&c->parser))
 			{
-				c->in_len = 0;
-				answer_error(c, 408);
-				(void) flush_output(c, now);
+				conn_close(c);
+				continue;
 			}
+			c->in_len = 0;
+			answer_error(c, 408);
+			(void) flush_output(c, now);
 		}
 		else if (now - c->idle_since_us >= HTTP_IDLE_TIMEOUT_US)
 			conn_close(c);
@@ -733,6 +1000,15 @@ bind_listeners(int64 now)
 	{
 		Listener   *l = &listeners[i];
 
+		if (l->fd >= 0 && l->paused_until_us != 0 && now >= l->paused_until_us)
+		{
+			struct epoll_event ev;
+
+			ev.events = EPOLLIN;
+			ev.data.ptr = l;
+			if (epoll_ctl(epfd, EPOLL_CTL_MOD, l->fd, &ev) == 0)
+				l->paused_until_us = 0;
+		}
 		if (l->fd >= 0 || l->setting == NULL || l->setting[0] == '\0')
 			continue;
 		/* configured for TLS without a usable certificate: stay closed */
@@ -747,6 +1023,105 @@ bind_listeners(int64 now)
 			l->warned = true;
 		}
 	}
+}
+
+/*
+ * Raises the soft open file limit to the hard one.  Service managers start
+ * postgres with a soft limit of 1,024 for the sake of select(); this
+ * process waits with epoll only, and each connection holds a descriptor.
+ */
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+	{
+		fd_limit = 1024;
+		return;
+	}
+	if (rl.rlim_cur < rl.rlim_max)
+	{
+		rlim_t		soft = rl.rlim_cur;
+
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			rl.rlim_cur = soft;
+	}
+	fd_limit = rl.rlim_cur > INT_MAX ? INT_MAX : (int) rl.rlim_cur;
+}
+
+/*
+ * Per-port and per-address budgets from the settings, lowered so that both
+ * ports full still leave HTTP_FD_RESERVE descriptors: accept() then does
+ * not fail for want of one.  Called at start and after a reload.
+ */
+static void
+set_budgets(void)
+{
+	static int	reported = -1;
+	int			fit = Max((fd_limit - HTTP_FD_RESERVE) / 2, 1);
+
+	conn_budget = Min(pg_ha_http_max_connections, fit);
+	if (pg_ha_http_max_connections_per_address > 0)
+		addr_budget = Min(pg_ha_http_max_connections_per_address, conn_budget);
+	else
+		addr_budget = Max(conn_budget / 2, 1);
+	if (conn_budget < pg_ha_http_max_connections && conn_budget != reported)
+		ereport(LOG,
+				(errmsg("pg_ha: HTTP connections limited to %d per port by the open file limit",
+						conn_budget),
+				 errdetail("pg_ha.http_max_connections is %d, and the open file limit of the listener is %d.",
+						   pg_ha_http_max_connections, fd_limit),
+				 errhint("Raise the hard open file limit of postgres (LimitNOFILE in its systemd unit).")));
+	reported = conn_budget;
+}
+
+/*
+ * Once a minute, says that a port was full: someone opens connections and
+ * does not use them, and the listener closed or refused some.
+ */
+static void
+report_pressure(int64 now)
+{
+	if (now < next_report_us)
+		return;
+	next_report_us = now + HTTP_PRESSURE_REPORT_US;
+	for (size_t i = 0; i < lengthof(listeners); i++)
+	{
+		HttpPort	port = listeners[i].port;
+
+		if (n_evicted[port] == 0 && n_refused[port] == 0 && n_emfile[port] == 0)
+			continue;
+		ereport(LOG,
+				(errmsg("pg_ha: the %s port had more connections than it keeps open",
+						listeners[i].what),
+				 errdetail("In the last minute %lld idle or incomplete connections were closed to make room, %lld new connections were refused, and accept() ran out of file descriptors %lld times; the limit is %d connections per port and %d per client address.",
+						   (long long) n_evicted[port], (long long) n_refused[port],
+						   (long long) n_emfile[port], conn_budget, addr_budget),
+				 errhint("A client opens connections and sends no complete request; see pg_ha.http_max_connections.")));
+		n_evicted[port] = n_refused[port] = n_emfile[port] = 0;
+	}
+}
+
+static void
+init_connection_state(void)
+{
+	HASHCTL		ctl;
+
+	raise_fd_limit();
+	set_budgets();
+	spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	dlist_init(&lru[HTTP_PORT_API]);
+	dlist_init(&lru[HTTP_PORT_METRICS]);
+	conns_size = 256;
+	conns = MemoryContextAlloc(TopMemoryContext, conns_size * sizeof(HttpConn *));
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(ClientKey);
+	ctl.entrysize = sizeof(ClientEntry);
+	ctl.hcxt = TopMemoryContext;
+	clients = hash_create("pg_ha http clients", 256, &ctl,
+						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
 void
@@ -772,10 +1147,11 @@ pg_ha_http_main(Datum arg)
 		initStringInfo(&resp_body);
 		MemoryContextSwitchTo(old);
 	}
+	init_connection_state();
 
 	/* both are PGC_POSTMASTER: fixed for the life of this process */
-	listeners[0] = (Listener) {"api", HTTP_PORT_API, pg_ha_api_listen, -1, 0, false};
-	listeners[1] = (Listener) {"metrics", HTTP_PORT_METRICS, pg_ha_metrics_listen, -1, 0, false};
+	listeners[0] = (Listener) {"api", HTTP_PORT_API, pg_ha_api_listen, -1, 0, false, 0};
+	listeners[1] = (Listener) {"metrics", HTTP_PORT_METRICS, pg_ha_metrics_listen, -1, 0, false, 0};
 	http_tls_load();
 	http_auth_load();
 
@@ -793,6 +1169,7 @@ pg_ha_http_main(Datum arg)
 			/* new connections get the new certificates and credentials */
 			http_tls_load();
 			http_auth_load();
+			set_budgets();
 		}
 		if (!PostmasterIsAlive())
 			proc_exit(1);
@@ -802,6 +1179,7 @@ pg_ha_http_main(Datum arg)
 		{
 			bind_listeners(now);
 			expire_connections(now);
+			report_pressure(now);
 			next_tick = now + HTTP_TICK_MS * 1000;
 		}
 
@@ -815,14 +1193,24 @@ pg_ha_http_main(Datum arg)
 					(errmsg("pg_ha: epoll_wait failed: %m")));
 		}
 		now = pg_ha_monotonic_us();
+
+		/*
+		 * Connections first, new ones after: making room closes connections
+		 * whose events may still be in this batch.
+		 */
+		for (int i = 0; i < n; i++)
+		{
+			void	   *ptr = events[i].data.ptr;
+
+			if (ptr != &listeners[0] && ptr != &listeners[1])
+				handle_conn_event((HttpConn *) ptr, events[i].events, now);
+		}
 		for (int i = 0; i < n; i++)
 		{
 			void	   *ptr = events[i].data.ptr;
 
 			if (ptr == &listeners[0] || ptr == &listeners[1])
 				accept_connections((Listener *) ptr, now);
-			else
-				handle_conn_event((HttpConn *) ptr, events[i].events, now);
 		}
 		if (nparked > 0)
 			unpark_connections(now);

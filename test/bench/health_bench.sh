@@ -18,10 +18,19 @@
 # a new connection with a full handshake (openssl s_time), pg_ha vs Patroni,
 # with ratios.
 #
+# Then, under a flood of $FLOOD connections to the port being checked that
+# send nothing (idle) or a byte a second (slowloris), and that the flooding
+# client reopens as soon as the server closes them: $CHECKS checks of
+# GET /primary by curl, each on a new connection as HAProxy sends them, and
+# their p50/p99 (connect included; a failed check counts as its 2 s
+# timeout) and failures (not 200 within 2 s; a row stops after 10 in a
+# row), for pg_ha and Patroni.
+#
 #   test/bench/health_bench.sh            # as root or as the postgres user
 #   DURATION=30 CONNS=100 test/bench/health_bench.sh
 #   RATES="1000 10000 20000" test/bench/health_bench.sh   # fixed-rate rows
 #   PG_HA_LIB_DIR=/path/to/build test/bench/health_bench.sh  # that pg_ha.so, not the installed one
+#   FLOOD_ONLY=1 FLOOD=5000 CHECKS=200 test/bench/health_bench.sh   # flood rows only
 #
 # Needs: pg_ha installed, etcd, wrk, patroni (Debian 3.0.2, run with
 # /usr/bin/python3), curl, openssl.  Not part of `make installcheck`.
@@ -35,6 +44,8 @@ THREADS=${THREADS:-2}
 CONNS=${CONNS:-50}
 RATES=${RATES:-1000 10000}
 PATRONI=${PATRONI:-/usr/bin/patroni}
+FLOOD=${FLOOD:-5000}
+CHECKS=${CHECKS:-100}
 
 for c in wrk etcd etcdctl curl openssl /usr/bin/python3 "$PATRONI"; do
 	command -v "$c" >/dev/null || die "$c not found"
@@ -96,6 +107,7 @@ run() {
 	echo "$rps $p50 $p99 $cpu ${errs:-none}"
 }
 
+if [ -z "${FLOOD_ONLY:-}" ]; then
 printf '\nwrk -t%s -c%s -d%ss, %s cores, load before: %s\n\n' "$THREADS" "$CONNS" "$DURATION" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-8s %-8s %12s %10s %10s %14s  %s\n' server method req/s p50_ms p99_ms cpu_us/req errors
 for method in options get; do
@@ -144,11 +156,111 @@ for rate in $RATES; do
 	fi
 done
 THREADS=$SAVE_T
+fi
+
+# ------------------------------------------------------------------ flood
+# The flooding client: keeps N connections to PORT open, every second
+# reopening those the server closed; in slowloris mode each also gets one
+# more byte of a request that never ends.  Connects without blocking.
+cat >"$W/flood.pl" <<'PERL'
+use strict;
+use warnings;
+use IO::Socket::INET;
+use Socket qw(MSG_DONTWAIT);
+my ($port, $n, $mode) = @ARGV;
+$SIG{PIPE} = 'IGNORE';
+my $req = "GET /primary HTTP/1.1\r\nHost: x\r\nX-Slow: " . ('a' x 4000);
+my $open = sub {
+	IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+		Proto => 'tcp', Blocking => 0);
+};
+my @s = map { $open->() } 1 .. $n;
+my @sent = (0) x $n;
+for (;;)
+{
+	sleep 1;
+	for my $i (0 .. $n - 1)
+	{
+		my $sock = $s[$i];
+		my $alive = 0;
+		if ($sock)
+		{
+			my $r = recv($sock, my $buf, 4096, MSG_DONTWAIT);
+			$alive = !defined $r && ($!{EAGAIN} || $!{EWOULDBLOCK});
+			if ($alive && $mode eq 'slowloris')
+			{
+				$alive = defined send($sock, substr($req, $sent[$i] % length($req), 1), MSG_DONTWAIT);
+				$sent[$i]++;
+			}
+		}
+		next if $alive;
+		close $sock if $sock;
+		$s[$i] = $open->();
+		$sent[$i] = 0;
+	}
+}
+PERL
+
+# flood_checks URL PORT MODE PIDS...: prints "p50_ms p99_ms failures cpu_ms"
+# with FLOOD connections of MODE open to PORT (PIDS: the serving processes)
+flood_checks() {
+	local url=$1 port=$2 mode=$3; shift 3
+	local fpid c0 c1 i code t streak=0
+	# 5,000 sockets need more than the usual soft limit of 1,024
+	fpid=""
+	if [ "$mode" != none ]; then
+		( ulimit -n "$(ulimit -Hn)"; exec perl "$W/flood.pl" "$port" "$FLOOD" "$mode" ) &
+		fpid=$!
+		PIDS+=("$fpid")
+		sleep 3
+	fi
+	c0=$(cpu_us_ticks "$@")
+	: >"$W/checks_${port}_$mode.txt"
+	for i in $(seq "$CHECKS"); do
+		read -r code t < <(curl -s -o /dev/null -m 2 -w '%{http_code} %{time_total}\n' "$url" || true)
+		echo "${code:-000} ${t:-2}" >>"$W/checks_${port}_$mode.txt"
+		# 10 failures in a row: the server is down for the checker, stop
+		if [ "${code:-000}" = 200 ]; then streak=0; else streak=$((streak + 1)); fi
+		[ "$streak" -lt 10 ] || break
+		sleep 0.05
+	done
+	c1=$(cpu_us_ticks "$@")
+	if [ -n "$fpid" ]; then
+		kill "$fpid" 2>/dev/null || true
+		wait "$fpid" 2>/dev/null || true
+		sleep 6		# let the server drop the flood before the next row
+	fi
+	# a failed check counts as its 2 s timeout
+	sort -k2 -n "$W/checks_${port}_$mode.txt" | awk -v cpu=$(( (c1 - c0) / 1000 )) '
+		{ t[NR] = $2 * 1000; if ($1 != "200") bad++ }
+		END {
+			p50 = t[int(NR * 0.50 + 0.5)]; p99 = t[int(NR * 0.99 + 0.5)]
+			printf "%.2f %.2f %d/%d %d\n", p50, p99, bad, NR, cpu
+		}'
+}
+
+printf '\nGET /primary, one check per new connection (curl, up to %s checks 50 ms apart), with %s connections\n' "$CHECKS" "$FLOOD"
+printf 'to the same port that send nothing (idle) or a byte a second (slowloris), reopened when closed;\n'
+printf 'none: no flood, the same checks for reference.  Load before: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-8s %-10s %10s %10s %10s %14s\n' server flood p50_ms p99_ms failures cpu_ms
+for mode in none idle slowloris; do
+	# not in a subshell: the flooding client must be in PIDS for the cleanup
+	flood_checks "http://127.0.0.1:$PGHA_API/primary" "$PGHA_API" "$mode" "$PGHA_LISTENER" >"$W/row"
+	read -r a_p50 a_p99 a_bad a_cpu <"$W/row"
+	flood_checks "http://127.0.0.1:$PAT_API/primary" "$PAT_API" "$mode" \
+		"$PAT_PID" $(ps -o pid= --ppid "$PAT_PM") >"$W/row"
+	read -r b_p50 b_p99 b_bad b_cpu <"$W/row"
+	printf '%-8s %-10s %10s %10s %10s %14s\n' pg_ha "$mode" "$a_p50" "$a_p99" "$a_bad" "$a_cpu"
+	printf '%-8s %-10s %10s %10s %10s %14s\n' patroni "$mode" "$b_p50" "$b_p99" "$b_bad" "$b_cpu"
+	printf '  ratio %s: p50 %s lower, p99 %s lower\n' "$mode" "$(ratio "$b_p50" "$a_p50")" "$(ratio "$b_p99" "$a_p99")"
+done
 printf '\nload after: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 # pg_ha's CPU column counts only the listener; Patroni's counts its process
 # and every process of its postgres (each request runs a query there).
 
 # --- TLS: both APIs switched to https by a reload, one certificate for both
+# (compared with the plaintext rows, so not with FLOOD_ONLY)
+[ -z "${FLOOD_ONLY:-}" ] || exit 0
 T=$W/tls
 mkdir -p "$T"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/ca.key" -out "$T/ca.pem" -days 2 -subj /CN=bench-ca 2>/dev/null
