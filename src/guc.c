@@ -40,6 +40,7 @@ bool		pg_ha_noloadbalance = false;
 int			pg_ha_failover_priority = 1;
 char	   *pg_ha_database = NULL;
 char	   *pg_ha_replication_conninfo = NULL;
+char	   *pg_ha_metrics_role = NULL;
 
 static bool
 check_endpoints(char **newval, void **extra, GucSource source)
@@ -240,6 +241,29 @@ check_etcd_user(char **newval, void **extra, GucSource source)
 }
 
 
+/*
+ * The role the metrics collector connects as.  Empty would mean the
+ * bootstrap superuser, which is what this setting exists to avoid: GET
+ * /metrics needs no authentication and the collector runs SQL in a database
+ * other roles can create objects in.
+ */
+static bool
+check_metrics_role(char **newval, void **extra, GucSource source)
+{
+	if ((*newval)[0] == '\0')
+	{
+		GUC_check_errdetail("The metrics collector must run as a role that is not a superuser.");
+		GUC_check_errhint("Use a role that is a member of pg_monitor, such as the default \"pgha_monitor\".");
+		return false;
+	}
+	if (strlen(*newval) >= NAMEDATALEN)
+	{
+		GUC_check_errdetail("A role name must be shorter than %d bytes.", NAMEDATALEN);
+		return false;
+	}
+	return true;
+}
+
 void
 pg_ha_define_gucs(void)
 {
@@ -349,6 +373,13 @@ pg_ha_define_gucs(void)
 							   "pg_ha adds host, port and application_name from the leader's member key. Empty keeps the options of the current primary_conninfo, or connects as the bootstrap superuser.",
 							   &pg_ha_replication_conninfo, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+
+	/* metrics collector identity (issue 11): see metrics_pg.c */
+	DefineCustomStringVariable("pg_ha.metrics_role",
+							   "Role the metrics collector connects as: not a superuser, a member of pg_monitor.",
+							   "The collector refuses to run its queries as a superuser. CREATE EXTENSION pg_ha creates the role when it is missing.",
+							   &pg_ha_metrics_role, "pgha_monitor",
+							   PGC_POSTMASTER, 0, check_metrics_role, NULL, NULL);
 }
 
 /*
