@@ -393,9 +393,12 @@ static const MetricQuery queries[] = {
 		 * pg_stat_user_tables and pg_statio_user_tables' own definitions
 		 * (PG15), read for the chosen tables only, with one pass over each
 		 * table's indexes (and its TOAST table's) instead of the views'
-		 * GROUP BY and per-column subqueries.
+		 * GROUP BY and per-column subqueries.  relname is pg_exporter's
+		 * "schema.table"; schemaname (postgres_exporter's label) keeps
+		 * "a.b"."c" and "a"."b.c" apart.
 		 */
 		"SELECT pg_catalog.current_database()::pg_catalog.text AS datname,"
+		" n.nspname::pg_catalog.text AS schemaname,"
 		" n.nspname::pg_catalog.text OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) c.relname::pg_catalog.text"
 		"  AS relname,"
 		" c.oid::pg_catalog.int8 AS relid, c.relpages::pg_catalog.int8 AS pages,"
@@ -466,7 +469,9 @@ static const MetricQuery queries[] = {
 		" ORDER BY pg_catalog.pg_stat_get_numscans(c.oid)"
 		" OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_tuples_returned(c.oid) DESC, c.oid"
 		" LIMIT %d) t",
+		/* schemaname keeps indexes of "a.b"."c" and "a"."b.c" apart */
 		"SELECT pg_catalog.current_database()::pg_catalog.text AS datname,"
+		" s.schemaname::pg_catalog.text AS schemaname,"
 		" s.schemaname::pg_catalog.text OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) s.relname::pg_catalog.text"
 		"  AS relname,"
 		" s.indexrelname::pg_catalog.text AS idxname, s.indexrelid::pg_catalog.int8 AS relid,"
@@ -488,9 +493,16 @@ static const MetricQuery queries[] = {
 		"  WHERE nspname OPERATOR(pg_catalog.=) ANY (" SYSTEM_SCHEMAS ")))"
 		" AND pg_catalog.pg_stat_get_function_calls(p.oid) IS NOT NULL"
 		" ORDER BY pg_catalog.pg_stat_get_function_calls(p.oid) DESC, p.oid LIMIT %d) t",
+		/*
+		 * funcname is pg_exporter's "schema.function"; overloads share it,
+		 * so args (the identity argument types, as in \df) and schemaname
+		 * make each function's label set its own.
+		 */
 		"SELECT pg_catalog.current_database()::pg_catalog.text AS datname,"
+		" schemaname::pg_catalog.text AS schemaname,"
 		" schemaname::pg_catalog.text OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) funcname::pg_catalog.text"
 		"  AS funcname,"
+		" coalesce(pg_catalog.pg_get_function_identity_arguments(funcid), '') AS args,"
 		" funcid::pg_catalog.int8 AS id, calls, total_time OPERATOR(pg_catalog./) 1000 AS total_time,"
 		" self_time OPERATOR(pg_catalog./) 1000 AS self_time"
 		" FROM pg_catalog.pg_stat_user_functions WHERE funcid OPERATOR(pg_catalog.=) ANY ($1)"
