@@ -553,6 +553,7 @@ static bool catalog_changed = true;
 static bool rank_all;			/* this refresh: catalog_changed at its start */
 static MemoryContext collector_context;
 static bool poked;				/* a scrape set our latch */
+static bool refreshed_once;		/* since this collector started */
 
 static bool
 is_counter(const MetricQuery *q, const char *col)
@@ -1134,6 +1135,7 @@ pg_ha_metrics_collector_main(Datum arg)
 	before_shmem_exit(metrics_cache_unregister_collector, 0);
 	metrics_cache_register_collector();
 	poked = false;
+	refreshed_once = false;
 
 	for (;;)
 	{
@@ -1146,14 +1148,16 @@ pg_ha_metrics_collector_main(Datum arg)
 		/*
 		 * Refresh when a scrape found the cache stale and woke us (the
 		 * listener parks it until we publish), and once at start so that
-		 * the first scrape finds figures at once.
+		 * the first scrape finds figures (and the role checked) at once:
+		 * a restarted collector has dropped its predecessor's figures.
 		 */
-		if (age >= ttl_us && (age == INT64_MAX || poked))
+		if (!refreshed_once || (age >= ttl_us && poked))
 		{
 			MemoryContext old = MemoryContextSwitchTo(collector_context);
 
 			refresh_cache();
 			MemoryContextSwitchTo(old);
+			refreshed_once = true;
 		}
 
 		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

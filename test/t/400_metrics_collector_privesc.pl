@@ -168,6 +168,14 @@ wait_ok(sub { (sample(scrape(), 'pg_ha_metrics_collector_up') // -1) == 1 },
 	'NOSUPERUSER again: the collector resumes', timeout => 30);
 metrics_work('after the refusal');
 
+# --- and without pg_monitor (its figures would cover its own sessions only)
+$node->safe_psql('postgres', "REVOKE pg_monitor FROM $role");
+wait_ok(sub { (sample(scrape(), 'pg_ha_metrics_collector_error', qr/reason="role_not_pg_monitor"/) // 0) == 1 },
+	'a role outside pg_monitor: pg_ha_metrics_collector_error{reason="role_not_pg_monitor"} 1', timeout => 30);
+$node->safe_psql('postgres', "GRANT pg_monitor TO $role");
+wait_ok(sub { (sample(scrape(), 'pg_ha_metrics_collector_up') // -1) == 1 },
+	'GRANT pg_monitor again: the collector resumes', timeout => 30);
+
 # --- a missing role: the collector does not connect, and says so
 $node->safe_psql('postgres', "ALTER SYSTEM SET pg_ha.metrics_role = 'nosuchrole'");
 $node->restart;
