@@ -146,3 +146,25 @@ AS 'MODULE_PATHNAME', 'pg_ha_archive_status';
 
 REVOKE ALL ON FUNCTION pg_ha.archive_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pg_ha.archive_status() TO pg_monitor;
+
+-- The metrics collector connects as pg_ha.metrics_role (default
+-- pgha_monitor), never as a superuser: GET /metrics needs no
+-- authentication and the collector's queries run where other roles can
+-- create functions and operators (docs/metrics.md).  The role is created
+-- here when it is missing, so that CREATE EXTENSION is the only setup step:
+-- LOGIN because PG15 background workers connect only as roles that may log
+-- in (no password: pg_hba.conf decides, as for any role), and a member of
+-- pg_monitor for the statistics of every session.  An existing role is left
+-- as it is; the collector refuses to run as a superuser or without
+-- pg_monitor.  Roles are cluster-wide: DROP EXTENSION leaves it.  Every name
+-- is qualified: search_path here is the caller's.
+DO $$
+DECLARE
+    r text := pg_catalog.current_setting('pg_ha.metrics_role', true);
+BEGIN
+    IF r IS NOT NULL AND r OPERATOR(pg_catalog.<>) ''
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) r) THEN
+        EXECUTE pg_catalog.format('CREATE ROLE %I LOGIN IN ROLE pg_monitor', r);
+    END IF;
+END
+$$;

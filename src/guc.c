@@ -45,6 +45,7 @@ bool		pg_ha_noloadbalance = false;
 int			pg_ha_failover_priority = 1;
 char	   *pg_ha_database = NULL;
 char	   *pg_ha_replication_conninfo = NULL;
+char	   *pg_ha_metrics_role = NULL;
 
 /* TLS and authentication of the HTTP listeners (http_tls.c, http_auth.c) */
 char	   *pg_ha_api_certfile = NULL;
@@ -264,6 +265,29 @@ check_etcd_user(char **newval, void **extra, GucSource source)
 }
 
 
+/*
+ * The role the metrics collector connects as.  Empty would mean the
+ * bootstrap superuser, which is what this setting exists to avoid: GET
+ * /metrics needs no authentication and the collector runs SQL in a database
+ * other roles can create objects in.
+ */
+static bool
+check_metrics_role(char **newval, void **extra, GucSource source)
+{
+	if ((*newval)[0] == '\0')
+	{
+		GUC_check_errdetail("The metrics collector must run as a role that is not a superuser.");
+		GUC_check_errhint("Use a role that is a member of pg_monitor, such as the default \"pgha_monitor\".");
+		return false;
+	}
+	if (strlen(*newval) >= NAMEDATALEN)
+	{
+		GUC_check_errdetail("A role name must be shorter than %d bytes.", NAMEDATALEN);
+		return false;
+	}
+	return true;
+}
+
 void
 pg_ha_define_gucs(void)
 {
@@ -438,6 +462,13 @@ pg_ha_define_gucs(void)
 							"IPv6 clients count by /64 prefix. Beyond it, a new connection from that address takes the place of that address's least recently active idle one.",
 							&pg_ha_http_max_connections_per_address, 0, 0, 100000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	/* metrics collector identity (issue 11): see metrics_pg.c */
+	DefineCustomStringVariable("pg_ha.metrics_role",
+							   "Role the metrics collector connects as: not a superuser, a member of pg_monitor.",
+							   "The collector refuses to run its queries as a superuser. CREATE EXTENSION pg_ha creates the role when it is missing.",
+							   &pg_ha_metrics_role, "pgha_monitor",
+							   PGC_POSTMASTER, 0, check_metrics_role, NULL, NULL);
 }
 
 /*

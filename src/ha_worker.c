@@ -2275,6 +2275,13 @@ pg_ha_worker_main(Datum arg)
 	/* for ALTER SYSTEM and pg_stat_replication; works on a hot standby too */
 	BackgroundWorkerInitializeConnection(pg_ha_database, NULL, 0);
 	pgstat_report_appname("pg_ha worker");
+	/*
+	 * This session is the bootstrap superuser: whatever name its SQL looks
+	 * up must not resolve to an object another role created.  Its queries
+	 * are schema-qualified too; the pin covers what they call in turn.
+	 * PGC_S_OVERRIDE: above ALTER DATABASE / ALTER ROLE ... SET.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	ereport(LOG,
 			(errmsg("pg_ha: worker started for node \"%s\" in cluster \"%s\" (leader key %s)",

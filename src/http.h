@@ -168,6 +168,21 @@ extern int64 metrics_cache_age_us(int64 now_us);
 extern void metrics_cache_register_collector(void);
 extern void metrics_cache_unregister_collector(int code, Datum arg);
 
+/* What the collector is doing, for pg_ha_metrics_collector_up / _error */
+typedef enum CollectorState
+{
+	COLLECTOR_STARTING = 0,		/* not connected yet (or never started) */
+	COLLECTOR_RUNNING,			/* connected as pg_ha.metrics_role, querying */
+	COLLECTOR_CONNECT_FAILED,	/* could not connect as pg_ha.metrics_role */
+	COLLECTOR_ROLE_IS_SUPERUSER,	/* refuses: the role is a superuser */
+	COLLECTOR_ROLE_NOT_MONITOR	/* refuses: the role is not in pg_monitor */
+} CollectorState;
+
+extern void metrics_collector_starting(void);
+extern void metrics_collector_set_state(CollectorState state);
+extern int	metrics_collector_exited(bool quick);
+extern int	metrics_collector_quick_exits(void);
+
 /* http_listener.c */
 extern int	pg_ha_http_max_connections;	/* per port */
 extern int	pg_ha_http_max_connections_per_address;	/* 0: half of the above */

@@ -58,6 +58,8 @@ typedef struct MetricsCache
 	uint64		refreshes;
 	uint64		errors;			/* queries that failed, total */
 	bool		truncated;		/* last text did not fit: tail dropped */
+	CollectorState collector_state;
+	int			quick_exits;	/* collector exits in a row soon after start */
 	size_t		capacity;
 	size_t		len;
 	char		data[FLEXIBLE_ARRAY_MEMBER];
@@ -202,7 +204,8 @@ pg_ha_http_register_workers(void)
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	bgw.bgw_start_time = BgWorkerStart_ConsistentState;
-	bgw.bgw_restart_time = 10;
+	/* soon: the collector backs off itself when it keeps failing to start */
+	bgw.bgw_restart_time = 1;
 	strlcpy(bgw.bgw_library_name, "pg_ha", BGW_MAXLEN);
 	strlcpy(bgw.bgw_function_name, "pg_ha_metrics_collector_main", BGW_MAXLEN);
 	strlcpy(bgw.bgw_name, "pg_ha metrics collector", BGW_MAXLEN);
@@ -230,6 +233,64 @@ metrics_cache_unregister_collector(int code, Datum arg)
 	metrics_cache->collector_latch = NULL;
 	metrics_cache->collector_pid = 0;
 	LWLockRelease(metrics_cache->lock);
+}
+
+/*
+ * The collector's state, for pg_ha_metrics_collector_up and _error.  Any
+ * state but running drops the cached text: figures the collector no longer
+ * stands behind are not served.
+ */
+void
+metrics_collector_set_state(CollectorState state)
+{
+	LWLockAcquire(metrics_cache->lock, LW_EXCLUSIVE);
+	metrics_cache->collector_state = state;
+	if (state != COLLECTOR_RUNNING)
+		metrics_cache->len = 0;
+	LWLockRelease(metrics_cache->lock);
+}
+
+/*
+ * A collector (re)starts: its figures are gone until it has connected and
+ * checked its role.  A failure to connect stays reported while it waits to
+ * try again.
+ */
+void
+metrics_collector_starting(void)
+{
+	LWLockAcquire(metrics_cache->lock, LW_EXCLUSIVE);
+	if (metrics_cache->collector_state != COLLECTOR_CONNECT_FAILED)
+		metrics_cache->collector_state = COLLECTOR_STARTING;
+	metrics_cache->len = 0;
+	LWLockRelease(metrics_cache->lock);
+}
+
+/*
+ * Counts a collector exit: quick ones in a row (connection refused, a role
+ * that does not exist) lengthen the wait before the next try; a collector
+ * that ran a while starts the count again.  Returns the count.
+ */
+int
+metrics_collector_exited(bool quick)
+{
+	int			n;
+
+	LWLockAcquire(metrics_cache->lock, LW_EXCLUSIVE);
+	metrics_cache->quick_exits = quick ? Min(metrics_cache->quick_exits + 1, 30) : 0;
+	n = metrics_cache->quick_exits;
+	LWLockRelease(metrics_cache->lock);
+	return n;
+}
+
+int
+metrics_collector_quick_exits(void)
+{
+	int			n;
+
+	LWLockAcquire(metrics_cache->lock, LW_SHARED);
+	n = metrics_cache->quick_exits;
+	LWLockRelease(metrics_cache->lock);
+	return n;
 }
 
 /* Age of the cached text in microseconds, INT64_MAX when there is none. */
@@ -363,6 +424,35 @@ counter(StringInfo out, const char *name, const char *help, uint64 value)
 	appendStringInfo(out, "%s " UINT64_FORMAT "\n", name, value);
 }
 
+/*
+ * Whether the collector runs its queries, and if not why: it could not
+ * connect as pg_ha.metrics_role (missing, not allowed to log in, database
+ * missing: the server log says which), or it refuses to run them as that
+ * role.  One sample per reason, so the series do not come and go.
+ */
+static void
+collector_families(StringInfo out, CollectorState state)
+{
+	static const struct
+	{
+		CollectorState state;
+		const char *reason;
+	}			reasons[] = {
+		{COLLECTOR_CONNECT_FAILED, "connect_failed"},
+		{COLLECTOR_ROLE_IS_SUPERUSER, "role_is_superuser"},
+		{COLLECTOR_ROLE_NOT_MONITOR, "role_not_pg_monitor"},
+	};
+
+	gauge(out, "pg_ha_metrics_collector_up",
+		  "1 if the metrics collector is connected as pg_ha.metrics_role and runs its queries",
+		  state == COLLECTOR_RUNNING ? 1 : 0);
+	family(out, "pg_ha_metrics_collector_error", "gauge",
+		   "1 for the reason the metrics collector runs no queries (details in the server log)");
+	for (int i = 0; i < (int) lengthof(reasons); i++)
+		appendStringInfo(out, "pg_ha_metrics_collector_error{reason=\"%s\"} %d\n",
+						 reasons[i].reason, state == reasons[i].state ? 1 : 0);
+}
+
 static void
 pg_ha_families(StringInfo out, int64 now_us)
 {
@@ -386,6 +476,7 @@ pg_ha_families(StringInfo out, int64 now_us)
 	uint64		errors;
 	bool		truncated;
 	size_t		cached_len;
+	CollectorState cstate;
 
 	LWLockAcquire(pg_ha_shared->lock, LW_SHARED);
 	paused = pg_ha_shared->paused;
@@ -406,6 +497,7 @@ pg_ha_families(StringInfo out, int64 now_us)
 	errors = metrics_cache->errors;
 	truncated = metrics_cache->truncated;
 	cached_len = metrics_cache->len;
+	cstate = metrics_cache->collector_state;
 	LWLockRelease(metrics_cache->lock);
 
 	if (lease_valid)
@@ -445,6 +537,7 @@ pg_ha_families(StringInfo out, int64 now_us)
 	gauge(out, "pg_ha_metrics_cache_truncated",
 		  "1 if the last refresh did not fit pg_ha.metrics_buffer_size and families were dropped",
 		  truncated ? 1 : 0);
+	collector_families(out, cstate);
 }
 
 /* WAL archive module (archive.h): lock-free counters, two timestamps. */

@@ -25,6 +25,15 @@
  *     pg_setting hold restart-only values and run once per collector;
  *   - lock_timeout 100ms and statement_timeout 10s on the session, as a
  *     backstop.
+ *
+ * Privileges: any client can make the collector run its queries, in a
+ * database where other roles may create objects.  It connects as
+ * pg_ha.metrics_role (never the bootstrap superuser), refuses to run
+ * anything while that role is a superuser or lacks pg_monitor, and resolves
+ * no name through a schema another role can write (see the query list).
+ * When it cannot connect or refuses, /metrics says so
+ * (pg_ha_metrics_collector_up/_error) and the collector backs off instead
+ * of crash-looping.
  */
 #include "pg_ha.h"
 
@@ -33,7 +42,13 @@
 
 #include <math.h>
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -44,8 +59,11 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/array.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
 #include "utils/datum.h"
 #include "utils/inval.h"
 #include "utils/syscache.h"
@@ -80,73 +98,102 @@ typedef struct MetricQuery
 	bool		sql_limited;	/* sql's "%d" is pg_ha.metrics_table_limit */
 } MetricQuery;
 
+/*
+ * Name resolution is attack surface here: the queries run where other
+ * roles may create functions, aggregates and operators (schema public of
+ * pg_ha.metrics_database), a same-named object with exact argument types in
+ * a schema on search_path beats pg_catalog's (count(integer) beats
+ * count("any")), and any client can trigger a run (GET /metrics).  So the
+ * session's search_path is pinned to pg_catalog, pg_temp, and every
+ * function, aggregate, operator, relation and type below is qualified with
+ * pg_catalog as well.  SQL syntax (EXTRACT, COALESCE, CASE WHEN, IS NULL,
+ * AND) compiles to pg_catalog functions or to none; CASE x WHEN v and
+ * IN (...) would look "=" up by name, so they are written as
+ * CASE WHEN x OPERATOR(pg_catalog.=) v and OPERATOR(pg_catalog.=) ANY.
+ */
+#define CUR_LSN "CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()" \
+	" ELSE pg_catalog.pg_current_wal_lsn() END"
+/* bytes since 0/0, as pg_exporter reports LSNs */
+#define LSN_BYTES(lsn) "((" lsn ") OPERATOR(pg_catalog.-) '0/0'::pg_catalog.pg_lsn)::pg_catalog.float8"
+#define EPOCH(ts) "extract(epoch FROM " ts ")::pg_catalog.float8"
+/* schemas whose objects the per-object families leave out */
+#define SYSTEM_SCHEMAS "'{pg_catalog,information_schema}'::pg_catalog.name[]"
+
 static const MetricQuery queries[] = {
 	{"pg", "server state",
 		NULL,
-		"SELECT extract(epoch FROM now())::float8 AS timestamp,"
-		" extract(epoch FROM now() - pg_postmaster_start_time())::float8 AS uptime,"
-		" extract(epoch FROM pg_postmaster_start_time())::float8 AS boot_time,"
-		" (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END - '0/0')::float8 AS lsn,"
-		" (CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn() END - '0/0')::float8 AS insert_lsn,"
-		" (CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_flush_lsn() END - '0/0')::float8 AS flush_lsn,"
-		" (pg_last_wal_receive_lsn() - '0/0')::float8 AS receive_lsn,"
-		" (pg_last_wal_replay_lsn() - '0/0')::float8 AS replay_lsn,"
-		" extract(epoch FROM pg_conf_load_time())::float8 AS conf_reload_time,"
-		" extract(epoch FROM pg_last_xact_replay_timestamp())::float8 AS last_replay_time,"
-		" (CASE WHEN pg_is_in_recovery() THEN coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) ELSE 0 END)::float8 AS lag,"
-		" (CASE WHEN pg_is_in_recovery() AND pg_is_wal_replay_paused() THEN 1 ELSE 0 END) AS is_wal_replay_paused,"
-		" current_setting('server_version_num')::int AS version,"
-		" (SELECT timeline_id FROM pg_control_checkpoint()) AS timeline_id",
+		"SELECT " EPOCH("pg_catalog.now()") " AS timestamp,"
+		" " EPOCH("pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.pg_postmaster_start_time()") " AS uptime,"
+		" " EPOCH("pg_catalog.pg_postmaster_start_time()") " AS boot_time,"
+		" " LSN_BYTES(CUR_LSN) " AS lsn,"
+		" " LSN_BYTES("CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL ELSE pg_catalog.pg_current_wal_insert_lsn() END") " AS insert_lsn,"
+		" " LSN_BYTES("CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL ELSE pg_catalog.pg_current_wal_flush_lsn() END") " AS flush_lsn,"
+		" " LSN_BYTES("pg_catalog.pg_last_wal_receive_lsn()") " AS receive_lsn,"
+		" " LSN_BYTES("pg_catalog.pg_last_wal_replay_lsn()") " AS replay_lsn,"
+		" " EPOCH("pg_catalog.pg_conf_load_time()") " AS conf_reload_time,"
+		" " EPOCH("pg_catalog.pg_last_xact_replay_timestamp()") " AS last_replay_time,"
+		" (CASE WHEN pg_catalog.pg_is_in_recovery() THEN coalesce(extract(epoch FROM pg_catalog.now()"
+		"  OPERATOR(pg_catalog.-) pg_catalog.pg_last_xact_replay_timestamp()), 0) ELSE 0 END)::pg_catalog.float8 AS lag,"
+		" (CASE WHEN pg_catalog.pg_is_in_recovery() AND pg_catalog.pg_is_wal_replay_paused() THEN 1 ELSE 0 END)"
+		"  AS is_wal_replay_paused,"
+		" pg_catalog.current_setting('server_version_num')::pg_catalog.int4 AS version,"
+		" (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()) AS timeline_id",
 	"", EVERY_REFRESH, NULL, false},
 	{"pg_meta", "server identity (value 1)",
 		NULL,
-		"SELECT (SELECT system_identifier FROM pg_control_system())::text AS cluster_id,"
-		" current_setting('cluster_name') AS cluster_name,"
-		" current_setting('port') AS listen_port,"
-		" current_setting('data_directory') AS data_dir,"
-		" current_setting('config_file') AS conf_path,"
-		" current_setting('hba_file') AS hba_path,"
-		" current_setting('wal_level') AS wal_level,"
-		" current_setting('server_version') AS version,"
-		" current_setting('server_version_num') AS ver_num,"
+		"SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system())::pg_catalog.text AS cluster_id,"
+		" pg_catalog.current_setting('cluster_name') AS cluster_name,"
+		" pg_catalog.current_setting('port') AS listen_port,"
+		" pg_catalog.current_setting('data_directory') AS data_dir,"
+		" pg_catalog.current_setting('config_file') AS conf_path,"
+		" pg_catalog.current_setting('hba_file') AS hba_path,"
+		" pg_catalog.current_setting('wal_level') AS wal_level,"
+		" pg_catalog.current_setting('server_version') AS version,"
+		" pg_catalog.current_setting('server_version_num') AS ver_num,"
 		" 1 AS info",
 	"", ONCE, NULL, false},
 	{"pg_setting", "server settings",
 		NULL,
-		"SELECT current_setting('max_connections')::int AS max_connections,"
-		" current_setting('max_prepared_transactions')::int AS max_prepared_transactions,"
-		" current_setting('max_worker_processes')::int AS max_worker_processes,"
-		" current_setting('max_wal_senders')::int AS max_wal_senders,"
-		" current_setting('max_replication_slots')::int AS max_replication_slots,"
-		" current_setting('max_locks_per_transaction')::int AS max_locks_per_transaction,"
-		" current_setting('block_size')::int AS block_size,"
-		" current_setting('wal_block_size')::int AS wal_block_size,"
-		" (current_setting('data_checksums')::bool)::int AS data_checksums,"
-		" (current_setting('wal_log_hints')::bool)::int AS wal_log_hints,"
-		" (current_setting('archive_mode') <> 'off')::int AS archive_mode,"
-		" (current_setting('hot_standby')::bool)::int AS hot_standby",
+		"SELECT pg_catalog.current_setting('max_connections')::pg_catalog.int4 AS max_connections,"
+		" pg_catalog.current_setting('max_prepared_transactions')::pg_catalog.int4 AS max_prepared_transactions,"
+		" pg_catalog.current_setting('max_worker_processes')::pg_catalog.int4 AS max_worker_processes,"
+		" pg_catalog.current_setting('max_wal_senders')::pg_catalog.int4 AS max_wal_senders,"
+		" pg_catalog.current_setting('max_replication_slots')::pg_catalog.int4 AS max_replication_slots,"
+		" pg_catalog.current_setting('max_locks_per_transaction')::pg_catalog.int4 AS max_locks_per_transaction,"
+		" pg_catalog.current_setting('block_size')::pg_catalog.int4 AS block_size,"
+		" pg_catalog.current_setting('wal_block_size')::pg_catalog.int4 AS wal_block_size,"
+		" pg_catalog.current_setting('data_checksums')::pg_catalog.bool::pg_catalog.int4 AS data_checksums,"
+		" pg_catalog.current_setting('wal_log_hints')::pg_catalog.bool::pg_catalog.int4 AS wal_log_hints,"
+		" (pg_catalog.current_setting('archive_mode') OPERATOR(pg_catalog.<>) 'off')::pg_catalog.int4 AS archive_mode,"
+		" pg_catalog.current_setting('hot_standby')::pg_catalog.bool::pg_catalog.int4 AS hot_standby",
 	"", ONCE, NULL, false},
 	{"pg_sync_standby", "synchronous replication configured",
 		NULL,
-		"SELECT (current_setting('synchronous_standby_names') <> '')::int AS enabled",
+		"SELECT (pg_catalog.current_setting('synchronous_standby_names') OPERATOR(pg_catalog.<>) '')::pg_catalog.int4"
+		" AS enabled",
 	"", EVERY_REFRESH, NULL, false},
 	{"pg_db", "pg_stat_database per database",
 		NULL,
-		"SELECT d.datname::text AS datname, d.oid::int8 AS datid, age(d.datfrozenxid)::int8 AS age,"
-		" d.datistemplate::int AS is_template, d.datallowconn::int AS allow_conn,"
-		" d.datconnlimit AS conn_limit, d.datfrozenxid::text::int8 AS frozen_xid,"
-		" s.numbackends, s.xact_commit, s.xact_rollback, s.xact_commit + s.xact_rollback AS xact_total,"
-		" s.blks_read, s.blks_hit, s.blks_read + s.blks_hit AS blks_access,"
+		"SELECT d.datname::pg_catalog.text AS datname, d.oid::pg_catalog.int8 AS datid,"
+		" pg_catalog.age(d.datfrozenxid)::pg_catalog.int8 AS age,"
+		" d.datistemplate::pg_catalog.int4 AS is_template, d.datallowconn::pg_catalog.int4 AS allow_conn,"
+		" d.datconnlimit AS conn_limit, d.datfrozenxid::pg_catalog.text::pg_catalog.int8 AS frozen_xid,"
+		" s.numbackends, s.xact_commit, s.xact_rollback,"
+		" s.xact_commit OPERATOR(pg_catalog.+) s.xact_rollback AS xact_total,"
+		" s.blks_read, s.blks_hit, s.blks_read OPERATOR(pg_catalog.+) s.blks_hit AS blks_access,"
 		" s.tup_returned, s.tup_fetched, s.tup_inserted, s.tup_updated, s.tup_deleted,"
-		" s.tup_inserted + s.tup_updated + s.tup_deleted AS tup_modified,"
+		" s.tup_inserted OPERATOR(pg_catalog.+) s.tup_updated OPERATOR(pg_catalog.+) s.tup_deleted AS tup_modified,"
 		" s.conflicts, s.temp_files, s.temp_bytes, s.deadlocks,"
 		" coalesce(s.checksum_failures, 0) AS cks_fails,"
-		" s.blk_read_time / 1000 AS blk_read_time, s.blk_write_time / 1000 AS blk_write_time,"
-		" s.session_time / 1000 AS session_time, s.active_time / 1000 AS active_time,"
-		" s.idle_in_transaction_time / 1000 AS ixact_time,"
+		" s.blk_read_time OPERATOR(pg_catalog./) 1000 AS blk_read_time,"
+		" s.blk_write_time OPERATOR(pg_catalog./) 1000 AS blk_write_time,"
+		" s.session_time OPERATOR(pg_catalog./) 1000 AS session_time,"
+		" s.active_time OPERATOR(pg_catalog./) 1000 AS active_time,"
+		" s.idle_in_transaction_time OPERATOR(pg_catalog./) 1000 AS ixact_time,"
 		" s.sessions, s.sessions_abandoned, s.sessions_fatal, s.sessions_killed,"
-		" extract(epoch FROM s.stats_reset)::float8 AS reset_time"
-		" FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid ORDER BY 1",
+		" " EPOCH("s.stats_reset") " AS reset_time"
+		" FROM pg_catalog.pg_database d JOIN pg_catalog.pg_stat_database s ON s.datid OPERATOR(pg_catalog.=) d.oid"
+		" ORDER BY 1",
 		"xact_commit xact_rollback xact_total blks_read blks_hit blks_access tup_returned"
 		" tup_fetched tup_inserted tup_updated tup_deleted tup_modified conflicts temp_files"
 		" temp_bytes deadlocks cks_fails blk_read_time blk_write_time session_time active_time"
@@ -154,115 +201,135 @@ static const MetricQuery queries[] = {
 	EVERY_REFRESH, NULL, false},
 	{"pg_activity", "client backends per database and state",
 		NULL,
-		"SELECT d.datname::text AS datname, st.state,"
-		" count(a.pid) AS count,"
-		" coalesce(max(extract(epoch FROM now() - a.state_change)), 0)::float8 AS max_duration,"
-		" coalesce(max(extract(epoch FROM now() - a.xact_start)), 0)::float8 AS max_tx_duration,"
-		" coalesce(max(extract(epoch FROM now() - a.backend_start)), 0)::float8 AS max_conn_duration"
-		" FROM pg_database d CROSS JOIN (VALUES ('active'), ('idle'), ('idle in transaction'),"
+		"SELECT d.datname::pg_catalog.text AS datname, st.state,"
+		" pg_catalog.count(a.pid) AS count,"
+		" coalesce(pg_catalog.max(extract(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) a.state_change)), 0)"
+		"  ::pg_catalog.float8 AS max_duration,"
+		" coalesce(pg_catalog.max(extract(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) a.xact_start)), 0)"
+		"  ::pg_catalog.float8 AS max_tx_duration,"
+		" coalesce(pg_catalog.max(extract(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) a.backend_start)), 0)"
+		"  ::pg_catalog.float8 AS max_conn_duration"
+		" FROM pg_catalog.pg_database d CROSS JOIN (VALUES ('active'), ('idle'), ('idle in transaction'),"
 		" ('idle in transaction (aborted)'), ('fastpath function call'), ('disabled')) st(state)"
-		" LEFT JOIN pg_stat_activity a ON a.datid = d.oid AND a.state = st.state"
-		" AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()"
+		" LEFT JOIN pg_catalog.pg_stat_activity a ON a.datid OPERATOR(pg_catalog.=) d.oid"
+		" AND a.state OPERATOR(pg_catalog.=) st.state"
+		" AND a.backend_type OPERATOR(pg_catalog.=) 'client backend'"
+		" AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()"
 		" WHERE d.datallowconn GROUP BY 1, 2 ORDER BY 1, 2",
 	"", EVERY_REFRESH, NULL, false},
 	{"pg_backend", "server processes per type",
 		NULL,
-		"SELECT backend_type AS type, count(*) AS count FROM pg_stat_activity GROUP BY 1 ORDER BY 1",
+		"SELECT backend_type AS type, pg_catalog.count(*) AS count FROM pg_catalog.pg_stat_activity"
+		" GROUP BY 1 ORDER BY 1",
 	"", EVERY_REFRESH, NULL, false},
 	{"pg_lock", "locks held or awaited per database and mode",
 		NULL,
-		"SELECT d.datname::text AS datname, m.mode, count(l.locktype) AS count"
-		" FROM pg_database d CROSS JOIN (VALUES ('AccessShareLock'), ('RowShareLock'),"
+		"SELECT d.datname::pg_catalog.text AS datname, m.mode, pg_catalog.count(l.locktype) AS count"
+		" FROM pg_catalog.pg_database d CROSS JOIN (VALUES ('AccessShareLock'), ('RowShareLock'),"
 		" ('RowExclusiveLock'), ('ShareUpdateExclusiveLock'), ('ShareLock'),"
 		" ('ShareRowExclusiveLock'), ('ExclusiveLock'), ('AccessExclusiveLock')) m(mode)"
-		" LEFT JOIN pg_locks l ON l.database = d.oid AND l.mode = m.mode"
+		" LEFT JOIN pg_catalog.pg_locks l ON l.database OPERATOR(pg_catalog.=) d.oid"
+		" AND l.mode OPERATOR(pg_catalog.=) m.mode"
 		" WHERE d.datallowconn GROUP BY 1, 2 ORDER BY 1, 2",
 	"", EVERY_REFRESH, NULL, false},
 	{"pg_xact", "transaction id horizon",
 		NULL,
-		"SELECT pg_snapshot_xmin(s)::text::int8 AS xmin, pg_snapshot_xmax(s)::text::int8 AS xmax,"
-		" (SELECT count(*) FROM pg_snapshot_xip(s)) AS xnum FROM pg_current_snapshot() s",
+		"SELECT pg_catalog.pg_snapshot_xmin(s)::pg_catalog.text::pg_catalog.int8 AS xmin,"
+		" pg_catalog.pg_snapshot_xmax(s)::pg_catalog.text::pg_catalog.int8 AS xmax,"
+		" (SELECT pg_catalog.count(*) FROM pg_catalog.pg_snapshot_xip(s)) AS xnum"
+		" FROM pg_catalog.pg_current_snapshot() s",
 	"", EVERY_REFRESH, NULL, false},
 	{"pg_repl", "replication connections (pg_stat_replication)",
 		NULL,
-		"SELECT coalesce(application_name, '') AS appname, coalesce(usename::text, '') AS usename,"
-		" coalesce(host(client_addr), 'localhost') AS address, pid::text AS pid,"
-		" coalesce(client_port, 0)::text AS client_port,"
-		" CASE state WHEN 'streaming' THEN 0 WHEN 'startup' THEN 1 WHEN 'catchup' THEN 2"
-		"  WHEN 'backup' THEN 3 WHEN 'stopping' THEN 4 ELSE -1 END AS state,"
-		" CASE sync_state WHEN 'async' THEN 0 WHEN 'potential' THEN 1 WHEN 'sync' THEN 2"
-		"  WHEN 'quorum' THEN 3 ELSE -1 END AS sync_state,"
-		" sync_priority, backend_xmin::text::int8 AS backend_xmin,"
-		" (cur - '0/0')::float8 AS lsn,"
-		" (cur - sent_lsn)::float8 AS sent_diff, (cur - write_lsn)::float8 AS write_diff,"
-		" (cur - flush_lsn)::float8 AS flush_diff, (cur - replay_lsn)::float8 AS replay_diff,"
-		" (sent_lsn - '0/0')::float8 AS sent_lsn, (write_lsn - '0/0')::float8 AS write_lsn,"
-		" (flush_lsn - '0/0')::float8 AS flush_lsn, (replay_lsn - '0/0')::float8 AS replay_lsn,"
-		" coalesce(extract(epoch FROM write_lag), 0)::float8 AS write_lag,"
-		" coalesce(extract(epoch FROM flush_lag), 0)::float8 AS flush_lag,"
-		" coalesce(extract(epoch FROM replay_lag), 0)::float8 AS replay_lag,"
-		" extract(epoch FROM backend_start)::float8 AS launch_time,"
-		" extract(epoch FROM reply_time)::float8 AS reply_time"
-		" FROM pg_stat_replication,"
-		" LATERAL (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
-		"  ELSE pg_current_wal_lsn() END AS cur) c ORDER BY 1, 4",
+		"SELECT coalesce(application_name, '') AS appname, coalesce(usename::pg_catalog.text, '') AS usename,"
+		" coalesce(pg_catalog.host(client_addr), 'localhost') AS address, pid::pg_catalog.text AS pid,"
+		" coalesce(client_port, 0)::pg_catalog.text AS client_port,"
+		" CASE WHEN state OPERATOR(pg_catalog.=) 'streaming' THEN 0"
+		"  WHEN state OPERATOR(pg_catalog.=) 'startup' THEN 1 WHEN state OPERATOR(pg_catalog.=) 'catchup' THEN 2"
+		"  WHEN state OPERATOR(pg_catalog.=) 'backup' THEN 3 WHEN state OPERATOR(pg_catalog.=) 'stopping' THEN 4"
+		"  ELSE -1 END AS state,"
+		" CASE WHEN sync_state OPERATOR(pg_catalog.=) 'async' THEN 0"
+		"  WHEN sync_state OPERATOR(pg_catalog.=) 'potential' THEN 1"
+		"  WHEN sync_state OPERATOR(pg_catalog.=) 'sync' THEN 2"
+		"  WHEN sync_state OPERATOR(pg_catalog.=) 'quorum' THEN 3 ELSE -1 END AS sync_state,"
+		" sync_priority, backend_xmin::pg_catalog.text::pg_catalog.int8 AS backend_xmin,"
+		" " LSN_BYTES("cur") " AS lsn,"
+		" (cur OPERATOR(pg_catalog.-) sent_lsn)::pg_catalog.float8 AS sent_diff,"
+		" (cur OPERATOR(pg_catalog.-) write_lsn)::pg_catalog.float8 AS write_diff,"
+		" (cur OPERATOR(pg_catalog.-) flush_lsn)::pg_catalog.float8 AS flush_diff,"
+		" (cur OPERATOR(pg_catalog.-) replay_lsn)::pg_catalog.float8 AS replay_diff,"
+		" " LSN_BYTES("sent_lsn") " AS sent_lsn, " LSN_BYTES("write_lsn") " AS write_lsn,"
+		" " LSN_BYTES("flush_lsn") " AS flush_lsn, " LSN_BYTES("replay_lsn") " AS replay_lsn,"
+		" coalesce(" EPOCH("write_lag") ", 0) AS write_lag,"
+		" coalesce(" EPOCH("flush_lag") ", 0) AS flush_lag,"
+		" coalesce(" EPOCH("replay_lag") ", 0) AS replay_lag,"
+		" " EPOCH("backend_start") " AS launch_time,"
+		" " EPOCH("reply_time") " AS reply_time"
+		" FROM pg_catalog.pg_stat_replication, LATERAL (SELECT " CUR_LSN " AS cur) c ORDER BY 1, 4",
 	"", EVERY_REFRESH, NULL, false},
 	{"pg_downstream", "replication connections per state",
 		NULL,
-		"SELECT st.state, count(r.pid) AS count FROM (VALUES ('streaming'), ('startup'),"
+		"SELECT st.state, pg_catalog.count(r.pid) AS count FROM (VALUES ('streaming'), ('startup'),"
 		" ('catchup'), ('backup'), ('stopping')) st(state)"
-		" LEFT JOIN pg_stat_replication r ON r.state = st.state GROUP BY 1 ORDER BY 1",
+		" LEFT JOIN pg_catalog.pg_stat_replication r ON r.state OPERATOR(pg_catalog.=) st.state"
+		" GROUP BY 1 ORDER BY 1",
 	"", EVERY_REFRESH, NULL, false},
 	{"pg_recv", "WAL receiver (replicas)",
 		NULL,
 		"SELECT coalesce(slot_name, '') AS slot_name, coalesce(sender_host, '') AS sender_host,"
-		" (receive_start_lsn - '0/0')::float8 AS init_lsn, receive_start_tli AS init_tli,"
-		" (written_lsn - '0/0')::float8 AS write_lsn, (flushed_lsn - '0/0')::float8 AS flush_lsn,"
-		" received_tli AS flush_tli, (latest_end_lsn - '0/0')::float8 AS reported_lsn,"
-		" extract(epoch FROM last_msg_send_time)::float8 AS msg_send_time,"
-		" extract(epoch FROM last_msg_receipt_time)::float8 AS msg_recv_time,"
-		" extract(epoch FROM latest_end_time)::float8 AS reported_time"
-		" FROM pg_stat_wal_receiver",
+		" " LSN_BYTES("receive_start_lsn") " AS init_lsn, receive_start_tli AS init_tli,"
+		" " LSN_BYTES("written_lsn") " AS write_lsn, " LSN_BYTES("flushed_lsn") " AS flush_lsn,"
+		" received_tli AS flush_tli, " LSN_BYTES("latest_end_lsn") " AS reported_lsn,"
+		" " EPOCH("last_msg_send_time") " AS msg_send_time,"
+		" " EPOCH("last_msg_receipt_time") " AS msg_recv_time,"
+		" " EPOCH("latest_end_time") " AS reported_time"
+		" FROM pg_catalog.pg_stat_wal_receiver",
 	"", EVERY_REFRESH, NULL, false},
 	{"pg_sub", "logical replication subscriptions (pg_stat_subscription, apply workers)",
 		NULL,
-		"SELECT su.subname::text AS subname, su.oid::int8 AS id, coalesce(st.pid, 0) AS pid,"
-		" (st.received_lsn - '0/0')::float8 AS received_lsn,"
-		" (st.latest_end_lsn - '0/0')::float8 AS reported_lsn,"
-		" extract(epoch FROM st.last_msg_send_time)::float8 AS msg_send_time,"
-		" extract(epoch FROM st.last_msg_receipt_time)::float8 AS msg_recv_time,"
-		" extract(epoch FROM st.latest_end_time)::float8 AS reported_time"
-		" FROM pg_subscription su LEFT JOIN pg_stat_get_subscription(NULL) st"
-		"  ON st.subid = su.oid AND st.relid IS NULL"
-		" WHERE su.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+		"SELECT su.subname::pg_catalog.text AS subname, su.oid::pg_catalog.int8 AS id,"
+		" coalesce(st.pid, 0) AS pid,"
+		" " LSN_BYTES("st.received_lsn") " AS received_lsn,"
+		" " LSN_BYTES("st.latest_end_lsn") " AS reported_lsn,"
+		" " EPOCH("st.last_msg_send_time") " AS msg_send_time,"
+		" " EPOCH("st.last_msg_receipt_time") " AS msg_recv_time,"
+		" " EPOCH("st.latest_end_time") " AS reported_time"
+		" FROM pg_catalog.pg_subscription su LEFT JOIN pg_catalog.pg_stat_get_subscription(NULL) st"
+		"  ON st.subid OPERATOR(pg_catalog.=) su.oid AND st.relid IS NULL"
+		" WHERE su.subdbid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database"
+		"  WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database())"
 		" ORDER BY 1",
 	"", EVERY_REFRESH, NULL, false},
 	{"pg_slot", "replication slots",
 		NULL,
-		"SELECT slot_name::text AS slot_name, active::int AS active, temporary::int AS temporary,"
-		" xmin::text::int8 AS xmin, catalog_xmin::text::int8 AS catalog_xmin,"
-		" (restart_lsn - '0/0')::float8 AS restart_lsn,"
-		" (confirmed_flush_lsn - '0/0')::float8 AS confirm_lsn,"
-		" (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END"
-		"  - restart_lsn)::float8 AS retained_bytes,"
-		" safe_wal_size::float8 AS safe_wal_size,"
-		" CASE wal_status WHEN 'reserved' THEN 0 WHEN 'extended' THEN 1 WHEN 'unreserved' THEN 2"
-		"  WHEN 'lost' THEN 3 ELSE -1 END AS wal_status"
-		" FROM pg_replication_slots ORDER BY 1",
+		"SELECT slot_name::pg_catalog.text AS slot_name, active::pg_catalog.int4 AS active,"
+		" temporary::pg_catalog.int4 AS temporary,"
+		" xmin::pg_catalog.text::pg_catalog.int8 AS xmin,"
+		" catalog_xmin::pg_catalog.text::pg_catalog.int8 AS catalog_xmin,"
+		" " LSN_BYTES("restart_lsn") " AS restart_lsn,"
+		" " LSN_BYTES("confirmed_flush_lsn") " AS confirm_lsn,"
+		" ((" CUR_LSN ") OPERATOR(pg_catalog.-) restart_lsn)::pg_catalog.float8 AS retained_bytes,"
+		" safe_wal_size::pg_catalog.float8 AS safe_wal_size,"
+		" CASE WHEN wal_status OPERATOR(pg_catalog.=) 'reserved' THEN 0"
+		"  WHEN wal_status OPERATOR(pg_catalog.=) 'extended' THEN 1"
+		"  WHEN wal_status OPERATOR(pg_catalog.=) 'unreserved' THEN 2"
+		"  WHEN wal_status OPERATOR(pg_catalog.=) 'lost' THEN 3 ELSE -1 END AS wal_status"
+		" FROM pg_catalog.pg_replication_slots ORDER BY 1",
 	"", EVERY_REFRESH, NULL, false},
 	{"pg_archiver", "WAL archiver (pg_stat_archiver)",
 		NULL,
 		"SELECT archived_count AS finish_count, failed_count,"
-		" coalesce(extract(epoch FROM last_archived_time), 0)::float8 AS last_finish_time,"
-		" coalesce(extract(epoch FROM last_failed_time), 0)::float8 AS last_failed_time,"
-		" extract(epoch FROM stats_reset)::float8 AS reset_time FROM pg_stat_archiver",
+		" coalesce(" EPOCH("last_archived_time") ", 0) AS last_finish_time,"
+		" coalesce(" EPOCH("last_failed_time") ", 0) AS last_failed_time,"
+		" " EPOCH("stats_reset") " AS reset_time FROM pg_catalog.pg_stat_archiver",
 	"finish_count failed_count", EVERY_REFRESH, NULL, false},
 	{"pg_bgwriter", "background writer and checkpoints (pg_stat_bgwriter)",
 		NULL,
-		"SELECT checkpoints_timed, checkpoints_req, checkpoint_write_time / 1000 AS checkpoint_write_time,"
-		" checkpoint_sync_time / 1000 AS checkpoint_sync_time, buffers_checkpoint, buffers_clean,"
-		" maxwritten_clean, buffers_backend, buffers_backend_fsync, buffers_alloc,"
-		" extract(epoch FROM stats_reset)::float8 AS reset_time FROM pg_stat_bgwriter",
+		"SELECT checkpoints_timed, checkpoints_req,"
+		" checkpoint_write_time OPERATOR(pg_catalog./) 1000 AS checkpoint_write_time,"
+		" checkpoint_sync_time OPERATOR(pg_catalog./) 1000 AS checkpoint_sync_time,"
+		" buffers_checkpoint, buffers_clean, maxwritten_clean, buffers_backend, buffers_backend_fsync,"
+		" buffers_alloc, " EPOCH("stats_reset") " AS reset_time FROM pg_catalog.pg_stat_bgwriter",
 		"checkpoints_timed checkpoints_req checkpoint_write_time checkpoint_sync_time"
 		" buffers_checkpoint buffers_clean maxwritten_clean buffers_backend"
 		" buffers_backend_fsync buffers_alloc",
@@ -270,146 +337,198 @@ static const MetricQuery queries[] = {
 	{"pg_checkpointer", "checkpointer (PG17 names, from pg_stat_bgwriter)",
 		NULL,
 		"SELECT checkpoints_timed AS timed, checkpoints_req AS req,"
-		" checkpoint_write_time / 1000 AS write_time, checkpoint_sync_time / 1000 AS sync_time,"
-		" buffers_checkpoint AS buffers_written FROM pg_stat_bgwriter",
+		" checkpoint_write_time OPERATOR(pg_catalog./) 1000 AS write_time,"
+		" checkpoint_sync_time OPERATOR(pg_catalog./) 1000 AS sync_time,"
+		" buffers_checkpoint AS buffers_written FROM pg_catalog.pg_stat_bgwriter",
 	"timed req write_time sync_time buffers_written", EVERY_REFRESH, NULL, false},
 	{"pg_checkpoint", "last checkpoint (pg_control_checkpoint)",
 		NULL,
-		"SELECT (checkpoint_lsn - '0/0')::float8 AS checkpoint_lsn, (redo_lsn - '0/0')::float8 AS redo_lsn,"
-		" timeline_id AS tli, prev_timeline_id AS prev_tli, full_page_writes::int AS full_page_writes,"
-		" split_part(next_xid, ':', 1)::int8 AS next_xid_epoch, split_part(next_xid, ':', 2)::int8 AS next_xid,"
-		" next_oid::int8 AS next_oid, next_multixact_id::text::int8 AS next_multixact_id,"
-		" next_multi_offset::text::int8 AS next_multi_offset, oldest_xid::text::int8 AS oldest_xid,"
-		" oldest_xid_dbid::int8 AS oldest_xid_dbid, oldest_active_xid::text::int8 AS oldest_active_xid,"
-		" oldest_multi_xid::text::int8 AS oldest_multi_xid, oldest_multi_dbid::int8 AS oldest_multi_dbid,"
-		" oldest_commit_ts_xid::text::int8 AS oldest_commit_ts_xid,"
-		" newest_commit_ts_xid::text::int8 AS newest_commit_ts_xid,"
-		" extract(epoch FROM checkpoint_time)::float8 AS time,"
-		" extract(epoch FROM now() - checkpoint_time)::float8 AS elapse"
-		" FROM pg_control_checkpoint()",
+		"SELECT " LSN_BYTES("checkpoint_lsn") " AS checkpoint_lsn, " LSN_BYTES("redo_lsn") " AS redo_lsn,"
+		" timeline_id AS tli, prev_timeline_id AS prev_tli,"
+		" full_page_writes::pg_catalog.int4 AS full_page_writes,"
+		" pg_catalog.split_part(next_xid, ':', 1)::pg_catalog.int8 AS next_xid_epoch,"
+		" pg_catalog.split_part(next_xid, ':', 2)::pg_catalog.int8 AS next_xid,"
+		" next_oid::pg_catalog.int8 AS next_oid,"
+		" next_multixact_id::pg_catalog.text::pg_catalog.int8 AS next_multixact_id,"
+		" next_multi_offset::pg_catalog.text::pg_catalog.int8 AS next_multi_offset,"
+		" oldest_xid::pg_catalog.text::pg_catalog.int8 AS oldest_xid,"
+		" oldest_xid_dbid::pg_catalog.int8 AS oldest_xid_dbid,"
+		" oldest_active_xid::pg_catalog.text::pg_catalog.int8 AS oldest_active_xid,"
+		" oldest_multi_xid::pg_catalog.text::pg_catalog.int8 AS oldest_multi_xid,"
+		" oldest_multi_dbid::pg_catalog.int8 AS oldest_multi_dbid,"
+		" oldest_commit_ts_xid::pg_catalog.text::pg_catalog.int8 AS oldest_commit_ts_xid,"
+		" newest_commit_ts_xid::pg_catalog.text::pg_catalog.int8 AS newest_commit_ts_xid,"
+		" " EPOCH("checkpoint_time") " AS time,"
+		" " EPOCH("pg_catalog.now() OPERATOR(pg_catalog.-) checkpoint_time") " AS elapse"
+		" FROM pg_catalog.pg_control_checkpoint()",
 	"", EVERY_REFRESH, NULL, false},
 	{"pg_wal", "WAL generation (pg_stat_wal)",
 		NULL,
-		"SELECT wal_records AS records, wal_fpi AS fpi, wal_bytes::float8 AS bytes,"
+		"SELECT wal_records AS records, wal_fpi AS fpi, wal_bytes::pg_catalog.float8 AS bytes,"
 		" wal_buffers_full AS buffers_full, wal_write AS write, wal_sync AS sync,"
-		" wal_write_time / 1000 AS write_time, wal_sync_time / 1000 AS sync_time,"
-		" extract(epoch FROM stats_reset)::float8 AS reset_time FROM pg_stat_wal",
+		" wal_write_time OPERATOR(pg_catalog./) 1000 AS write_time,"
+		" wal_sync_time OPERATOR(pg_catalog./) 1000 AS sync_time,"
+		" " EPOCH("stats_reset") " AS reset_time FROM pg_catalog.pg_stat_wal",
 	"records fpi bytes buffers_full write sync write_time sync_time", EVERY_REFRESH, NULL, false},
 	{"pg_size", "database size on disk",
 		NULL,
-		"SELECT datname::text AS datname, pg_database_size(oid)::float8 AS bytes"
-		" FROM pg_database WHERE datallowconn ORDER BY 1",
+		"SELECT datname::pg_catalog.text AS datname, pg_catalog.pg_database_size(oid)::pg_catalog.float8 AS bytes"
+		" FROM pg_catalog.pg_database WHERE datallowconn ORDER BY 1",
 	"", EVERY_SIZE_INTERVAL, NULL, false},
 	{"pg_table", "most active tables of the collector's database",
 		/* cheap counters only: the views cost per row and per index */
-		"SELECT coalesce(array_agg(oid), '{}') FROM (SELECT c.oid FROM pg_class c"
-		" JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'm')"
-		" AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'"
-		" ORDER BY pg_stat_get_tuples_returned(c.oid) + pg_stat_get_tuples_fetched(c.oid)"
-		" + pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid)"
-		" + pg_stat_get_tuples_deleted(c.oid) + pg_stat_get_live_tuples(c.oid) DESC, c.oid"
+		"SELECT coalesce(pg_catalog.array_agg(oid), '{}') FROM (SELECT c.oid FROM pg_catalog.pg_class c"
+		" JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
+		" WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,m}'::pg_catalog.\"char\"[])"
+		" AND n.nspname OPERATOR(pg_catalog.<>) ALL (" SYSTEM_SCHEMAS ")"
+		" AND n.nspname OPERATOR(pg_catalog.!~) '^pg_toast'"
+		" ORDER BY pg_catalog.pg_stat_get_tuples_returned(c.oid)"
+		" OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_tuples_fetched(c.oid)"
+		" OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_tuples_inserted(c.oid)"
+		" OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_tuples_updated(c.oid)"
+		" OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_tuples_deleted(c.oid)"
+		" OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_live_tuples(c.oid) DESC, c.oid"
 		" LIMIT %d) t",
 		/*
 		 * pg_stat_user_tables and pg_statio_user_tables' own definitions
 		 * (PG15), read for the chosen tables only, with one pass over each
 		 * table's indexes (and its TOAST table's) instead of the views'
-		 * GROUP BY and per-column subqueries.
+		 * GROUP BY and per-column subqueries.  relname is pg_exporter's
+		 * "schema.table"; schemaname (postgres_exporter's label) keeps
+		 * "a.b"."c" and "a"."b.c" apart.
 		 */
-		"SELECT current_database()::text AS datname, n.nspname || '.' || c.relname AS relname,"
-		" c.oid::int8 AS relid, c.relpages::int8 AS pages, c.reltuples::float8 AS tuples,"
-		" age(c.relfrozenxid)::int8 AS age, c.relnatts::int AS ncols,"
-		" c.relpages::int8 * current_setting('block_size')::int8 AS size_bytes,"
+		"SELECT pg_catalog.current_database()::pg_catalog.text AS datname,"
+		" n.nspname::pg_catalog.text AS schemaname,"
+		" n.nspname::pg_catalog.text OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) c.relname::pg_catalog.text"
+		"  AS relname,"
+		" c.oid::pg_catalog.int8 AS relid, c.relpages::pg_catalog.int8 AS pages,"
+		" c.reltuples::pg_catalog.float8 AS tuples,"
+		" pg_catalog.age(c.relfrozenxid)::pg_catalog.int8 AS age, c.relnatts::pg_catalog.int4 AS ncols,"
+		" c.relpages::pg_catalog.int8 OPERATOR(pg_catalog.*) pg_catalog.current_setting('block_size')::pg_catalog.int8"
+		"  AS size_bytes,"
 		" s.seq_scan, s.seq_tup_read, coalesce(ix.scans, 0) AS idx_scan,"
-		" coalesce(ix.fetched, 0) + s.tup_fetched AS idx_tup_fetch,"
-		" s.seq_scan + coalesce(ix.scans, 0) AS tbl_scan,"
-		" s.seq_tup_read + coalesce(ix.fetched, 0) + s.tup_fetched AS tup_read,"
-		" s.n_tup_ins, s.n_tup_upd, s.n_tup_del, s.n_tup_ins + s.n_tup_upd + s.n_tup_del AS n_tup_mod,"
-		" pg_stat_get_tuples_hot_updated(c.oid) AS n_tup_hot_upd,"
-		" pg_stat_get_live_tuples(c.oid) AS n_live_tup, pg_stat_get_dead_tuples(c.oid) AS n_dead_tup,"
-		" pg_stat_get_mod_since_analyze(c.oid) AS n_mod_since_analyze,"
-		" pg_stat_get_ins_since_vacuum(c.oid) AS n_ins_since_vacuum,"
-		" extract(epoch FROM pg_stat_get_last_vacuum_time(c.oid))::float8 AS last_vacuum,"
-		" extract(epoch FROM pg_stat_get_last_autovacuum_time(c.oid))::float8 AS last_autovacuum,"
-		" extract(epoch FROM pg_stat_get_last_analyze_time(c.oid))::float8 AS last_analyze,"
-		" extract(epoch FROM pg_stat_get_last_autoanalyze_time(c.oid))::float8 AS last_autoanalyze,"
-		" pg_stat_get_vacuum_count(c.oid) AS vacuum_count,"
-		" pg_stat_get_autovacuum_count(c.oid) AS autovacuum_count,"
-		" pg_stat_get_analyze_count(c.oid) AS analyze_count,"
-		" pg_stat_get_autoanalyze_count(c.oid) AS autoanalyze_count,"
-		" pg_stat_get_blocks_fetched(c.oid) - pg_stat_get_blocks_hit(c.oid) AS heap_blks_read,"
-		" pg_stat_get_blocks_hit(c.oid) AS heap_blks_hit,"
+		" coalesce(ix.fetched, 0) OPERATOR(pg_catalog.+) s.tup_fetched AS idx_tup_fetch,"
+		" s.seq_scan OPERATOR(pg_catalog.+) coalesce(ix.scans, 0) AS tbl_scan,"
+		" s.seq_tup_read OPERATOR(pg_catalog.+) coalesce(ix.fetched, 0) OPERATOR(pg_catalog.+) s.tup_fetched"
+		"  AS tup_read,"
+		" s.n_tup_ins, s.n_tup_upd, s.n_tup_del,"
+		" s.n_tup_ins OPERATOR(pg_catalog.+) s.n_tup_upd OPERATOR(pg_catalog.+) s.n_tup_del AS n_tup_mod,"
+		" pg_catalog.pg_stat_get_tuples_hot_updated(c.oid) AS n_tup_hot_upd,"
+		" pg_catalog.pg_stat_get_live_tuples(c.oid) AS n_live_tup,"
+		" pg_catalog.pg_stat_get_dead_tuples(c.oid) AS n_dead_tup,"
+		" pg_catalog.pg_stat_get_mod_since_analyze(c.oid) AS n_mod_since_analyze,"
+		" pg_catalog.pg_stat_get_ins_since_vacuum(c.oid) AS n_ins_since_vacuum,"
+		" " EPOCH("pg_catalog.pg_stat_get_last_vacuum_time(c.oid)") " AS last_vacuum,"
+		" " EPOCH("pg_catalog.pg_stat_get_last_autovacuum_time(c.oid)") " AS last_autovacuum,"
+		" " EPOCH("pg_catalog.pg_stat_get_last_analyze_time(c.oid)") " AS last_analyze,"
+		" " EPOCH("pg_catalog.pg_stat_get_last_autoanalyze_time(c.oid)") " AS last_autoanalyze,"
+		" pg_catalog.pg_stat_get_vacuum_count(c.oid) AS vacuum_count,"
+		" pg_catalog.pg_stat_get_autovacuum_count(c.oid) AS autovacuum_count,"
+		" pg_catalog.pg_stat_get_analyze_count(c.oid) AS analyze_count,"
+		" pg_catalog.pg_stat_get_autoanalyze_count(c.oid) AS autoanalyze_count,"
+		" pg_catalog.pg_stat_get_blocks_fetched(c.oid) OPERATOR(pg_catalog.-) pg_catalog.pg_stat_get_blocks_hit(c.oid)"
+		"  AS heap_blks_read,"
+		" pg_catalog.pg_stat_get_blocks_hit(c.oid) AS heap_blks_hit,"
 		" coalesce(ix.blks_read, 0) AS idx_blks_read, coalesce(ix.blks_hit, 0) AS idx_blks_hit,"
-		" CASE WHEN c.reltoastrelid = 0 THEN 0 ELSE pg_stat_get_blocks_fetched(c.reltoastrelid)"
-		"  - pg_stat_get_blocks_hit(c.reltoastrelid) END AS toast_blks_read,"
-		" CASE WHEN c.reltoastrelid = 0 THEN 0 ELSE pg_stat_get_blocks_hit(c.reltoastrelid) END"
-		"  AS toast_blks_hit,"
+		" CASE WHEN c.reltoastrelid OPERATOR(pg_catalog.=) 0::pg_catalog.oid THEN 0"
+		"  ELSE pg_catalog.pg_stat_get_blocks_fetched(c.reltoastrelid)"
+		"  OPERATOR(pg_catalog.-) pg_catalog.pg_stat_get_blocks_hit(c.reltoastrelid) END AS toast_blks_read,"
+		" CASE WHEN c.reltoastrelid OPERATOR(pg_catalog.=) 0::pg_catalog.oid THEN 0"
+		"  ELSE pg_catalog.pg_stat_get_blocks_hit(c.reltoastrelid) END AS toast_blks_hit,"
 		" coalesce(tx.blks_read, 0) AS tidx_blks_read, coalesce(tx.blks_hit, 0) AS tidx_blks_hit"
-		" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,"
-		" LATERAL (SELECT pg_stat_get_numscans(c.oid) AS seq_scan,"
-		"  pg_stat_get_tuples_returned(c.oid) AS seq_tup_read,"
-		"  pg_stat_get_tuples_fetched(c.oid) AS tup_fetched,"
-		"  pg_stat_get_tuples_inserted(c.oid) AS n_tup_ins,"
-		"  pg_stat_get_tuples_updated(c.oid) AS n_tup_upd,"
-		"  pg_stat_get_tuples_deleted(c.oid) AS n_tup_del) s,"
-		" LATERAL (SELECT sum(pg_stat_get_numscans(i.indexrelid))::int8 AS scans,"
-		"  sum(pg_stat_get_tuples_fetched(i.indexrelid))::int8 AS fetched,"
-		"  sum(pg_stat_get_blocks_fetched(i.indexrelid) - pg_stat_get_blocks_hit(i.indexrelid))::int8"
-		"   AS blks_read,"
-		"  sum(pg_stat_get_blocks_hit(i.indexrelid))::int8 AS blks_hit"
-		"  FROM pg_index i WHERE i.indrelid = c.oid) ix,"
-		" LATERAL (SELECT sum(pg_stat_get_blocks_fetched(i.indexrelid) - pg_stat_get_blocks_hit(i.indexrelid))::int8"
-		"   AS blks_read,"
-		"  sum(pg_stat_get_blocks_hit(i.indexrelid))::int8 AS blks_hit"
-		"  FROM pg_index i WHERE c.reltoastrelid <> 0 AND i.indrelid = c.reltoastrelid) tx"
-		" WHERE c.oid = ANY($1) ORDER BY c.oid",
+		" FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace,"
+		" LATERAL (SELECT pg_catalog.pg_stat_get_numscans(c.oid) AS seq_scan,"
+		"  pg_catalog.pg_stat_get_tuples_returned(c.oid) AS seq_tup_read,"
+		"  pg_catalog.pg_stat_get_tuples_fetched(c.oid) AS tup_fetched,"
+		"  pg_catalog.pg_stat_get_tuples_inserted(c.oid) AS n_tup_ins,"
+		"  pg_catalog.pg_stat_get_tuples_updated(c.oid) AS n_tup_upd,"
+		"  pg_catalog.pg_stat_get_tuples_deleted(c.oid) AS n_tup_del) s,"
+		" LATERAL (SELECT pg_catalog.sum(pg_catalog.pg_stat_get_numscans(i.indexrelid))::pg_catalog.int8 AS scans,"
+		"  pg_catalog.sum(pg_catalog.pg_stat_get_tuples_fetched(i.indexrelid))::pg_catalog.int8 AS fetched,"
+		"  pg_catalog.sum(pg_catalog.pg_stat_get_blocks_fetched(i.indexrelid)"
+		"   OPERATOR(pg_catalog.-) pg_catalog.pg_stat_get_blocks_hit(i.indexrelid))::pg_catalog.int8 AS blks_read,"
+		"  pg_catalog.sum(pg_catalog.pg_stat_get_blocks_hit(i.indexrelid))::pg_catalog.int8 AS blks_hit"
+		"  FROM pg_catalog.pg_index i WHERE i.indrelid OPERATOR(pg_catalog.=) c.oid) ix,"
+		" LATERAL (SELECT pg_catalog.sum(pg_catalog.pg_stat_get_blocks_fetched(i.indexrelid)"
+		"   OPERATOR(pg_catalog.-) pg_catalog.pg_stat_get_blocks_hit(i.indexrelid))::pg_catalog.int8 AS blks_read,"
+		"  pg_catalog.sum(pg_catalog.pg_stat_get_blocks_hit(i.indexrelid))::pg_catalog.int8 AS blks_hit"
+		"  FROM pg_catalog.pg_index i WHERE c.reltoastrelid OPERATOR(pg_catalog.<>) 0::pg_catalog.oid"
+		"  AND i.indrelid OPERATOR(pg_catalog.=) c.reltoastrelid) tx"
+		" WHERE c.oid OPERATOR(pg_catalog.=) ANY ($1) ORDER BY c.oid",
 		"seq_scan seq_tup_read idx_scan idx_tup_fetch tbl_scan tup_read n_tup_ins n_tup_upd"
 		" n_tup_del n_tup_mod n_tup_hot_upd vacuum_count autovacuum_count analyze_count"
 		" autoanalyze_count heap_blks_read heap_blks_hit idx_blks_read idx_blks_hit"
 		" toast_blks_read toast_blks_hit tidx_blks_read tidx_blks_hit",
 	EVERY_REFRESH, NULL, false},
 	{"pg_index", "most used indexes of the collector's database",
-		"SELECT coalesce(array_agg(oid), '{}') FROM (SELECT c.oid FROM pg_class c"
-		" JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'i'"
-		" AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'"
-		" ORDER BY pg_stat_get_numscans(c.oid) + pg_stat_get_tuples_returned(c.oid) DESC, c.oid"
+		"SELECT coalesce(pg_catalog.array_agg(oid), '{}') FROM (SELECT c.oid FROM pg_catalog.pg_class c"
+		" JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
+		" WHERE c.relkind OPERATOR(pg_catalog.=) 'i'"
+		" AND n.nspname OPERATOR(pg_catalog.<>) ALL (" SYSTEM_SCHEMAS ")"
+		" AND n.nspname OPERATOR(pg_catalog.!~) '^pg_toast'"
+		" ORDER BY pg_catalog.pg_stat_get_numscans(c.oid)"
+		" OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_tuples_returned(c.oid) DESC, c.oid"
 		" LIMIT %d) t",
-		" SELECT current_database()::text AS datname, s.schemaname || '.' || s.relname AS relname,"
-		" s.indexrelname::text AS idxname, s.indexrelid::int8 AS relid,"
-		" c.relpages::int8 * current_setting('block_size')::int8 AS size_bytes,"
+		/* schemaname keeps indexes of "a.b"."c" and "a"."b.c" apart */
+		"SELECT pg_catalog.current_database()::pg_catalog.text AS datname,"
+		" s.schemaname::pg_catalog.text AS schemaname,"
+		" s.schemaname::pg_catalog.text OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) s.relname::pg_catalog.text"
+		"  AS relname,"
+		" s.indexrelname::pg_catalog.text AS idxname, s.indexrelid::pg_catalog.int8 AS relid,"
+		" c.relpages::pg_catalog.int8 OPERATOR(pg_catalog.*) pg_catalog.current_setting('block_size')::pg_catalog.int8"
+		"  AS size_bytes,"
 		" s.idx_scan, s.idx_tup_read, s.idx_tup_fetch,"
 		/* pg_statio_all_indexes' own definitions, without a second join */
-		" pg_stat_get_blocks_fetched(s.indexrelid) - pg_stat_get_blocks_hit(s.indexrelid) AS idx_blks_read,"
-		" pg_stat_get_blocks_hit(s.indexrelid) AS idx_blks_hit"
-		" FROM pg_stat_user_indexes s JOIN pg_class c ON c.oid = s.indexrelid"
-		" WHERE s.indexrelid = ANY($1) ORDER BY s.indexrelid",
+		" pg_catalog.pg_stat_get_blocks_fetched(s.indexrelid)"
+		"  OPERATOR(pg_catalog.-) pg_catalog.pg_stat_get_blocks_hit(s.indexrelid) AS idx_blks_read,"
+		" pg_catalog.pg_stat_get_blocks_hit(s.indexrelid) AS idx_blks_hit"
+		" FROM pg_catalog.pg_stat_user_indexes s JOIN pg_catalog.pg_class c"
+		"  ON c.oid OPERATOR(pg_catalog.=) s.indexrelid"
+		" WHERE s.indexrelid OPERATOR(pg_catalog.=) ANY ($1) ORDER BY s.indexrelid",
 	"idx_scan idx_tup_read idx_tup_fetch idx_blks_read idx_blks_hit", EVERY_REFRESH, NULL, false},
 	{"pg_func", "most called functions of the collector's database",
 		/* the namespace test first: pg_proc has thousands of built-in rows */
-		"SELECT coalesce(array_agg(oid), '{}') FROM (SELECT p.oid FROM pg_proc p"
-		" WHERE p.pronamespace <> ALL (ARRAY(SELECT oid FROM pg_namespace"
-		"  WHERE nspname IN ('pg_catalog', 'information_schema')))"
-		" AND pg_stat_get_function_calls(p.oid) IS NOT NULL"
-		" ORDER BY pg_stat_get_function_calls(p.oid) DESC, p.oid LIMIT %d) t",
-		"SELECT current_database()::text AS datname, schemaname || '.' || funcname AS funcname,"
-		" funcid::int8 AS id, calls, total_time / 1000 AS total_time, self_time / 1000 AS self_time"
-		" FROM pg_stat_user_functions WHERE funcid = ANY($1) ORDER BY calls DESC, funcid",
+		"SELECT coalesce(pg_catalog.array_agg(oid), '{}') FROM (SELECT p.oid FROM pg_catalog.pg_proc p"
+		" WHERE p.pronamespace OPERATOR(pg_catalog.<>) ALL (ARRAY(SELECT oid FROM pg_catalog.pg_namespace"
+		"  WHERE nspname OPERATOR(pg_catalog.=) ANY (" SYSTEM_SCHEMAS ")))"
+		" AND pg_catalog.pg_stat_get_function_calls(p.oid) IS NOT NULL"
+		" ORDER BY pg_catalog.pg_stat_get_function_calls(p.oid) DESC, p.oid LIMIT %d) t",
+		/*
+		 * funcname is pg_exporter's "schema.function"; overloads share it,
+		 * so args (the identity argument types, as in \df) and schemaname
+		 * make each function's label set its own.
+		 */
+		"SELECT pg_catalog.current_database()::pg_catalog.text AS datname,"
+		" schemaname::pg_catalog.text AS schemaname,"
+		" schemaname::pg_catalog.text OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) funcname::pg_catalog.text"
+		"  AS funcname,"
+		" coalesce(pg_catalog.pg_get_function_identity_arguments(funcid), '') AS args,"
+		" funcid::pg_catalog.int8 AS id, calls, total_time OPERATOR(pg_catalog./) 1000 AS total_time,"
+		" self_time OPERATOR(pg_catalog./) 1000 AS self_time"
+		" FROM pg_catalog.pg_stat_user_functions WHERE funcid OPERATOR(pg_catalog.=) ANY ($1)"
+		" ORDER BY calls DESC, funcid",
 	"calls total_time self_time", EVERY_REFRESH, NULL, false},
 	{"pg_query", "statements with the most execution time (pg_stat_statements)",
 		NULL,
 		/*
 		 * pg_stat_statements(false): without the query texts, which live in
 		 * a file.  One row per database and queryid (the view has one per
-		 * user and nesting level too, which would repeat label sets).
+		 * user and nesting level too, which would repeat label sets).  The
+		 * function lives where the extension was created: "%s" is that
+		 * schema, quoted.
 		 */
-		"SELECT d.datname::text AS datname, s.queryid::text AS query,"
-		" sum(s.calls)::int8 AS calls, sum(s.rows)::int8 AS rows,"
-		" sum(s.total_exec_time)::float8 / 1000 AS exec_time,"
-		" sum(s.blk_read_time + s.blk_write_time)::float8 / 1000 AS io_time,"
-		" sum(s.wal_bytes)::float8 AS wal_bytes,"
-		" sum(s.shared_blks_hit)::int8 AS sblk_hit, sum(s.shared_blks_read)::int8 AS sblk_read,"
-		" sum(s.shared_blks_dirtied)::int8 AS sblk_dirtied,"
-		" sum(s.shared_blks_written)::int8 AS sblk_written"
-		" FROM pg_stat_statements(false) s JOIN pg_database d ON d.oid = s.dbid"
+		"SELECT d.datname::pg_catalog.text AS datname, s.queryid::pg_catalog.text AS query,"
+		" pg_catalog.sum(s.calls)::pg_catalog.int8 AS calls, pg_catalog.sum(s.rows)::pg_catalog.int8 AS rows,"
+		" pg_catalog.sum(s.total_exec_time)::pg_catalog.float8 OPERATOR(pg_catalog./) 1000 AS exec_time,"
+		" pg_catalog.sum(s.blk_read_time OPERATOR(pg_catalog.+) s.blk_write_time)::pg_catalog.float8"
+		"  OPERATOR(pg_catalog./) 1000 AS io_time,"
+		" pg_catalog.sum(s.wal_bytes)::pg_catalog.float8 AS wal_bytes,"
+		" pg_catalog.sum(s.shared_blks_hit)::pg_catalog.int8 AS sblk_hit,"
+		" pg_catalog.sum(s.shared_blks_read)::pg_catalog.int8 AS sblk_read,"
+		" pg_catalog.sum(s.shared_blks_dirtied)::pg_catalog.int8 AS sblk_dirtied,"
+		" pg_catalog.sum(s.shared_blks_written)::pg_catalog.int8 AS sblk_written"
+		" FROM %s.pg_stat_statements(false) s JOIN pg_catalog.pg_database d"
+		"  ON d.oid OPERATOR(pg_catalog.=) s.dbid"
 		" WHERE s.queryid IS NOT NULL GROUP BY 1, 2 ORDER BY 5 DESC, 1, 2 LIMIT %d",
 		"calls rows exec_time io_time wal_bytes sblk_hit sblk_read sblk_dirtied sblk_written",
 	EVERY_REFRESH, "pg_stat_statements", true},
@@ -434,6 +553,7 @@ static bool catalog_changed = true;
 static bool rank_all;			/* this refresh: catalog_changed at its start */
 static MemoryContext collector_context;
 static bool poked;				/* a scrape set our latch */
+static bool refreshed_once;		/* since this collector started */
 
 static bool
 is_counter(const MetricQuery *q, const char *col)
@@ -598,14 +718,56 @@ prepare_kept(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
+/* Schema of an extension (pg_extension.extnamespace), or InvalidOid. */
+static Oid
+extension_schema(Oid ext)
+{
+	Relation	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			nsp = InvalidOid;
+
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(ext));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return nsp;
+}
+
 /*
- * Keeps *plan prepared for sql.  With `limited`, sql's "%d" is
- * pg_ha.metrics_table_limit and the plan is prepared again when the limit
- * changes.  Returns true when it (re)prepared the plan.
+ * The text of sql to prepare.  With `limited`, "%d" is
+ * pg_ha.metrics_table_limit.  A query on an extension's function names it
+ * with the schema the extension lives in (the pinned search_path does not
+ * reach it): "%s", before the limit.
+ */
+static char *
+sql_text(const MetricQuery *q, const char *sql, bool limited)
+{
+	if (q->requires_extension != NULL)
+	{
+		Oid			nsp = extension_schema(get_extension_oid(q->requires_extension, false));
+		char	   *schema = get_namespace_name(nsp);
+
+		if (schema == NULL)
+			elog(ERROR, "schema of extension \"%s\" not found", q->requires_extension);
+		return psprintf(sql, quote_identifier(schema), pg_ha_metrics_table_limit);
+	}
+	return limited ? psprintf(sql, pg_ha_metrics_table_limit) : pstrdup(sql);
+}
+
+/*
+ * Keeps *plan prepared for sql (see sql_text).  With `limited`, the plan is
+ * prepared again when pg_ha.metrics_table_limit changes.  Returns true when
+ * it (re)prepared the plan.
  */
 static bool
-keep_plan(SPIPlanPtr *plan, int *planned_limit, bool limited, const char *sql,
-		  int nargs, Oid *argtypes)
+keep_plan(const MetricQuery *q, SPIPlanPtr *plan, int *planned_limit, bool limited,
+		  const char *sql, int nargs, Oid *argtypes)
 {
 	if (*plan != NULL && limited && *planned_limit != pg_ha_metrics_table_limit)
 	{
@@ -614,10 +776,25 @@ keep_plan(SPIPlanPtr *plan, int *planned_limit, bool limited, const char *sql,
 	}
 	if (*plan != NULL)
 		return false;
-	*plan = prepare_kept(limited ? psprintf(sql, pg_ha_metrics_table_limit) : sql,
-						 nargs, argtypes);
+	*plan = prepare_kept(sql_text(q, sql, limited), nargs, argtypes);
 	*planned_limit = pg_ha_metrics_table_limit;
 	return true;
+}
+
+/*
+ * Forgets the plans of query i after it failed: the next refresh prepares
+ * them again, so a plan that cannot be replanned (the extension's function
+ * moved or was dropped and created again) does not fail forever.
+ */
+static void
+forget_plans(int i)
+{
+	if (query_plan[i] != NULL)
+		SPI_freeplan(query_plan[i]);
+	if (rank_plan[i] != NULL)
+		SPI_freeplan(rank_plan[i]);
+	query_plan[i] = NULL;
+	rank_plan[i] = NULL;
 }
 
 /*
@@ -637,7 +814,7 @@ rank_objects(int i, int64 now)
 	int			rc;
 
 	/* a new plan means a new limit: the last choice no longer holds */
-	if (!keep_plan(&rank_plan[i], &rank_plan_limit[i], true, q->rank_sql, 0, NULL) &&
+	if (!keep_plan(q, &rank_plan[i], &rank_plan_limit[i], true, q->rank_sql, 0, NULL) &&
 		rank_ids[i] != (Datum) 0 && now - ranked_at[i] < interval && !rank_all)
 		return;
 	rc = SPI_execute_plan(rank_plan[i], NULL, NULL, true, 1);
@@ -679,7 +856,7 @@ run_query(int i, int64 now)
 		 * Plans are prepared once and kept (the plan cache replans them
 		 * after DDL): planning these views costs more than running them.
 		 */
-		(void) keep_plan(&query_plan[i], &query_plan_limit[i], q->sql_limited, q->sql,
+		(void) keep_plan(q, &query_plan[i], &query_plan_limit[i], q->sql_limited, q->sql,
 						 q->rank_sql ? 1 : 0, &oidarray);
 		if (q->rank_sql)
 		{
@@ -728,6 +905,7 @@ run_query(int i, int64 now)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
+		forget_plans(i);
 		/* a query that fails each refresh is logged once, not every 5 s */
 		if (query_failing[i] == NULL || strcmp(query_failing[i], edata->message) != 0)
 		{
@@ -745,6 +923,49 @@ run_query(int i, int64 now)
 	return ok;
 }
 
+/*
+ * Whether the collector may run its queries as the role it is connected as:
+ * never as a superuser (whatever a query calls would run with every
+ * privilege, on behalf of an unauthenticated scrape), and only as a member
+ * of pg_monitor (without it the figures would silently cover only the
+ * role's own sessions).  Checked at every refresh: the role may be altered
+ * while the collector runs.  A change is logged once.  Needs a transaction.
+ */
+static bool
+role_allowed(void)
+{
+	static CollectorState last = COLLECTOR_STARTING;
+	CollectorState state = COLLECTOR_RUNNING;
+
+	if (superuser_arg(GetSessionUserId()) || superuser())
+		state = COLLECTOR_ROLE_IS_SUPERUSER;
+	else if (!has_privs_of_role(GetUserId(), ROLE_PG_MONITOR))
+		state = COLLECTOR_ROLE_NOT_MONITOR;
+	if (state == last)
+		return state == COLLECTOR_RUNNING;
+
+	if (state == COLLECTOR_ROLE_IS_SUPERUSER)
+		ereport(WARNING,
+				(errmsg("pg_ha: metrics collector role \"%s\" is a superuser: no metrics queries run",
+						pg_ha_metrics_role),
+				 errdetail("Any client can trigger the queries (GET /metrics), and they run where other roles can create functions and operators."),
+				 errhint("ALTER ROLE %s NOSUPERUSER, or set pg_ha.metrics_role to a role that is not a superuser and is a member of pg_monitor.",
+						 quote_identifier(pg_ha_metrics_role))));
+	else if (state == COLLECTOR_ROLE_NOT_MONITOR)
+		ereport(WARNING,
+				(errmsg("pg_ha: metrics collector role \"%s\" is not a member of pg_monitor: no metrics queries run",
+						pg_ha_metrics_role),
+				 errdetail("Without pg_monitor the statistics views show only the role's own sessions."),
+				 errhint("GRANT pg_monitor TO %s;", quote_identifier(pg_ha_metrics_role))));
+	else if (last != COLLECTOR_STARTING)
+		ereport(LOG,
+				(errmsg("pg_ha: metrics collector role \"%s\" is usable again: metrics queries resume",
+						pg_ha_metrics_role)));
+	metrics_collector_set_state(state);
+	last = state;
+	return state == COLLECTOR_RUNNING;
+}
+
 static void
 refresh_cache(void)
 {
@@ -754,6 +975,13 @@ refresh_cache(void)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	if (!role_allowed())
+	{
+		/* answers the parked scrapes, with no database families */
+		CommitTransactionCommand();
+		metrics_cache_publish("", 0, pg_ha_monotonic_us() - start, 0);
+		return;
+	}
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "pg_ha metrics refresh");
@@ -804,6 +1032,89 @@ refresh_cache(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/* a collector that exits sooner than this after its start backs off */
+#define QUICK_EXIT_US (60 * INT64CONST(1000000))
+#define MAX_BACKOFF_S 60
+
+static int64 started_at;
+static bool connecting;			/* inside BackgroundWorkerInitializeConnection */
+
+/* Seconds to wait before connecting after n quick exits in a row. */
+static int
+backoff_seconds(int n)
+{
+	return n <= 0 ? 0 : Min(1 << Min(n - 1, 6), MAX_BACKOFF_S);
+}
+
+/*
+ * Runs at every exit.  A connection attempt that failed (the role does not
+ * exist or may not log in, the database does not exist: postgres has
+ * logged which, as FATAL) is reported in /metrics and explained here; the
+ * postmaster starts the collector again a second later, and it waits
+ * longer each time it fails again, rather than retrying in a tight loop.
+ */
+static void
+collector_exit(int code, Datum arg)
+{
+	int			n = metrics_collector_exited(pg_ha_monotonic_us() - started_at < QUICK_EXIT_US);
+
+	if (!connecting)
+		return;
+	metrics_collector_set_state(COLLECTOR_CONNECT_FAILED);
+	ereport(LOG,
+			(errmsg("pg_ha: metrics collector could not connect to database \"%s\" as role \"%s\"",
+					pg_ha_metrics_database, pg_ha_metrics_role),
+			 errdetail("No metrics queries run until it can; it tries again in %d s.",
+					   1 + backoff_seconds(n)),
+			 errhint("pg_ha.metrics_role must be a role that may log in, is not a superuser and is a member of pg_monitor: CREATE ROLE %s LOGIN IN ROLE pg_monitor; (CREATE EXTENSION pg_ha creates it).",
+					 quote_identifier(pg_ha_metrics_role))));
+}
+
+/* Waits out the backoff of earlier failed starts (interruptible). */
+static void
+back_off(void)
+{
+	int64		until = pg_ha_monotonic_us() +
+		backoff_seconds(metrics_collector_quick_exits()) * INT64CONST(1000000);
+
+	for (;;)
+	{
+		int64		left = until - pg_ha_monotonic_us();
+
+		if (left <= 0)
+			return;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 (long) (left / 1000) + 1, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * Connects as pg_ha.metrics_role, never as the bootstrap superuser, and
+ * pins the session's settings (file header; see the query list for
+ * search_path).  A role or database that does not exist is a FATAL here,
+ * which collector_exit reports.
+ */
+static void
+connect_as_metrics_role(void)
+{
+	connecting = true;
+	BackgroundWorkerInitializeConnection(pg_ha_metrics_database, pg_ha_metrics_role, 0);
+	connecting = false;
+	pgstat_report_appname("pg_ha metrics collector");
+
+	/*
+	 * PGC_S_OVERRIDE: above ALTER ROLE / ALTER DATABASE ... SET, which the
+	 * owner of the database could use to put their schema first.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	/* backstops: a metrics query must never wait behind DDL */
+	SetConfigOption("lock_timeout", "100", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "10000", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("application_name", "pg_ha metrics collector", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
 void
 pg_ha_metrics_collector_main(Datum arg)
 {
@@ -811,13 +1122,11 @@ pg_ha_metrics_collector_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(pg_ha_metrics_database, NULL, 0);
-	pgstat_report_appname("pg_ha metrics collector");
-
-	/* backstops: a metrics query must never wait behind DDL */
-	SetConfigOption("lock_timeout", "100", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("statement_timeout", "10000", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("application_name", "pg_ha metrics collector", PGC_SUSET, PGC_S_OVERRIDE);
+	started_at = pg_ha_monotonic_us();
+	before_shmem_exit(collector_exit, 0);
+	metrics_collector_starting();
+	back_off();
+	connect_as_metrics_role();
 
 	collector_context = AllocSetContextCreate(TopMemoryContext, "pg_ha metrics",
 											  ALLOCSET_DEFAULT_SIZES);
@@ -826,6 +1135,7 @@ pg_ha_metrics_collector_main(Datum arg)
 	before_shmem_exit(metrics_cache_unregister_collector, 0);
 	metrics_cache_register_collector();
 	poked = false;
+	refreshed_once = false;
 
 	for (;;)
 	{
@@ -838,14 +1148,16 @@ pg_ha_metrics_collector_main(Datum arg)
 		/*
 		 * Refresh when a scrape found the cache stale and woke us (the
 		 * listener parks it until we publish), and once at start so that
-		 * the first scrape finds figures at once.
+		 * the first scrape finds figures (and the role checked) at once:
+		 * a restarted collector has dropped its predecessor's figures.
 		 */
-		if (age >= ttl_us && (age == INT64_MAX || poked))
+		if (!refreshed_once || (age >= ttl_us && poked))
 		{
 			MemoryContext old = MemoryContextSwitchTo(collector_context);
 
 			refresh_cache();
 			MemoryContextSwitchTo(old);
+			refreshed_once = true;
 		}
 
 		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

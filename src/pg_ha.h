@@ -44,6 +44,7 @@ extern bool pg_ha_noloadbalance;
 extern int	pg_ha_failover_priority;
 extern char *pg_ha_database;
 extern char *pg_ha_replication_conninfo;
+extern char *pg_ha_metrics_role;
 
 extern void pg_ha_define_gucs(void);
 

@@ -59,6 +59,11 @@ if [ -r "$QUERIES" ]; then
 fi
 wait_for 30 is_200 "http://127.0.0.1:$EXP/metrics" || die "postgres_exporter did not start"
 
+# the collector connects as pg_ha.metrics_role, which CREATE EXTENSION creates
+psql_at "$PORT" "CREATE EXTENSION pg_ha" >/dev/null || die "CREATE EXTENSION pg_ha failed"
+collector_up() { curl -s "http://127.0.0.1:$METRICS/metrics" | grep -q '^pg_ha_metrics_collector_up 1$'; }
+wait_for 90 collector_up || die "the pg_ha metrics collector did not connect"
+
 LISTENER=$(child_pid "$PM" "pg_ha http")
 COLLECTOR=$(child_pid "$PM" "pg_ha metrics collector")
 [ -n "$LISTENER" ] && [ -n "$COLLECTOR" ] || die "pg_ha listener/collector not found"
