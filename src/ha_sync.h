@@ -73,6 +73,9 @@ typedef struct SyncStandby
 	bool		eligible;		/* a replica member, not tagged nosync/nofailover */
 	int			sync_priority;	/* its tag: the higher, the more preferred */
 	XLogRecPtr	flush;			/* flush position its WAL sender reports */
+	/* read by the worker (ha_sync_local.c), not by the decisions here */
+	bool		waited;			/* sync_state "sync" or "quorum" */
+	int			walsender_priority; /* its WAL sender lists it: > 0 */
 } SyncStandby;
 
 typedef struct SyncInput
@@ -167,5 +170,13 @@ typedef enum SyncRaceVerdict
 extern SyncRaceVerdict sync_race_check(const SyncKey *key, const char *self, XLogRecPtr self_lsn,
 									   const SyncVoter *peers, int npeers,
 									   char *why, size_t whylen);
+
+/* ---------- this node's postgres (ha_sync_local.c, server only) ---------- */
+
+extern void sync_local_ssn(SyncStandbyNames *out);
+extern int	sync_local_standbys(SyncStandby *out, int max);
+extern bool sync_local_in_effect(const SyncStandbyNames *ssn, const SyncStandby *standbys, int n);
+extern bool sync_local_defined_matches(const SyncStandbyNames *ssn);
+extern void sync_local_set_ssn(const SyncStandbyNames *ssn);
 
 #endif							/* PG_HA_SYNC_H */
