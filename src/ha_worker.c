@@ -165,6 +165,7 @@ typedef struct HaWorker
 		SyncKey		written;	/* our last write, until the watch shows it */
 		bool		written_valid;
 		char		waiting[PG_HA_ERROR_LEN];	/* why commits wait, "" if not */
+		int64		republished_at; /* last position republished in a refused race */
 		SyncNames	seen;		/* listed standbys and since when */
 		TimestampTz seen_since[SYNC_MAX_NAMES];
 	}			sync;
@@ -822,11 +823,18 @@ sync_write_key(const SyncKey *key, const char *why)
 	if (key)
 		worker.sync.written = *key;
 	worker.sync.written_valid = true;
-	if (key)
-		sync_names_join(&key->voters, list, sizeof(list));
-	ereport(LOG,
-			(errmsg("pg_ha: sync key: %s%s%s (%s)", key ? "synchronous standbys \"" : "deleted",
-					key ? list : "", key ? "\"" : "", why)));
+	if (key == NULL)
+		strlcpy(list, "deleted", sizeof(list));
+	else if (key->voters.n == 0)
+		strlcpy(list, "no synchronous standby", sizeof(list));
+	else
+	{
+		char		names[SYNC_KEY_MAX_JSON];
+
+		sync_names_join(&key->voters, names, sizeof(names));
+		snprintf(list, sizeof(list), "synchronous standbys \"%s\", quorum %d", names, key->quorum);
+	}
+	ereport(LOG, (errmsg("pg_ha: sync key: %s (%s)", list, why)));
 	return true;
 }
 
@@ -1010,6 +1018,23 @@ sync_race_gate(const NodeSnapshot *snap, RaceInput *in, MemberInfo *peers, int *
 	in->npeers = kept;
 	in->maximum_lag_bytes = PG_UINT64_MAX;
 	return true;
+}
+
+/*
+ * A refused race in synchronous mode waits for proof from other listed
+ * nodes, and they count only positions published after the leader was
+ * lost, as each of them saw that moment: a node that was cut away when it
+ * happened takes the moment it came back, after our one publication.  So
+ * the position is published again, every third of a TTL, while the race
+ * is refused (it no longer changes: there is no leader to stream from).
+ */
+static void
+sync_republish_position(const NodeSnapshot *snap, int64 now)
+{
+	if (now - worker.sync.republished_at < worker.lease_ttl * 1000000 / 3)
+		return;
+	worker.sync.republished_at = now;
+	publish_member(snap, true);
 }
 
 /*
@@ -2074,6 +2099,7 @@ failover_race(const NodeSnapshot *snap)
 	if (!sync_race_gate(snap, &in, peers, &npeers, why, sizeof(why)))
 	{
 		refuse_race(why);
+		sync_republish_position(snap, now);
 		soon(FAST_CYCLE_US * 4);
 		return;
 	}

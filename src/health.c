@@ -194,6 +194,8 @@ tags_match(const NodeView *v, const char *query)
 				mine = "true";
 			else if (strcmp(key, "noloadbalance") == 0 && v->noloadbalance)
 				mine = "true";
+			else if (strcmp(key, "nosync") == 0 && (pg_ha_nosync || pg_ha_sync_priority == 0))
+				mine = "true";
 			if (mine == NULL || strcmp(mine, val) != 0)
 				return false;
 		}
