@@ -1052,10 +1052,17 @@ sync_ready_to_promote(void)
 	char		text[SYNC_SSN_MAX_LEN];
 
 	sync_current_key(&key);
-	if (pg_ha_synchronous_mode == SYNC_MODE_OFF && !key.present)
+	sync_local_ssn(&cur);
+	/*
+	 * Synchronous mode off: the setting is the operator's, unless it names
+	 * this node, which only a former leader's configuration does (pg_ha
+	 * set it there; a clone copies it): as leader, every commit would wait
+	 * for a standby that cannot exist.
+	 */
+	if (pg_ha_synchronous_mode == SYNC_MODE_OFF && !key.present &&
+		!sync_names_contains(&cur.names, worker.node))
 		return true;
 	want = sync_promotion_ssn((SyncMode) pg_ha_synchronous_mode, &key, worker.node);
-	sync_local_ssn(&cur);
 	if (!sync_ssn_equal(&want, &cur))
 	{
 		sync_ssn_format(&want, text, sizeof(text));
