@@ -29,7 +29,11 @@ CREATE FUNCTION pg_ha.status(
     OUT last_error text,
     OUT worker_pid integer,
     OUT paused boolean,
-    OUT fenced boolean)
+    OUT fenced boolean,
+    OUT sync_mode text,
+    OUT sync_standbys text[],
+    OUT sync_since timestamptz[],
+    OUT sync_waiting text)
 RETURNS record
 LANGUAGE C STRICT VOLATILE
 AS 'MODULE_PATHNAME', 'pg_ha_status';

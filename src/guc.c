@@ -469,6 +469,8 @@ pg_ha_define_gucs(void)
 							   "The collector refuses to run its queries as a superuser. CREATE EXTENSION pg_ha creates the role when it is missing.",
 							   &pg_ha_metrics_role, "pgha_monitor",
 							   PGC_POSTMASTER, 0, check_metrics_role, NULL, NULL);
+
+	pg_ha_define_sync_gucs();
 }
 
 /*
@@ -592,4 +594,51 @@ pg_ha_key(const char *suffix)
 	while (nslen > 0 && ns[nslen - 1] == '/')
 		nslen--;
 	return psprintf("%.*s/%s/%s", (int) nslen, ns, cluster, suffix);
+}
+
+/* ---------- synchronous mode (ha_sync.c) ---------- */
+
+int			pg_ha_synchronous_mode = 0;
+int			pg_ha_synchronous_node_count = 1;
+bool		pg_ha_nosync = false;
+int			pg_ha_sync_priority = 1;
+
+/* values as SyncMode numbers them (ha_sync.h) */
+static const struct config_enum_entry synchronous_mode_options[] = {
+	{"off", 0, false},
+	{"on", 1, false},
+	{"quorum", 2, false},
+	{"strict", 3, false},
+	{NULL, 0, false}
+};
+
+/*
+ * Reloadable, like Patroni's dynamic settings: the leader moves to the new
+ * mode step by step (ha_sync.c), and every node should carry the same
+ * value.  The failover rule follows the sync key the lost leader left,
+ * whatever this node's own setting.
+ */
+void
+pg_ha_define_sync_gucs(void)
+{
+	DefineCustomEnumVariable("pg_ha.synchronous_mode",
+							 "Synchronous replication managed by the leader: off, on, quorum or strict.",
+							 "on: the leader waits for pg_ha.synchronous_node_count standbys and only those may take over; quorum: ANY k of all healthy standbys; strict: like on, but writes wait rather than go asynchronous when no standby is left.",
+							 &pg_ha_synchronous_mode, 0, synchronous_mode_options,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_ha.synchronous_node_count",
+							"Number of synchronous standbys (on, strict) or of confirmations per commit (quorum).",
+							NULL,
+							&pg_ha_synchronous_node_count, 1, 1, PG_HA_SYNC_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("pg_ha.nosync",
+							 "Never choose this node as a synchronous standby (tag nosync).",
+							 NULL,
+							 &pg_ha_nosync, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_ha.sync_priority",
+							"Preference for this node as a synchronous standby (tag sync_priority); 0 never.",
+							NULL,
+							&pg_ha_sync_priority, 1, 0, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 }

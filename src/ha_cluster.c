@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "ha_cluster.h"
+#include "ha_sync.h"
 
 void
 cluster_reset(ClusterView *view)
@@ -147,6 +148,7 @@ parse_member(const EtcdKV *kv, const char *name, MemberInfo *m)
 	strlcpy(m->name, name, sizeof(m->name));
 	m->mod_revision = kv->mod_revision;
 	m->failover_priority = 1;
+	m->sync_priority = 1;
 	if (!cJSON_IsObject(doc))
 	{
 		cJSON_Delete(doc);
@@ -173,6 +175,10 @@ parse_member(const EtcdKV *kv, const char *name, MemberInfo *m)
 		m->failover_priority = (int) json_number(tags, "failover_priority", 1);
 		if (m->nofailover)
 			m->failover_priority = 0;
+		m->sync_priority = (int) json_number(tags, "sync_priority", 1);
+		m->nosync = json_flag(tags, "nosync") || m->sync_priority <= 0;
+		if (m->nosync)
+			m->sync_priority = 0;
 	}
 	m->valid = m->lsn != InvalidXLogRecPtr && m->conn_url[0] != '\0';
 	cJSON_Delete(doc);
@@ -326,7 +332,13 @@ cluster_members_json(const ClusterView *view, char *buf, size_t len)
 	cJSON	   *arr = cJSON_CreateArray();
 	char	   *text;
 	bool		fits;
+	const EtcdKV *sync_kv = cluster_get(view, "sync");
+	SyncKey		sync;
 
+	/* Patroni 4 names the standbys of the sync key by its role */
+	if (sync_kv == NULL || !sync_key_parse(sync_kv->value, sync_kv->value_len, &sync) ||
+		strcmp(sync.leader, leader) != 0)
+		memset(&sync, 0, sizeof(sync));
 	for (int i = 0; i < n; i++)
 		if (strcmp(members[i].name, leader) == 0)
 			leader_lsn = members[i].lsn;
@@ -343,7 +355,10 @@ cluster_members_json(const ClusterView *view, char *buf, size_t len)
 			break;
 		cJSON_AddItemToArray(arr, o);
 		cJSON_AddStringToObject(o, "name", m->name);
-		cJSON_AddStringToObject(o, "role", is_leader ? "leader" : (m->is_replica ? "replica" : "master"));
+		cJSON_AddStringToObject(o, "role", is_leader ? "leader" :
+								!m->is_replica ? "master" :
+								!sync_names_contains(&sync.voters, m->name) ? "replica" :
+								sync.quorum > 0 ? "quorum_standby" : "sync_standby");
 		cJSON_AddStringToObject(o, "state", m->is_replica ? (m->streaming ? "streaming" : "running") : "running");
 		if (m->api_url[0])
 			cJSON_AddStringToObject(o, "api_url", m->api_url);
@@ -356,7 +371,8 @@ cluster_members_json(const ClusterView *view, char *buf, size_t len)
 		cJSON_AddNumberToObject(o, "timeline", m->timeline);
 		if (!is_leader && leader_lsn != InvalidXLogRecPtr && m->lsn != InvalidXLogRecPtr)
 			cJSON_AddNumberToObject(o, "lag", (double) (leader_lsn > m->lsn ? leader_lsn - m->lsn : 0));
-		if (m->nofailover || m->noloadbalance || m->failover_priority != 1)
+		if (m->nofailover || m->noloadbalance || m->failover_priority != 1 ||
+			m->nosync || m->sync_priority != 1)
 		{
 			cJSON	   *tags = cJSON_AddObjectToObject(o, "tags");
 
@@ -365,6 +381,10 @@ cluster_members_json(const ClusterView *view, char *buf, size_t len)
 			if (m->noloadbalance)
 				cJSON_AddBoolToObject(tags, "noloadbalance", true);
 			cJSON_AddNumberToObject(tags, "failover_priority", m->failover_priority);
+			if (m->nosync)
+				cJSON_AddBoolToObject(tags, "nosync", true);
+			if (m->nosync || m->sync_priority != 1)
+				cJSON_AddNumberToObject(tags, "sync_priority", m->sync_priority);
 		}
 	}
 	text = arr ? cJSON_PrintUnformatted(arr) : NULL;

@@ -29,6 +29,8 @@ typedef struct MemberInfo
 	bool		noloadbalance;
 	bool		streaming;		/* replica: replication_state is "streaming" */
 	int			failover_priority;
+	bool		nosync;			/* tag nosync, or sync_priority <= 0 */
+	int			sync_priority;	/* tag sync_priority (default 1) */
 	char		conn_url[256];
 	char		api_url[256];
 	int64		mod_revision;

@@ -70,6 +70,7 @@
 #include "ha_cluster.h"
 #include "ha_control.h"
 #include "ha_request.h"
+#include "ha_sync.h"
 
 #define ETCD_RETRY_US (1000 * 1000)	/* retry pace while etcd is unreachable */
 #define WATCH_RETRY_US (1000 * 1000)
@@ -151,6 +152,23 @@ typedef struct HaWorker
 	char	   *initialize_key;
 	char	   *failover_key;
 	char	   *history_key;
+	char	   *sync_key;
+	/* synchronous mode: see the functions under "synchronous mode" */
+	struct
+	{
+		char		asked[SYNC_SSN_MAX_LEN];	/* last value this worker set */
+		bool		asked_set;
+		char		ready_for[SYNC_SSN_MAX_LEN];	/* the setting "ready" refers to */
+		bool		ready_known;
+		XLogRecPtr	ready_lsn;	/* our flush position when it was first in effect */
+		SyncNames	ready;
+		SyncKey		written;	/* our last write, until the watch shows it */
+		bool		written_valid;
+		char		waiting[PG_HA_ERROR_LEN];	/* why commits wait, "" if not */
+		int64		republished_at; /* last position republished in a refused race */
+		SyncNames	seen;		/* listed standbys and since when */
+		TimestampTz seen_since[SYNC_MAX_NAMES];
+	}			sync;
 	char		node[PG_HA_NAME_LEN];
 	char		last_error[PG_HA_ERROR_LEN];
 	bool		releasing;
@@ -298,6 +316,8 @@ lose_leadership(const char *why)
 		fire(HA_EV_LEADER_KEY_TAKEN, why);
 }
 
+static void sync_publish_locked(void);
+
 /* Copies the worker's view into shared memory for readers. */
 static void
 publish_shared(const NodeSnapshot *snap, bool etcd_ok)
@@ -343,6 +363,7 @@ publish_shared(const NodeSnapshot *snap, bool etcd_ok)
 		pg_ha_shared->etcd_latency_us = etcd_last_latency_us(worker.etcd);
 	}
 	strlcpy(pg_ha_shared->last_error, worker.last_error, sizeof(pg_ha_shared->last_error));
+	sync_publish_locked();
 	LWLockRelease(pg_ha_shared->lock);
 }
 
@@ -421,6 +442,7 @@ load_view(void)
 		return false;
 	}
 	cluster_load(&worker.view, &kvs, strlen(worker.prefix));
+	worker.sync.written_valid = false;	/* a full read is newer than our last write */
 	remember_leader();
 	if (cluster_leader(&worker.view)[0] == '\0' && worker.leader_gone_revision == 0)
 		worker.leader_gone_revision = worker.view.kvs.revision;
@@ -430,6 +452,8 @@ load_view(void)
 		worker.watch_retry_at = pg_ha_monotonic_us() + WATCH_RETRY_US;
 	return true;
 }
+
+static void sync_key_event(const EtcdEvent *ev);
 
 static void
 handle_event(EtcdEvent *ev)
@@ -455,6 +479,8 @@ handle_event(EtcdEvent *ev)
 		else if (ev->type == ETCD_EVENT_PUT)
 			worker.race_started = 0;
 	}
+	if (worker.sync_key && strcmp(ev->kv.key, worker.sync_key) == 0)
+		sync_key_event(ev);
 	cluster_apply_event(&worker.view, ev);
 	if (is_leader_key)
 		remember_leader();
@@ -674,16 +700,22 @@ member_document_with_tags(const NodeSnapshot *snap)
 	char	   *doc = member_document(snap);
 	StringInfoData buf;
 	bool		nofailover = pg_ha_nofailover || pg_ha_failover_priority == 0;
+	bool		nosync = pg_ha_nosync || pg_ha_sync_priority == 0;
 
-	if (!nofailover && !pg_ha_noloadbalance && pg_ha_failover_priority == 1)
+	if (!nofailover && !pg_ha_noloadbalance && pg_ha_failover_priority == 1 &&
+		!nosync && pg_ha_sync_priority == 1)
 		return doc;
 	/* the document is a compact JSON object: add "tags" before its '}' */
 	initStringInfo(&buf);
 	appendBinaryStringInfo(&buf, doc, strlen(doc) - 1);
-	appendStringInfo(&buf, ",\"tags\":{\"failover_priority\":%d%s%s}}",
+	appendStringInfo(&buf, ",\"tags\":{\"failover_priority\":%d%s%s",
 					 nofailover ? 0 : pg_ha_failover_priority,
 					 nofailover ? ",\"nofailover\":true" : "",
 					 pg_ha_noloadbalance ? ",\"noloadbalance\":true" : "");
+	if (nosync || pg_ha_sync_priority != 1)
+		appendStringInfo(&buf, ",\"sync_priority\":%d%s", nosync ? 0 : pg_ha_sync_priority,
+						 nosync ? ",\"nosync\":true" : "");
+	appendStringInfoString(&buf, "}}");
 	pfree(doc);
 	return buf.data;
 }
@@ -736,6 +768,379 @@ publish_member(const NodeSnapshot *snap, bool force)
 	if (!succeeded)
 		lose_leadership("leader key no longer carries this node's name and lease");
 	return true;
+}
+
+/* ---------- synchronous mode (decisions in ha_sync.c) ---------- */
+
+/*
+ * The sync key as the decisions must see it: our own last write until the
+ * watch has delivered it (a step taken on an older value could undo the
+ * order ha_sync.c keeps), otherwise the cluster view.
+ */
+static void
+sync_current_key(SyncKey *key)
+{
+	const EtcdKV *kv = cluster_get(&worker.view, "sync");
+
+	if (worker.sync.written_valid)
+		*key = worker.sync.written;
+	else if (kv == NULL || !sync_key_parse(kv->value, kv->value_len, key))
+		memset(key, 0, sizeof(*key));
+}
+
+static void
+sync_key_event(const EtcdEvent *ev)
+{
+	SyncKey		key;
+
+	if (ev->type == ETCD_EVENT_DELETE ||
+		(sync_key_parse(ev->kv.value, ev->kv.value_len, &key) &&
+		 sync_key_equal(&key, &worker.sync.written)))
+		worker.sync.written_valid = false;
+}
+
+/* Writes (or, with key NULL, deletes) the sync key while we hold the leader key. */
+static bool
+sync_write_key(const SyncKey *key, const char *why)
+{
+	char		value[SYNC_KEY_MAX_JSON];
+	char		list[SYNC_KEY_MAX_JSON];
+	EtcdCompare cmps[2] = {
+		{worker.leader_key, ETCD_CMP_VALUE, ETCD_CMP_EQUAL, worker.node, 0},
+		{worker.leader_key, ETCD_CMP_LEASE, ETCD_CMP_EQUAL, NULL, worker.lease_id},
+	};
+	EtcdOp		op = {key ? ETCD_OP_PUT : ETCD_OP_DELETE, worker.sync_key, value, 0, false};
+	bool		done = false;
+
+	if (key && sync_key_encode(key, pg_ha_synchronous_mode == SYNC_MODE_QUORUM, value, sizeof(value)) < 0)
+		return false;
+	if (etcd_txn(worker.etcd, cmps, 2, &op, 1, NULL, 0, &done, NULL) != ETCD_OK || !done)
+	{
+		remember_error("cannot write the sync key: %s", done ? "" : etcd_last_error(worker.etcd));
+		return false;
+	}
+	memset(&worker.sync.written, 0, sizeof(worker.sync.written));
+	if (key)
+		worker.sync.written = *key;
+	worker.sync.written_valid = true;
+	if (key == NULL)
+		strlcpy(list, "deleted", sizeof(list));
+	else if (key->voters.n == 0)
+		strlcpy(list, "no synchronous standby", sizeof(list));
+	else
+	{
+		char		names[SYNC_KEY_MAX_JSON];
+
+		sync_names_join(&key->voters, names, sizeof(names));
+		snprintf(list, sizeof(list), "synchronous standbys \"%s\", quorum %d", names, key->quorum);
+	}
+	ereport(LOG, (errmsg("pg_ha: sync key: %s (%s)", list, why)));
+	return true;
+}
+
+static void
+sync_set_ssn(const SyncStandbyNames *ssn)
+{
+	sync_local_set_ssn(ssn);
+	sync_ssn_format(ssn, worker.sync.asked, sizeof(worker.sync.asked));
+	worker.sync.asked_set = true;
+}
+
+/* Tags of the member keys decide who may be chosen (nosync, sync_priority, nofailover). */
+static void
+sync_fill_members(SyncStandby *standbys, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		MemberInfo	m;
+
+		standbys[i].eligible = cluster_member(&worker.view, standbys[i].name, &m) &&
+			m.is_replica && !m.nosync && !m.nofailover && m.failover_priority > 0;
+		standbys[i].sync_priority = standbys[i].eligible ? m.sync_priority : 0;
+	}
+}
+
+/*
+ * Ready: listed and known to hold every commit acknowledged before this
+ * setting took effect.  The set starts empty for each new setting, at our
+ * flush position when it is first seen in effect (later than when it took
+ * effect: the safe side).
+ */
+static void
+sync_track_ready(const SyncStandbyNames *ssn, const SyncStandby *standbys, int n)
+{
+	char		text[SYNC_SSN_MAX_LEN];
+
+	sync_ssn_format(ssn, text, sizeof(text));
+	if (!worker.sync.ready_known || strcmp(text, worker.sync.ready_for) != 0)
+	{
+		memset(&worker.sync.ready, 0, sizeof(worker.sync.ready));
+		strlcpy(worker.sync.ready_for, text, sizeof(worker.sync.ready_for));
+		worker.sync.ready_lsn = GetFlushRecPtr(NULL);
+		worker.sync.ready_known = true;
+	}
+	for (int i = 0; i < n; i++)
+		sync_update_ready(&worker.sync.ready, ssn, standbys[i].name, standbys[i].waited,
+						  standbys[i].flush, worker.sync.ready_lsn);
+}
+
+/* Why commits wait for a standby now, said once in the log and kept for pg_ha.status(). */
+static void
+sync_note_waiting(const SyncStandbyNames *ssn, const SyncStandby *standbys, int n)
+{
+	char		why[PG_HA_ERROR_LEN] = "";
+	char		list[SYNC_KEY_MAX_JSON];
+	int			connected = 0;
+
+	for (int i = 0; i < n; i++)
+		connected += standbys[i].streaming && standbys[i].walsender_priority > 0 &&
+			sync_names_contains(&ssn->names, standbys[i].name);
+	if (ssn->names.n > 0 && connected < ssn->num)
+	{
+		sync_names_join(&ssn->names, list, sizeof(list));
+		snprintf(why, sizeof(why), "commits wait for %d synchronous standby(s) of \"%s\", %d connected%s",
+				 ssn->num, list, connected,
+				 pg_ha_synchronous_mode == SYNC_MODE_STRICT ? " (synchronous_mode strict)" : "");
+	}
+	if (strcmp(why, worker.sync.waiting) == 0)
+		return;
+	if (why[0])
+		ereport(WARNING, (errmsg("pg_ha: %s", why)));
+	else
+		ereport(LOG, (errmsg("pg_ha: commits no longer wait for a missing synchronous standby")));
+	strlcpy(worker.sync.waiting, why, sizeof(worker.sync.waiting));
+}
+
+/*
+ * The leader, once per cycle: one step of ha_sync.c's protocol.  Each step
+ * returns at once; "in effect" is checked at the next cycle, which comes
+ * soon while a change is under way.
+ */
+static void
+sync_leader_step(void)
+{
+	SyncStandby standbys[SYNC_MAX_NAMES * 2];
+	SyncInput	in;
+	SyncStep	st;
+	int			n;
+
+	memset(&in, 0, sizeof(in));
+	in.mode = (SyncMode) pg_ha_synchronous_mode;
+	sync_current_key(&in.key);
+	sync_local_ssn(&in.ssn);
+	if (in.mode == SYNC_MODE_OFF && !in.key.present)
+	{
+		worker.sync.waiting[0] = '\0';
+		return;
+	}
+	n = sync_local_standbys(standbys, lengthof(standbys));
+	sync_fill_members(standbys, n);
+	if (worker.sync.asked_set)
+	{
+		char		text[SYNC_SSN_MAX_LEN];
+
+		sync_ssn_format(&in.ssn, text, sizeof(text));
+		in.in_effect = strcmp(text, worker.sync.asked) == 0;
+	}
+	else
+		in.in_effect = true;
+	in.in_effect = in.in_effect && sync_local_in_effect(&in.ssn, standbys, n);
+	if (in.in_effect)
+		sync_track_ready(&in.ssn, standbys, n);
+	in.node_count = pg_ha_synchronous_node_count;
+	in.self = worker.node;
+	in.standbys = standbys;
+	in.nstandbys = n;
+	in.ready = worker.sync.ready;
+	sync_note_waiting(&in.ssn, standbys, n);
+
+	st = sync_next_step(&in);
+	switch (st.kind)
+	{
+		case SYNC_STEP_WRITE_KEY:
+			if (sync_write_key(&st.key, st.why))
+				soon(FAST_CYCLE_US);
+			break;
+		case SYNC_STEP_DELETE_KEY:
+			/* the key first: with it gone, no standby counts as synchronous */
+			if (sync_write_key(NULL, st.why) && in.ssn.names.n > 0)
+			{
+				SyncStandbyNames none;
+
+				memset(&none, 0, sizeof(none));
+				sync_set_ssn(&none);
+			}
+			break;
+		case SYNC_STEP_SET_SSN:
+			sync_set_ssn(&st.ssn);
+			soon(FAST_CYCLE_US);
+			break;
+		case SYNC_STEP_WAIT:
+			soon(FAST_CYCLE_US * 4);
+			break;
+		case SYNC_STEP_NONE:
+			break;
+	}
+}
+
+/*
+ * The failover rule in synchronous mode: with a sync key left by the lost
+ * leader, only a listed standby that sees enough listed nodes may take
+ * over (sync_race_check), and only listed peers compete with it;
+ * maximum_lag_on_failover does not apply (a listed standby holds every
+ * acknowledged commit, an unlisted one may not, however small its lag).
+ * A forced manual failover is the operator's way out.  False, with why,
+ * when this node must not take over.
+ */
+static bool
+sync_race_gate(const NodeSnapshot *snap, RaceInput *in, MemberInfo *peers, int *npeers,
+			   char *why, size_t whylen)
+{
+	SyncKey		key;
+	SyncVoter	voters[PG_HA_MAX_MEMBERS];
+	int			kept = 0;
+
+	sync_current_key(&key);
+	if (!key.present || in->forced)
+		return true;
+	for (int i = 0; i < *npeers; i++)
+	{
+		voters[i].name = peers[i].name;
+		voters[i].lsn = peers[i].lsn;
+		voters[i].fresh = peers[i].valid;
+	}
+	if (sync_race_check(&key, worker.node, snap->lsn, voters, *npeers, why, whylen) != SYNC_RACE_MAY_TAKE)
+		return false;
+	for (int i = 0; i < *npeers; i++)
+		if (sync_names_contains(&key.voters, peers[i].name))
+			peers[kept++] = peers[i];
+	*npeers = kept;
+	in->npeers = kept;
+	in->maximum_lag_bytes = PG_UINT64_MAX;
+	return true;
+}
+
+/*
+ * A refused race in synchronous mode waits for proof from other listed
+ * nodes, and they count only positions published after the leader was
+ * lost, as each of them saw that moment: a node that was cut away when it
+ * happened takes the moment it came back, after our one publication.  So
+ * the position is published again, every third of a TTL, while the race
+ * is refused (it no longer changes: there is no leader to stream from).
+ */
+static void
+sync_republish_position(const NodeSnapshot *snap, int64 now)
+{
+	if (now - worker.sync.republished_at < worker.lease_ttl * 1000000 / 3)
+		return;
+	worker.sync.republished_at = now;
+	publish_member(snap, true);
+}
+
+/*
+ * Before a promotion: synchronous_standby_names as the new leader must
+ * start (strict: wait for the other synchronous standbys), in effect in
+ * the checkpointer before the first commit can happen.  False until then;
+ * the race is decided again at the next cycle.
+ */
+static bool
+sync_ready_to_promote(void)
+{
+	SyncKey		key;
+	SyncStandbyNames want;
+	SyncStandbyNames cur;
+	char		text[SYNC_SSN_MAX_LEN];
+
+	sync_current_key(&key);
+	sync_local_ssn(&cur);
+	/*
+	 * Synchronous mode off: the setting is the operator's, unless it names
+	 * this node, which only a former leader's configuration does (pg_ha
+	 * set it there; a clone copies it): as leader, every commit would wait
+	 * for a standby that cannot exist.
+	 */
+	if (pg_ha_synchronous_mode == SYNC_MODE_OFF && !key.present &&
+		!sync_names_contains(&cur.names, worker.node))
+		return true;
+	want = sync_promotion_ssn((SyncMode) pg_ha_synchronous_mode, &key, worker.node);
+	if (!sync_ssn_equal(&want, &cur))
+	{
+		sync_ssn_format(&want, text, sizeof(text));
+		if (!worker.sync.asked_set || strcmp(text, worker.sync.asked) != 0)
+			sync_set_ssn(&want);
+		soon(FAST_CYCLE_US);
+		return false;
+	}
+	if (!sync_local_defined_matches(&want))
+	{
+		soon(FAST_CYCLE_US);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Right after taking the leader key, before promoting: the sync key names
+ * this node with no synchronous standby, so that no standby of the old
+ * term can be promoted over commits this node will acknowledge.  If that
+ * cannot be written, the leader key is given back rather than promote.
+ */
+static bool
+sync_claim_or_release(void)
+{
+	SyncKey		key;
+	SyncKey		mine;
+
+	sync_current_key(&key);
+	if (pg_ha_synchronous_mode == SYNC_MODE_OFF && !key.present)
+		return true;
+	memset(&mine, 0, sizeof(mine));
+	mine.present = true;
+	strlcpy(mine.leader, worker.node, sizeof(mine.leader));
+	if (sync_write_key(&mine, "taking over: no standby is synchronous yet"))
+		return true;
+	(void) etcd_delete_if_value(worker.etcd, worker.leader_key, worker.node);
+	worker.is_leader = false;
+	publish_lease_deadline();
+	soon(FAST_CYCLE_US);
+	return false;
+}
+
+/* Under the shared lock (publish_shared): the sync key and since when each is listed. */
+static void
+sync_publish_locked(void)
+{
+	SyncKey		key;
+	SyncNames	seen;
+	TimestampTz since[SYNC_MAX_NAMES];
+	TimestampTz now = GetCurrentTimestamp();
+
+	memset(&key, 0, sizeof(key));
+	if (worker.view.loaded || worker.sync.written_valid)
+		sync_current_key(&key);
+	memset(&seen, 0, sizeof(seen));
+	for (int i = 0; i < key.voters.n; i++)
+	{
+		since[seen.n] = now;
+		for (int j = 0; j < worker.sync.seen.n; j++)
+			if (pg_strcasecmp(worker.sync.seen.name[j], key.voters.name[i]) == 0)
+				since[seen.n] = worker.sync.seen_since[j];
+		sync_names_add(&seen, key.voters.name[i]);
+	}
+	worker.sync.seen = seen;
+	memcpy(worker.sync.seen_since, since, sizeof(since));
+
+	pg_ha_shared->sync_mode = pg_ha_synchronous_mode;
+	strlcpy(pg_ha_shared->sync_leader, key.present ? key.leader : "", PG_HA_NAME_LEN);
+	pg_ha_shared->sync_quorum = key.quorum;
+	pg_ha_shared->sync_count = seen.n;
+	for (int i = 0; i < seen.n; i++)
+	{
+		strlcpy(pg_ha_shared->sync_names[i], seen.name[i], PG_HA_NAME_LEN);
+		pg_ha_shared->sync_since[i] = since[i];
+	}
+	strlcpy(pg_ha_shared->sync_waiting, worker.is_leader ? worker.sync.waiting : "",
+			sizeof(pg_ha_shared->sync_waiting));
 }
 
 /* ---------- primary side ---------- */
@@ -1368,6 +1773,7 @@ primary_cycle(const NodeSnapshot *snap)
 		handover_step();
 		return true;
 	}
+	sync_leader_step();
 	leader_handle_request();
 	return true;
 }
@@ -1600,9 +2006,10 @@ failover_race(const NodeSnapshot *snap)
 				soon(FAST_CYCLE_US / 5);
 				return;
 			}
-			if (!allowed(HA_EV_WON_RACE, "switchover") || !acquire_leader_key())
+			if (!sync_ready_to_promote() || !allowed(HA_EV_WON_RACE, "switchover") ||
+				!acquire_leader_key())
 				return;
-			if (worker.is_leader)
+			if (worker.is_leader && sync_claim_or_release())
 				begin_promotion("switchover");
 			return;
 		}
@@ -1696,12 +2103,19 @@ failover_race(const NodeSnapshot *snap)
 			}
 	}
 
+	if (!sync_race_gate(snap, &in, peers, &npeers, why, sizeof(why)))
+	{
+		refuse_race(why);
+		sync_republish_position(snap, now);
+		soon(FAST_CYCLE_US * 4);
+		return;
+	}
 	switch (failover_decide(&in, why, sizeof(why)))
 	{
 		case RACE_TAKE:
-			if (!allowed(HA_EV_WON_RACE, why) || !acquire_leader_key())
+			if (!sync_ready_to_promote() || !allowed(HA_EV_WON_RACE, why) || !acquire_leader_key())
 				return;
-			if (worker.is_leader)
+			if (worker.is_leader && sync_claim_or_release())
 				begin_promotion(preferred && strcmp(preferred, worker.node) == 0 ?
 								"manual failover" : "failover");
 			break;
@@ -2271,6 +2685,7 @@ pg_ha_worker_main(Datum arg)
 	worker.initialize_key = key_copy("initialize");
 	worker.failover_key = key_copy("failover");
 	worker.history_key = key_copy("history");
+	worker.sync_key = key_copy("sync");
 
 	/* for ALTER SYSTEM and pg_stat_replication; works on a hot standby too */
 	BackgroundWorkerInitializeConnection(pg_ha_database, NULL, 0);

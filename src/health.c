@@ -17,9 +17,11 @@
  *   /health                             postgres accepts connections
  *   /liveness                           the HA worker is alive
  *   /readiness                          leader, or running with etcd seen
- *   /sync /synchronous                  503: no synchronous mode yet
- *   /async /asynchronous                /replica while etcd is reachable
- *   /read-only-sync                     /primary
+ *   /sync /synchronous                  /replica, listed in the sync key
+ *                                       (synchronous_mode on or strict)
+ *   /quorum                             the same in synchronous_mode quorum
+ *   /async /asynchronous                /replica, not listed, etcd reachable
+ *   /read-only-sync /read-only-quorum   /primary, or /sync (/quorum)
  *   /standby-leader /standby_leader     503: no standby clusters yet
  *   /patroni                            status JSON (Patroni field names)
  *   /cluster  /history  /metrics        members seen here, timeline
@@ -78,6 +80,8 @@ typedef struct NodeView
 	bool		noloadbalance;
 	bool		etcd_reachable;
 	TimestampTz etcd_last_ok;
+	bool		sync_listed;	/* in the current leader's sync key */
+	bool		quorum_mode;	/* this node's synchronous_mode is quorum */
 } NodeView;
 
 static void
@@ -105,6 +109,12 @@ take_view(NodeView *v)
 	v->noloadbalance = pg_ha_shared->noloadbalance;
 	v->etcd_reachable = pg_ha_shared->etcd_reachable;
 	v->etcd_last_ok = pg_ha_shared->etcd_last_ok;
+	/* as Patroni: listed by the leader that holds the key now */
+	for (int i = 0; i < pg_ha_shared->sync_count && i < PG_HA_SYNC_MAX; i++)
+		v->sync_listed |= pg_strcasecmp(pg_ha_shared->sync_names[i], pg_ha_shared->node) == 0;
+	v->sync_listed = v->sync_listed && pg_ha_shared->sync_leader[0] != '\0' &&
+		strcmp(pg_ha_shared->sync_leader, pg_ha_shared->leader) == 0;
+	v->quorum_mode = pg_ha_shared->sync_mode == 2;	/* SYNC_MODE_QUORUM */
 	LWLockRelease(pg_ha_shared->lock);
 
 	if (v->node[0] == '\0')
@@ -185,6 +195,8 @@ tags_match(const NodeView *v, const char *query)
 				mine = "true";
 			else if (strcmp(key, "noloadbalance") == 0 && v->noloadbalance)
 				mine = "true";
+			else if (strcmp(key, "nosync") == 0 && (pg_ha_nosync || pg_ha_sync_priority == 0))
+				mine = "true";
 			if (mine == NULL || strcmp(mine, val) != 0)
 				return false;
 		}
@@ -206,10 +218,12 @@ typedef enum HealthKind
 	HK_REPLICA,
 	HK_READ_ONLY,
 	HK_READ_ONLY_SYNC,
+	HK_READ_ONLY_QUORUM,
 	HK_HEALTH,
 	HK_LIVENESS,
 	HK_READINESS,
 	HK_SYNC,
+	HK_QUORUM,
 	HK_ASYNC,
 	HK_STANDBY_LEADER,
 	HK_PATRONI,
@@ -234,11 +248,13 @@ static const Route routes[] = {
 	{"/read-only", HK_READ_ONLY},
 	{"/read-only-sync", HK_READ_ONLY_SYNC},
 	{"/read-only-synchronous", HK_READ_ONLY_SYNC},
+	{"/read-only-quorum", HK_READ_ONLY_QUORUM},
 	{"/health", HK_HEALTH},
 	{"/liveness", HK_LIVENESS},
 	{"/readiness", HK_READINESS},
 	{"/sync", HK_SYNC},
 	{"/synchronous", HK_SYNC},
+	{"/quorum", HK_QUORUM},
 	{"/async", HK_ASYNC},
 	{"/asynchronous", HK_ASYNC},
 	{"/standby-leader", HK_STANDBY_LEADER},
@@ -254,6 +270,17 @@ static const char *const control_paths[] = {
 	"/switchover", "/failover", "/restart", "/reload", "/reinitialize",
 	"/config", "/failsafe", "/sigterm", "/citus",
 };
+
+/*
+ * A synchronous standby as Patroni's /sync and /quorum see it: listed in
+ * the sync key of the current leader, as of etcd last seen (the listing is
+ * in etcd, so without etcd nobody is one).
+ */
+static bool
+view_is_sync(const NodeView *v, bool quorum)
+{
+	return v->etcd_reachable && v->in_recovery && v->sync_listed && v->quorum_mode == quorum;
+}
 
 static int
 health_status(HealthKind kind, const NodeView *v, const HttpRequest *req)
@@ -278,7 +305,10 @@ health_status(HealthKind kind, const NodeView *v, const HttpRequest *req)
 			ok = view_is_primary(v) || view_is_replica(v, req);
 			break;
 		case HK_READ_ONLY_SYNC:
-			ok = view_is_primary(v);
+			ok = view_is_primary(v) || (view_is_sync(v, false) && view_is_replica(v, req));
+			break;
+		case HK_READ_ONLY_QUORUM:
+			ok = view_is_primary(v) || (view_is_sync(v, true) && view_is_replica(v, req));
 			break;
 		case HK_HEALTH:
 			ok = v->running;
@@ -294,9 +324,14 @@ health_status(HealthKind kind, const NodeView *v, const HttpRequest *req)
 			check_tags = false;
 			break;
 		case HK_ASYNC:
-			ok = v->etcd_reachable && view_is_replica(v, req);
+			ok = v->etcd_reachable && !v->sync_listed && view_is_replica(v, req);
 			break;
 		case HK_SYNC:
+			ok = view_is_sync(v, false) && view_is_replica(v, req);
+			break;
+		case HK_QUORUM:
+			ok = view_is_sync(v, true) && view_is_replica(v, req);
+			break;
 		case HK_STANDBY_LEADER:
 		default:
 			ok = false;
@@ -510,6 +545,10 @@ status_json(StringInfo out, const NodeView *v, bool with_replication)
 		appendStringInfo(out, ",\"xlog\":{\"location\":" UINT64_FORMAT "}",
 						 (uint64) v->pos.lsn);
 	appendStringInfo(out, ",\"timeline\":%u", v->pos.timeline);
+	if (view_is_sync(v, false))
+		appendStringInfoString(out, ",\"sync_standby\":true");
+	if (view_is_sync(v, true))
+		appendStringInfoString(out, ",\"quorum_standby\":true");
 	if (with_replication)
 		replication_json(out);
 	if (unlocked)
@@ -807,7 +846,11 @@ metrics_patroni(StringInfo out)
 	patroni_metric(out, "patroni_replica", "gauge", "Value is 1 if this node is a replica, 0 otherwise.",
 				   scope, v.in_recovery ? 1 : 0);
 	patroni_metric(out, "patroni_sync_standby", "gauge",
-				   "Value is 1 if this node is a sync standby replica, 0 otherwise.", scope, 0);
+				   "Value is 1 if this node is a sync standby replica, 0 otherwise.", scope,
+				   view_is_sync(&v, false) ? 1 : 0);
+	patroni_metric(out, "patroni_quorum_standby", "gauge",
+				   "Value is 1 if this node is a quorum standby replica, 0 otherwise.", scope,
+				   view_is_sync(&v, true) ? 1 : 0);
 	patroni_metric(out, "patroni_xlog_received_location", "counter",
 				   "Current location of the received Postgres transaction log, 0 if this node is not a replica.",
 				   scope, v.in_recovery ? (double) (v.pos.receive_lsn ? v.pos.receive_lsn : v.pos.replay_lsn) : 0);

@@ -540,6 +540,41 @@ pg_ha_families(StringInfo out, int64 now_us)
 	collector_families(out, cstate);
 }
 
+/*
+ * Synchronous mode, from the HA worker's copy of the sync key: one series
+ * per listed standby with the Unix time since which this node has seen it
+ * listed, and whether commits on this leader wait for a missing standby.
+ */
+static void
+pg_ha_sync_families(StringInfo out)
+{
+	int			n;
+	char		names[PG_HA_SYNC_MAX][PG_HA_NAME_LEN];
+	TimestampTz since[PG_HA_SYNC_MAX];
+	bool		waiting;
+
+	LWLockAcquire(pg_ha_shared->lock, LW_SHARED);
+	n = Min(pg_ha_shared->sync_count, PG_HA_SYNC_MAX);
+	memcpy(names, pg_ha_shared->sync_names, sizeof(names));
+	memcpy(since, pg_ha_shared->sync_since, sizeof(since));
+	waiting = pg_ha_shared->sync_waiting[0] != '\0';
+	LWLockRelease(pg_ha_shared->lock);
+
+	gauge(out, "pg_ha_sync_standbys", "Standbys the sync key lists as synchronous", n);
+	family(out, "pg_ha_sync_standby_since_timestamp_seconds", "gauge",
+		   "Unix time since which this node has seen the member listed as a synchronous standby");
+	for (int i = 0; i < n; i++)
+	{
+		appendStringInfoString(out, "pg_ha_sync_standby_since_timestamp_seconds{member=\"");
+		metrics_append_label_value(out, names[i]);
+		appendStringInfoString(out, "\"} ");
+		metrics_append_double(out, (double) timestamptz_to_time_t(since[i]));
+		appendStringInfoChar(out, '\n');
+	}
+	gauge(out, "pg_ha_sync_commits_waiting",
+		  "1 if commits on this leader wait for a synchronous standby that is not connected", waiting ? 1 : 0);
+}
+
 /* WAL archive module (archive.h): lock-free counters, two timestamps. */
 static void
 pg_ha_archive_families(StringInfo out)
@@ -638,6 +673,7 @@ metrics_handle(const HttpRequest *req, HttpResponse *resp)
 	LWLockRelease(metrics_cache->lock);
 
 	pg_ha_families(resp->body, start);
+	pg_ha_sync_families(resp->body);
 	pg_ha_archive_families(resp->body);
 	gauge(resp->body, "pg_ha_scrape_duration_seconds", "Time this scrape took to serve",
 		  (pg_ha_monotonic_us() - start) / 1e6);

@@ -21,6 +21,7 @@
 #define PG_HA_ERROR_LEN 256
 #define PG_HA_MEMBERS_JSON_LEN 16384
 #define PG_HA_REPL_ROLES 8		/* distinct roles of WAL senders named in /patroni */
+#define PG_HA_SYNC_MAX 16		/* names in synchronous_standby_names and the sync key */
 
 /* ---------- configuration (guc.c) ---------- */
 
@@ -47,6 +48,13 @@ extern char *pg_ha_replication_conninfo;
 extern char *pg_ha_metrics_role;
 
 extern void pg_ha_define_gucs(void);
+
+/* synchronous mode (guc.c's last block; ha_sync.c) */
+extern int	pg_ha_synchronous_mode;	/* SyncMode */
+extern int	pg_ha_synchronous_node_count;
+extern bool pg_ha_nosync;
+extern int	pg_ha_sync_priority;
+extern void pg_ha_define_sync_gucs(void);
 
 /* Effective names: the GUC, or its documented fallback. */
 extern const char *pg_ha_effective_cluster(void);
@@ -178,6 +186,18 @@ typedef struct PgHaShared
 	uint64		etcd_requests;
 	uint64		etcd_errors;
 	uint64		etcd_latency_us;
+	/*
+	 * Synchronous mode as the HA worker last saw it: the sync key (leader
+	 * "" when absent), when each listed standby was first seen listed, and
+	 * on the leader why commits wait for a standby, "" when they do not.
+	 */
+	int			sync_mode;		/* SyncMode configured on this node */
+	char		sync_leader[PG_HA_NAME_LEN];
+	int			sync_quorum;
+	int			sync_count;
+	char		sync_names[PG_HA_SYNC_MAX][PG_HA_NAME_LEN];
+	TimestampTz sync_since[PG_HA_SYNC_MAX];
+	char		sync_waiting[PG_HA_ERROR_LEN];
 } PgHaShared;
 
 extern PgHaShared *pg_ha_shared;

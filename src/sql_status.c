@@ -10,6 +10,8 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/pg_lsn.h"
@@ -42,12 +44,44 @@ require_preloaded(void)
 				 errhint("Add pg_ha to shared_preload_libraries and restart the server.")));
 }
 
+/*
+ * Synchronous mode: the configured mode; the standbys the current sync key
+ * lists (NULL without a key) and since when this node has seen each
+ * listed; on the leader, why commits wait for a standby (NULL when they
+ * do not).
+ */
+static void
+sync_columns(const PgHaShared *copy, Datum *values, bool *nulls)
+{
+	static const char *const modes[] = {"off", "on", "quorum", "strict"};
+	int			n = Min(copy->sync_count, PG_HA_SYNC_MAX);
+	Datum		names[PG_HA_SYNC_MAX];
+	Datum		since[PG_HA_SYNC_MAX];
+
+	values[0] = CStringGetTextDatum(copy->sync_mode >= 0 && copy->sync_mode < (int) lengthof(modes) ?
+									modes[copy->sync_mode] : "unknown");
+	for (int i = 0; i < n; i++)
+	{
+		names[i] = CStringGetTextDatum(copy->sync_names[i]);
+		since[i] = TimestampTzGetDatum(copy->sync_since[i]);
+	}
+	nulls[1] = nulls[2] = copy->sync_leader[0] == '\0';
+	if (!nulls[1])
+	{
+		values[1] = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
+		values[2] = PointerGetDatum(construct_array(since, n, TIMESTAMPTZOID, sizeof(TimestampTz),
+													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	}
+	values[3] = CStringGetTextDatum(copy->sync_waiting);
+	nulls[3] = copy->sync_waiting[0] == '\0';
+}
+
 Datum
 pg_ha_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[16];
-	bool		nulls[16];
+	Datum		values[20];
+	bool		nulls[20];
 	PgHaShared	copy;
 	HaState		state;
 	int64		deadline;
@@ -106,6 +140,7 @@ pg_ha_status(PG_FUNCTION_ARGS)
 	values[14] = BoolGetDatum(copy.paused);
 	/* fenced as a backend would see it at commit; a standby cannot commit anyway */
 	values[15] = BoolGetDatum(copy.role == PG_HA_ROLE_PRIMARY && pg_ha_fence_reason() != NULL);
+	sync_columns(&copy, values + 16, nulls + 16);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
