@@ -28,14 +28,8 @@ my ($n1, $n2, $n3) = ha_cluster(
 	ttl        => $ttl,
 	extra_conf => "pg_ha.synchronous_mode = on\n");
 
-sub sync_standby
-{
-	my $v = $etcd->get(ha_key('sync')) or return '';
-	return JSON::PP::decode_json($v)->{sync_standby} // '';
-}
-
 # node2 wins the tie-break by name: it becomes the synchronous standby
-wait_for(sub { sync_standby() eq 'node2' }, timeout => 30, what => 'node2 synchronous', fatal => 1);
+wait_for(sub { sync_standby($etcd) eq 'node2' }, timeout => 30, what => 'node2 synchronous', fatal => 1);
 $n1->safe_psql('postgres',
 	'CREATE TABLE w (id bigserial, at timestamptz DEFAULT clock_timestamp())');
 
@@ -51,7 +45,7 @@ my $bench = IPC::Run::start(
 sleep 4;
 my $killed_at = $n1->safe_psql('postgres', 'SELECT clock_timestamp()');
 $n2->kill9;
-my $moved = wait_for(sub { sync_standby() eq 'node3' }, timeout => 30, what => 'the sync key to move to node3');
+my $moved = wait_for(sub { sync_standby($etcd) eq 'node3' }, timeout => 30, what => 'the sync key to move to node3');
 ok($moved, 'on: the leader names node3 after node2 died');
 is($n1->safe_psql('postgres', 'SHOW synchronous_standby_names'), 'FIRST 1 ("node3")',
 	'on: synchronous_standby_names names node3');

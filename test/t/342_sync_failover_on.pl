@@ -29,13 +29,7 @@ my ($n1, $n2, $n3) = ha_cluster(
 	ttl        => $ttl,
 	extra_conf => "pg_ha.synchronous_mode = on\npg_ha.maximum_lag_on_failover = '1GB'\n");
 
-sub sync_standby
-{
-	my $v = $etcd->get(ha_key('sync')) or return '';
-	return JSON::PP::decode_json($v)->{sync_standby} // '';
-}
-
-wait_for(sub { sync_standby() eq 'node2' }, timeout => 30, what => 'node2 synchronous', fatal => 1);
+wait_for(sub { sync_standby($etcd) eq 'node2' }, timeout => 30, what => 'node2 synchronous', fatal => 1);
 $n1->safe_psql('postgres', 'CREATE TABLE acked (id int)');
 stop_streaming($n3, $n1);
 
@@ -47,7 +41,7 @@ for my $batch (1 .. 10)
 	$acked += 50 if $ok;
 }
 is($acked, 500, '500 commits acknowledged by node1');
-is(sync_standby(), 'node2', 'node2 still the synchronous standby');
+is(sync_standby($etcd), 'node2', 'node2 still the synchronous standby');
 cmp_ok($n3->safe_psql('postgres', 'SELECT count(*) FROM acked'), '<', $acked, 'node3 lags behind');
 
 # freeze node2 (every process), kill node1
@@ -82,8 +76,8 @@ my $sync = JSON::PP::decode_json($etcd->get(ha_key('sync')));
 is($sync->{leader}, 'node2', 'the new leader owns the sync key');
 
 # node3 follows the new leader, becomes its synchronous standby
-wait_for(sub { sync_standby() eq 'node3' }, timeout => 60, what => 'node3 synchronous standby of node2');
-is(sync_standby(), 'node3', 'node3 becomes the synchronous standby of node2');
+wait_for(sub { sync_standby($etcd) eq 'node3' }, timeout => 60, what => 'node3 synchronous standby of node2');
+is(sync_standby($etcd), 'node3', 'node3 becomes the synchronous standby of node2');
 is($n3->safe_psql('postgres', 'SELECT count(*) FROM acked'), $acked, 'node3 caught up with node2');
 
 forget_if_stopped($n1);

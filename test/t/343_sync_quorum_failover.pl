@@ -31,14 +31,8 @@ my ($n1, $n2, $n3) = ha_cluster(
 	ttl        => $ttl,
 	extra_conf => "pg_ha.synchronous_mode = quorum\npg_ha.maximum_lag_on_failover = '1GB'\n");
 
-sub sync_key
-{
-	my $v = $etcd->get(ha_key('sync')) or return {};
-	return JSON::PP::decode_json($v);
-}
-
 my $key = wait_for(
-	sub { my $k = sync_key(); ($k->{sync_standby} // '') eq 'node2,node3' && ($k->{quorum} // -1) == 1 ? $k : undef },
+	sub { my $k = sync_key($etcd); ($k->{sync_standby} // '') eq 'node2,node3' && ($k->{quorum} // -1) == 1 ? $k : undef },
 	timeout => 30, what => 'the sync key to list node2,node3 with quorum 1');
 ok($key, 'sync key: node2,node3, quorum 1 (Patroni 4 format)') or BAIL_OUT('no quorum key');
 is($n1->safe_psql('postgres', 'SHOW synchronous_standby_names'), 'ANY 1 ("node2", "node3")',
@@ -68,7 +62,7 @@ for my $batch (1 .. 10)
 	$acked += 50 if $ok;
 }
 is($acked, 500, '500 commits acknowledged (by node2)');
-is(sync_key()->{sync_standby}, 'node2,node3', 'both still listed');
+is(sync_key($etcd)->{sync_standby}, 'node2,node3', 'both still listed');
 
 # node2 is cut away, node1 dies; node3 (behind) is the only one answering
 my $pm2 = $n2->postmaster_pid;

@@ -30,7 +30,7 @@ our @EXPORT = qw(ha_cluster ha_replica_conf try_sql wal_receiver
   writable_nodes in_recovery leader_of history_of wait_streaming
   wait_leader_not log_since postmaster_running supervise forget_if_stopped
   key_watch worker_pid wal_receiver_pid lease_remaining wait_lease_renewed
-  health_status leader_holders);
+  health_status leader_holders sync_key sync_standby);
 
 # Settings every 3xx cluster gets: a standby retries a failed WAL source
 # every 500 ms (default 5 s) so it follows a new leader quickly; and
@@ -519,6 +519,11 @@ sub health_status
 	return $r->{status};
 }
 
+=item sync_key($etcd, %p) / sync_standby($etcd, %p)
+
+The cluster's C<sync> key decoded (an empty hash when there is none), and
+its C<sync_standby> field ('' when there is none).
+
 =item leader_holders($etcd, $prefix = '/')
 
 Every leader key under C<$prefix> in any namespace and cluster: hash
@@ -533,6 +538,19 @@ sub leader_holders
 	my ($etcd, $prefix) = @_;
 	my $all = $etcd->get_prefix($prefix // '/');
 	return { map { $_ => $all->{$_} } grep { m{/leader$} } keys %$all };
+}
+
+sub sync_key
+{
+	my ($etcd, %p) = @_;
+	my $v = $etcd->get(PgHa::Cluster::ha_key('sync', _key_opts(%p))) or return {};
+	return JSON::PP::decode_json($v);
+}
+
+sub sync_standby
+{
+	my ($etcd, %p) = @_;
+	return sync_key($etcd, %p)->{sync_standby} // '';
 }
 
 1;
