@@ -49,11 +49,13 @@ check_endpoints(char **newval, void **extra, GucSource source)
 	if (etcd_parse_endpoints(*newval, NULL, ETCD_MAX_ENDPOINTS, err, sizeof(err)) < 0)
 	{
 		/*
-		 * Not PostgreSQL's "invalid value for parameter ...: <value>": the
-		 * value may hold a password, and this message goes to the log and,
-		 * at server start, to pg_ha.status().  err never quotes one.
+		 * Not PostgreSQL's "invalid value for parameter ...: <value>" when
+		 * the value may hold a password (or a token in a query): this
+		 * message goes to the log and, at server start, to pg_ha.status().
+		 * err never quotes such a value.
 		 */
-		GUC_check_errmsg("invalid value for parameter \"pg_ha.etcd_endpoints\": %s", err);
+		if (strpbrk(*newval, "@?#") != NULL)
+			GUC_check_errmsg("invalid value for parameter \"pg_ha.etcd_endpoints\": %s", err);
 		GUC_check_errdetail("%s.", err);
 		GUC_check_errhint("Use a comma-separated list such as \"http://10.0.0.1:2379,http://10.0.0.2:2379\".");
 		return false;
