@@ -34,11 +34,29 @@ REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check_regress \
 TAP_TESTS   = 1
 PROVE_TESTS = $(if $(T),$(T),test/t/*.pl)
 
-EXTRA_CLEAN = tmp_check tmp_check_regress results log $(PROGRAMS) test/fuzz/build test/unit/build
+EXTRA_CLEAN = tmp_check tmp_check_regress results log $(PROGRAMS) test/fuzz/build test/unit/build \
+              .build-flavour
+
+# `make ASAN=1`: pg_ha.so and the programs with AddressSanitizer and
+# UBSan.  postgres itself is not instrumented: the harness preloads the
+# runtime into it (scripts/test.sh --asan, docs/testing.md).  The build
+# flavour is a stamp file, so switching it rebuilds every object.
+BUILD_FLAVOUR := $(if $(ASAN),asan,plain)
+ifdef ASAN
+SAN_FLAGS     = -fsanitize=address,undefined -fno-omit-frame-pointer
+PG_CPPFLAGS  += $(SAN_FLAGS)
+SHLIB_LINK   += $(SAN_FLAGS)
+PROGRAM_LIBS += $(SAN_FLAGS)
+endif
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# (rewritten at parse time when the flavour changes: PGXS's .SECONDARY
+# would not remake a missing stamp)
+$(shell test "$$(cat .build-flavour 2>/dev/null)" = "$(BUILD_FLAVOUR)" || echo "$(BUILD_FLAVOUR)" > .build-flavour)
+$(OBJS) $(FRONTEND_OBJS) $(PROGRAMS): .build-flavour
 
 # PGXS's Makefile.global resets PROVE_FLAGS: set ours after it
 PROVE_FLAGS = -I $(srcdir)/test/perl --timer
