@@ -34,11 +34,29 @@ REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check_regress \
 TAP_TESTS   = 1
 PROVE_TESTS = $(if $(T),$(T),test/t/*.pl)
 
-EXTRA_CLEAN = tmp_check tmp_check_regress results log $(PROGRAMS) test/fuzz/build test/unit/build
+EXTRA_CLEAN = tmp_check tmp_check_regress results log $(PROGRAMS) test/fuzz/build test/unit/build \
+              .build-flavour
+
+# `make ASAN=1`: pg_ha.so and the programs with AddressSanitizer and
+# UBSan.  postgres itself is not instrumented: the harness preloads the
+# runtime into it (scripts/test.sh --asan, docs/testing.md).  The build
+# flavour is a stamp file, so switching it rebuilds every object.
+BUILD_FLAVOUR := $(if $(ASAN),asan,plain)
+ifdef ASAN
+SAN_FLAGS     = -fsanitize=address,undefined -fno-omit-frame-pointer
+PG_CPPFLAGS  += $(SAN_FLAGS)
+SHLIB_LINK   += $(SAN_FLAGS)
+PROGRAM_LIBS += $(SAN_FLAGS)
+endif
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# (rewritten at parse time when the flavour changes: PGXS's .SECONDARY
+# would not remake a missing stamp)
+$(shell test "$$(cat .build-flavour 2>/dev/null)" = "$(BUILD_FLAVOUR)" || echo "$(BUILD_FLAVOUR)" > .build-flavour)
+$(OBJS) $(FRONTEND_OBJS) $(PROGRAMS): .build-flavour
 
 # PGXS's Makefile.global resets PROVE_FLAGS: set ours after it
 PROVE_FLAGS = -I $(srcdir)/test/perl --timer
@@ -89,8 +107,10 @@ check-unit: test/unit/build/unit_tests
 # Fuzzing (libFuzzer, clang): `make fuzz FUZZ_SECONDS=600`.
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
-FUZZ_FLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -I$(srcdir)/src
+FUZZ_FLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I$(srcdir)/src
 FUZZ_TARGETS  = test/fuzz/build/fuzz_etcd_reply
+# every target; `make fuzz-all FUZZ_SECONDS=600` runs each in turn
+FUZZ_ALL      = fuzz fuzz-http fuzz-request fuzz-member fuzz-archive
 
 test/fuzz/build/fuzz_etcd_reply: test/fuzz/fuzz_etcd_reply.c src/etcd_json.c src/etcd.c src/etcd.h
 	@mkdir -p test/fuzz/build
@@ -103,6 +123,31 @@ test/fuzz/build/fuzz_http_request: test/fuzz/fuzz_http_request.c src/http_parse.
 test/fuzz/build/fuzz_request: test/fuzz/fuzz_request.c src/ha_request.c src/ha_request.h
 	@mkdir -p test/fuzz/build
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ test/fuzz/fuzz_request.c src/ha_request.c -lcjson
+
+test/fuzz/build/fuzz_archive_object: test/fuzz/fuzz_archive_object.c src/archive_repo.c src/archive_repo.h
+	@mkdir -p test/fuzz/build
+	$(FUZZ_CC) $(FUZZ_FLAGS) -D_GNU_SOURCE -o $@ test/fuzz/fuzz_archive_object.c src/archive_repo.c -luring -llz4 -lzstd
+
+# ha_cluster.c is backend code: server headers, libpgport, stubs in the target
+test/fuzz/build/fuzz_member: test/fuzz/fuzz_member.c src/ha_cluster.c src/ha_request.c src/etcd_json.c $(wildcard $(srcdir)/src/*.h)
+	@mkdir -p test/fuzz/build
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Wno-ignored-attributes -I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir) \
+		-o $@ test/fuzz/fuzz_member.c src/ha_cluster.c src/ha_request.c src/etcd_json.c \
+		-L$(shell $(PG_CONFIG) --pkglibdir) -L$(shell $(PG_CONFIG) --libdir) -lpgcommon -lpgport -lcjson -lm
+
+# `make fuzz-archive FUZZ_SECONDS=600`: the archive object format
+.PHONY: fuzz-archive
+fuzz-archive: test/fuzz/build/fuzz_archive_object
+	@mkdir -p test/fuzz/corpus-work/archive_object
+	test/fuzz/build/fuzz_archive_object -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		test/fuzz/corpus-work/archive_object $(srcdir)/test/fuzz/corpus/archive_object
+
+# `make fuzz-member FUZZ_SECONDS=600`: member documents and the worker's cluster view
+.PHONY: fuzz-member
+fuzz-member: test/fuzz/build/fuzz_member
+	@mkdir -p test/fuzz/corpus-work/member
+	test/fuzz/build/fuzz_member -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		test/fuzz/corpus-work/member $(srcdir)/test/fuzz/corpus/member
 
 # `make fuzz-request FUZZ_SECONDS=600`: the failover key's codec
 .PHONY: fuzz-request
@@ -117,6 +162,10 @@ fuzz-http: test/fuzz/build/fuzz_http_request
 	@mkdir -p test/fuzz/corpus-work/http_request
 	test/fuzz/build/fuzz_http_request -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		test/fuzz/corpus-work/http_request $(srcdir)/test/fuzz/corpus/http_request
+
+.PHONY: fuzz-all
+fuzz-all:
+	for t in $(FUZZ_ALL); do $(MAKE) $$t FUZZ_SECONDS=$(FUZZ_SECONDS) || exit 1; done
 
 .PHONY: fuzz
 fuzz: $(FUZZ_TARGETS)

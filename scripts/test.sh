@@ -24,7 +24,9 @@
 # directory is kept and its path printed.  On success it is removed.
 #
 # Options: --keep (keep the work directory), --no-install (test the pg_ha
-# already installed).
+# already installed), --asan (build pg_ha with AddressSanitizer and UBSan,
+# preload the runtime into postgres and fail a test whose processes wrote
+# a sanitizer report; docs/testing.md).
 # Environment: T (TAP files), PG_CONFIG, PG_HA_TEST_USER, PG_HA_TEST_TMPDIR
 # (parent of the work directory, default /tmp), PG_HA_TEST_LOG_LINES (lines of
 # each log to print, default 80), PG_HA_TEST_KEEP=1, PG_HA_TEST_NO_INSTALL=1,
@@ -43,6 +45,7 @@ TESTS=${T:-}
 run_unit=1
 run_regress=1
 run_tap=1
+asan=
 for arg in "$@"; do
 	case "$arg" in
 		T=*) TESTS="$TESTS ${arg#T=}" ;;
@@ -50,7 +53,8 @@ for arg in "$@"; do
 		--tap-only) run_regress=0 ;;
 		--keep) PG_HA_TEST_KEEP=1 ;;
 		--no-install) PG_HA_TEST_NO_INSTALL=1 ;;
-		-h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+		--asan) asan=1 ;;
+		-h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 		*.pl) TESTS="$TESTS $arg" ;;
 		*) die "unknown argument: $arg (see --help)" ;;
 	esac
@@ -87,17 +91,20 @@ log "PostgreSQL: $("$PG_CONFIG" --version) ($PG_CONFIG)"
 
 # ---------------------------------------------------------- build, install
 MAKE_J="-j$(nproc 2>/dev/null || echo 2)"
-log "building"
-make -s "$MAKE_J" PG_CONFIG="$PG_CONFIG" || die "build failed"
+# ASAN=1 on every make below: the build flavour is a stamp (Makefile), a
+# make without it would rebuild pg_ha plain.
+MAKE_SAN=${asan:+ASAN=1}
+log "building${asan:+ with AddressSanitizer and UBSan}"
+make -s "$MAKE_J" PG_CONFIG="$PG_CONFIG" $MAKE_SAN || die "build failed"
 
 if [ -n "${PG_HA_TEST_NO_INSTALL:-}" ]; then
 	warn "not installing: testing the pg_ha already installed in $("$PG_CONFIG" --pkglibdir)"
 elif [ "$is_root" = 1 ]; then
 	log "installing"
-	make -s install PG_CONFIG="$PG_CONFIG" || die "make install failed"
-elif log "installing" && ! make -s install PG_CONFIG="$PG_CONFIG" 2>/tmp/pg_ha_install.$$.err; then
+	make -s install PG_CONFIG="$PG_CONFIG" $MAKE_SAN || die "make install failed"
+elif log "installing" && ! make -s install PG_CONFIG="$PG_CONFIG" $MAKE_SAN 2>/tmp/pg_ha_install.$$.err; then
 	if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-		sudo -n make -s install PG_CONFIG="$PG_CONFIG" || die "sudo make install failed"
+		sudo -n make -s install PG_CONFIG="$PG_CONFIG" $MAKE_SAN || die "sudo make install failed"
 	else
 		cat /tmp/pg_ha_install.$$.err >&2
 		rm -f /tmp/pg_ha_install.$$.err
@@ -141,6 +148,23 @@ if [ "$is_root" = 1 ]; then
 fi
 chmod 755 "$WORK"
 
+# --asan: postgres is not instrumented, so the sanitizer runtime is
+# preloaded into it, with test/asan/swift_demangle_stub.so (why: that
+# file).  Every TAP script loads PgHa::Sanitizer (PERL5OPT), which sets
+# LD_PRELOAD for what it starts and fails the test on a report.
+SAN_ENV=()
+if [ -n "$asan" ]; then
+	cc -shared -fPIC -o "$WORK/swift_demangle_stub.so" "$ROOT/test/asan/swift_demangle_stub.c" ||
+		die "building the sanitizer preload stub failed"
+	libasan=$(readlink -f "$(cc -print-file-name=libasan.so)")
+	[ -f "$libasan" ] || die "libasan not found (gcc's libasan8 package)"
+	mkdir -p "$WORK/sanitizer/regress"
+	SAN_ENV=(PG_HA_ASAN_PRELOAD="$libasan $WORK/swift_demangle_stub.so"
+		PERL5OPT=-MPgHa::Sanitizer PERL5LIB="$SRC/test/perl")
+	chmod 755 "$WORK/swift_demangle_stub.so"
+	[ "$is_root" = 1 ] && chown -R "$TEST_USER": "$WORK/sanitizer"
+fi
+
 as_user() {
 	# HOME of the test user; TMPDIR inside the work tree (short unix socket
 	# paths, and nothing left elsewhere).
@@ -148,9 +172,9 @@ as_user() {
 	home=$(getent passwd "$TEST_USER" | cut -d: -f6)
 	if [ "$is_root" = 1 ]; then
 		runuser -u "$TEST_USER" -- env HOME="$home" TMPDIR="$WORK/tmp" \
-			PATH="$BINDIR:$PATH" "$@"
+			PATH="$BINDIR:$PATH" "${SAN_ENV[@]}" "$@"
 	else
-		env TMPDIR="$WORK/tmp" PATH="$BINDIR:$PATH" "$@"
+		env TMPDIR="$WORK/tmp" PATH="$BINDIR:$PATH" "${SAN_ENV[@]}" "$@"
 	fi
 }
 
@@ -175,9 +199,20 @@ tap_rc=0
 
 if [ "$run_regress" = 1 ]; then
 	log "pg_regress suites"
-	as_user make -C "$SRC" installcheck TAP_TESTS= PG_CONFIG="$PG_CONFIG" \
+	# --asan: pg_regress's instance gets the runtime directly (no perl
+	# in between); its reports go to $WORK/sanitizer/regress.
+	regress_san=()
+	[ -n "$asan" ] && regress_san=(env LD_PRELOAD="$libasan $WORK/swift_demangle_stub.so"
+		ASAN_OPTIONS="detect_leaks=0:log_path=$WORK/sanitizer/regress/asan"
+		UBSAN_OPTIONS="print_stacktrace=1:log_path=$WORK/sanitizer/regress/ubsan")
+	as_user "${regress_san[@]}" make -C "$SRC" installcheck TAP_TESTS= PG_CONFIG="$PG_CONFIG" $MAKE_SAN \
 		</dev/null 2>&1 | tee "$WORK/regress.out"
 	regress_rc=${PIPESTATUS[0]}
+	if [ -n "$asan" ] && ls "$WORK"/sanitizer/regress/* >/dev/null 2>&1; then
+		printf '\n===== sanitizer reports (pg_regress) =====\n'
+		cat "$WORK"/sanitizer/regress/*
+		regress_rc=1
+	fi
 	[ "$regress_rc" = 0 ] || status=1
 fi
 
@@ -185,7 +220,7 @@ if [ "$run_tap" = 1 ]; then
 	log "TAP suites${TESTS:+: $TESTS}"
 	# PROVE_FLAGS on the command line: PGXS's Makefile.global resets it
 	# after the project Makefile has set it.
-	as_user make -C "$SRC" installcheck REGRESS= PG_CONFIG="$PG_CONFIG" \
+	as_user make -C "$SRC" installcheck REGRESS= PG_CONFIG="$PG_CONFIG" $MAKE_SAN \
 		PROVE_FLAGS="-I $SRC/test/perl --timer" \
 		${TESTS:+T="$TESTS"} </dev/null 2>&1 | tee "$WORK/tap.out"
 	tap_rc=${PIPESTATUS[0]}

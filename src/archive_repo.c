@@ -416,8 +416,13 @@ ar_encode(const char *name, const void *data, size_t len,
 	return AR_OK;
 }
 
-/* Largest original we accept: WAL segments are at most 1 GB. */
-#define AR_MAX_ORIG ((uint64_t) 1 << 31)
+/*
+ * Largest original we accept: WAL segments are at most 1 GB.  At 2 GB an
+ * lz4 capacity (an int) would already be negative.
+ */
+#define AR_MAX_ORIG ((uint64_t) 1 << 30)
+/* Largest payload: what lz4 or zstd may make of AR_MAX_ORIG bytes. */
+#define AR_MAX_PAYLOAD (AR_MAX_ORIG + (AR_MAX_ORIG >> 4))
 
 int
 ar_decode_header(const void *obj, size_t len, ArHeader *hdr, char *err, size_t errlen)
@@ -454,7 +459,7 @@ ar_decode_header(const void *obj, size_t len, ArHeader *hdr, char *err, size_t e
 		return AR_CORRUPT;
 	}
 	if (hdr->compression > AR_COMPRESS_ZSTD || hdr->orig_len > AR_MAX_ORIG ||
-		hdr->payload_len > AR_MAX_ORIG + (AR_MAX_ORIG >> 4))
+		hdr->payload_len > AR_MAX_PAYLOAD)
 	{
 		ar_err(err, errlen, "object header holds impossible values");
 		return AR_CORRUPT;
@@ -690,38 +695,61 @@ ar_read_file(const char *path, ArBuf *out, char *err, size_t errlen)
 	return ar_read_file_at(path, out, 0, err, errlen);
 }
 
-int
-ar_read_file_at(const char *path, ArBuf *out, size_t offset, char *err, size_t errlen)
+/*
+ * Opens path for reading, refusing anything but a regular file.  O_NONBLOCK
+ * makes open() of a FIFO return at once instead of waiting for a writer
+ * (a FIFO in the repository once blocked pg_ha_restore forever); it is
+ * cleared again for the regular file, where io_uring would otherwise answer
+ * EAGAIN for pages not in the cache.
+ */
+static int
+open_regular(const char *path, struct stat *st, char *err, size_t errlen)
 {
-	int			fd;
-	unsigned char *base;
-	struct stat st;
-	size_t		len;
-	bool		uring_done = false;
+	int			fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 	{
 		if (errno == ENOENT)
 		{
 			ar_err(err, errlen, "file \"%s\" does not exist", path);
-			return AR_NOT_FOUND;
+			return -AR_NOT_FOUND;
 		}
 		ar_err(err, errlen, "could not open \"%s\": %s", path, strerror(errno));
-		return AR_ERROR;
+		return -AR_ERROR;
 	}
-	if (fstat(fd, &st) != 0)
+	if (fstat(fd, st) != 0)
 	{
 		ar_err(err, errlen, "could not stat \"%s\": %s", path, strerror(errno));
 		close(fd);
-		return AR_ERROR;
+		return -AR_ERROR;
 	}
-	len = (size_t) st.st_size;
+	if (!S_ISREG(st->st_mode))
+	{
+		ar_err(err, errlen, "\"%s\" is not a regular file", path);
+		close(fd);
+		return -AR_ERROR;
+	}
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0)
+	{
+		ar_err(err, errlen, "could not set flags of \"%s\": %s", path, strerror(errno));
+		close(fd);
+		return -AR_ERROR;
+	}
+	return fd;
+}
+
+/* Reads len bytes of fd (path, for messages) to out->data + offset. */
+static int
+read_fd_at(int fd, const char *path, size_t len, ArBuf *out, size_t offset,
+		   char *err, size_t errlen)
+{
+	unsigned char *base;
+	bool		uring_done = false;
+
 	out->len = 0;
 	if (ar_buf_reserve(out, offset + (len ? len : 1)) != AR_OK)
 	{
 		ar_err(err, errlen, "out of memory reading \"%s\" (%zu bytes)", path, len);
-		close(fd);
 		return AR_ERROR;
 	}
 	base = out->data + offset;
@@ -747,7 +775,6 @@ ar_read_file_at(const char *path, ArBuf *out, size_t offset, char *err, size_t e
 				{
 					ar_err(err, errlen, "could not read \"%s\": %s", path,
 						   errno ? strerror(errno) : "file shrank while being read");
-					close(fd);
 					return AR_ERROR;
 				}
 			}
@@ -755,20 +782,81 @@ ar_read_file_at(const char *path, ArBuf *out, size_t offset, char *err, size_t e
 		else if (rc < 0)
 		{
 			ar_err(err, errlen, "could not read \"%s\": %s", path, strerror(-rc));
-			close(fd);
 			return AR_ERROR;
 		}
 	}
+	errno = 0;
 	if (!uring_done && len > 0 && full_pread(fd, base, len, 0) != (ssize_t) len)
 	{
 		ar_err(err, errlen, "could not read \"%s\": %s", path,
 			   errno ? strerror(errno) : "file shrank while being read");
+		return AR_ERROR;
+	}
+	out->len = offset + len;
+	return AR_OK;
+}
+
+int
+ar_read_file_at(const char *path, ArBuf *out, size_t offset, char *err, size_t errlen)
+{
+	struct stat st;
+	int			fd = open_regular(path, &st, err, errlen);
+	int			rc;
+
+	if (fd < 0)
+		return -fd;
+	/* nothing pg_ha reads (a WAL file, an object, a spool copy) is larger */
+	if ((uint64_t) st.st_size > AR_HEADER_LEN + AR_MAX_PAYLOAD)
+	{
+		ar_err(err, errlen, "\"%s\" is %lld bytes, larger than any WAL file or archive object",
+			   path, (long long) st.st_size);
 		close(fd);
 		return AR_ERROR;
 	}
+	rc = read_fd_at(fd, path, (size_t) st.st_size, out, offset, err, errlen);
 	close(fd);
-	out->len = offset + len;
-	return AR_OK;
+	return rc;
+}
+
+/*
+ * Reads an object: its header first, and the rest only when the file's
+ * size is the one the header announces.  A large file that is not an
+ * object, or whose header lies about its size, costs 64 bytes of reading.
+ */
+static int
+read_object(const char *path, ArBuf *out, char *err, size_t errlen)
+{
+	struct stat st;
+	unsigned char hbuf[AR_HEADER_LEN];
+	ArHeader	hdr;
+	ssize_t		got;
+	int			fd = open_regular(path, &st, err, errlen);
+	int			rc;
+
+	if (fd < 0)
+		return -fd;
+	got = full_pread(fd, hbuf, sizeof(hbuf), 0);
+	if (got < 0)
+	{
+		ar_err(err, errlen, "could not read \"%s\": %s", path, strerror(errno));
+		close(fd);
+		return AR_ERROR;
+	}
+	if ((rc = ar_decode_header(hbuf, (size_t) got, &hdr, err, errlen)) != AR_OK)
+	{
+		close(fd);
+		return rc;
+	}
+	if ((uint64_t) st.st_size != AR_HEADER_LEN + hdr.payload_len)
+	{
+		ar_err(err, errlen, "object is %lld bytes, its header says %llu (truncated or padded)",
+			   (long long) st.st_size, (unsigned long long) (AR_HEADER_LEN + hdr.payload_len));
+		close(fd);
+		return AR_CORRUPT;
+	}
+	rc = read_fd_at(fd, path, (size_t) st.st_size, out, 0, err, errlen);
+	close(fd);
+	return rc;
 }
 
 static int
@@ -1045,7 +1133,7 @@ local_get(ArchiveRepo *repo, const char *key, ArBuf *out, char *err, size_t errl
 
 	if ((rc = local_path(repo, key, path, sizeof(path), err, errlen)) != AR_OK)
 		return rc;
-	return ar_read_file(path, out, err, errlen);
+	return read_object(path, out, err, errlen);
 }
 
 static int
@@ -1056,17 +1144,14 @@ local_head(ArchiveRepo *repo, const char *key, void *buf, size_t want, size_t *g
 	int			rc;
 	int			fd;
 	ssize_t		n;
+	struct stat st;
 
 	if ((rc = local_path(repo, key, path, sizeof(path), err, errlen)) != AR_OK)
 		return rc;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* a FIFO under the key would block the archiver for good */
+	fd = open_regular(path, &st, err, errlen);
 	if (fd < 0)
-	{
-		if (errno == ENOENT)
-			return AR_NOT_FOUND;
-		ar_err(err, errlen, "could not open \"%s\": %s", path, strerror(errno));
-		return AR_ERROR;
-	}
+		return -fd;
 	n = full_pread(fd, buf, want, 0);
 	close(fd);
 	if (n < 0)

@@ -136,7 +136,11 @@ extern int	ar_decode(const void *obj, size_t len, ArBuf *out, char *err, size_t 
 
 /* ---------- local file I/O (io_uring, with a pread/pwrite fallback) ---------- */
 
-/* Reads a whole file.  AR_NOT_FOUND if it does not exist. */
+/*
+ * Reads a whole regular file (AR_ERROR at once for a FIFO, a directory or
+ * a device: nothing here waits on one), of at most the size of the largest
+ * archive object.  AR_NOT_FOUND if it does not exist.
+ */
 extern int	ar_read_file(const char *path, ArBuf *out, char *err, size_t errlen);
 /* The same, placing the content at out->data + offset (out->len = offset + size). */
 extern int	ar_read_file_at(const char *path, ArBuf *out, size_t offset,
@@ -170,7 +174,9 @@ typedef struct ArchiveRepo ArchiveRepo;
 /*
  * A storage backend.  Keys are relative, '/'-separated, from ar_object_key.
  * put is create-if-absent and durable before it returns AR_OK; get returns
- * the raw object (the caller decodes and verifies).  An S3 backend maps put
+ * the raw object (the caller decodes and verifies), after checking its
+ * header and that its size is the header's, so that a large file which is
+ * no object is refused before it is read.  An S3 backend maps put
  * to PUT with If-None-Match: * and get/head to GET with a Range.
  */
 typedef struct ArchiveRepoOps

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -170,6 +171,23 @@ etcd_parse_endpoints(const char *list, char urls[][ETCD_MAX_URL], int max_urls,
 		set_error(errbuf, errlen, "no etcd endpoint given");
 		return -1;
 	}
+
+	/*
+	 * Before any check that quotes an endpoint: a password in the list must
+	 * not reach a message (a ',' in it would split it over two endpoints).
+	 * Credentials in the URL would show in SHOW, pg_settings and the log
+	 * line of every reload; a query or fragment makes every request fail.
+	 */
+	if (strchr(list, '@') != NULL)
+	{
+		set_error(errbuf, errlen, "an etcd endpoint contains a user name or password ('@')");
+		return -1;
+	}
+	if (strpbrk(list, "?#") != NULL)
+	{
+		set_error(errbuf, errlen, "an etcd endpoint contains a query ('?') or fragment ('#')");
+		return -1;
+	}
 	while (*p != '\0')
 	{
 		const char *start;
@@ -246,6 +264,36 @@ etcd_parse_endpoints(const char *list, char urls[][ETCD_MAX_URL], int max_urls,
 		return -1;
 	}
 	return n;
+}
+
+bool
+etcd_secret_file_ok(const char *path, char *errbuf, size_t errlen)
+{
+	struct stat st;
+	uid_t		me = geteuid();
+
+	if (path == NULL || path[0] == '\0' || stat(path, &st) != 0)
+		return true;
+	if (!S_ISREG(st.st_mode))
+	{
+		set_error(errbuf, errlen, "\"%s\" is not a regular file", path);
+		return false;
+	}
+	if (st.st_uid != me && st.st_uid != 0)
+	{
+		set_error(errbuf, errlen, "\"%s\" must be owned by the server's user (uid %u) or root, not uid %u",
+				  path, (unsigned) me, (unsigned) st.st_uid);
+		return false;
+	}
+	if ((st.st_uid == me && (st.st_mode & (S_IRWXG | S_IRWXO))) ||
+		(st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO))))
+	{
+		set_error(errbuf, errlen,
+				  "\"%s\" has group or world access (mode %04o)",
+				  path, (unsigned) (st.st_mode & 07777));
+		return false;
+	}
+	return true;
 }
 
 EtcdClient *

@@ -130,6 +130,17 @@ typedef struct EtcdWatch EtcdWatch;
 /* Return nonzero to abandon the request in flight. */
 typedef int (*EtcdAbortCheck) (void *arg);
 
+/*
+ * Whether the file at path may hold a secret (a TLS key, a password): false
+ * with a message when it is not a regular file, or other users may read it.
+ * PostgreSQL's rule for ssl_key_file: owned by the effective user with no
+ * group or world permission, or owned by root with at most u=rw,g=r.  A
+ * file that cannot be examined (absent, unreadable directory) passes: the
+ * read that follows reports it.  ETCD_SECRET_FILE_RULE says the rule.
+ */
+#define ETCD_SECRET_FILE_RULE "Make it u=rw (0600) or less if it is owned by the server's user, or u=rw,g=r (0640) or less if it is owned by root."
+extern bool etcd_secret_file_ok(const char *path, char *errbuf, size_t errlen);
+
 /* Process-wide libcurl initialisation; call once before any client. */
 extern bool etcd_global_init(void);
 
@@ -137,6 +148,8 @@ extern bool etcd_global_init(void);
  * Parse and check a comma-separated endpoint list.  Returns the number of
  * endpoints (1..ETCD_MAX_ENDPOINTS) or -1 with a message in errbuf.  When
  * urls is not NULL the normalised URLs (no trailing slash) are stored there.
+ * A list with a user name or password ('@'), a query ('?') or a fragment
+ * ('#') is refused with a message that does not quote it.
  */
 extern int	etcd_parse_endpoints(const char *list,
 								 char urls[][ETCD_MAX_URL], int max_urls,

@@ -73,6 +73,14 @@ check_endpoints(char **newval, void **extra, GucSource source)
 
 	if (etcd_parse_endpoints(*newval, NULL, ETCD_MAX_ENDPOINTS, err, sizeof(err)) < 0)
 	{
+		/*
+		 * Not PostgreSQL's "invalid value for parameter ...: <value>" when
+		 * the value may hold a password (or a token in a query): this
+		 * message goes to the log and, at server start, to pg_ha.status().
+		 * err never quotes such a value.
+		 */
+		if (strpbrk(*newval, "@?#") != NULL)
+			GUC_check_errmsg("invalid value for parameter \"pg_ha.etcd_endpoints\": %s", err);
 		GUC_check_errdetail("%s.", err);
 		GUC_check_errhint("Use a comma-separated list such as \"http://10.0.0.1:2379,http://10.0.0.2:2379\".");
 		return false;
@@ -250,6 +258,40 @@ check_file_path(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/*
+ * The key and password files: an absolute path, and a file other users
+ * cannot read (checked again whenever it is read: its mode may change).
+ * The message says why, not only the value: at server start it is all
+ * pg_ha.status() shows.
+ */
+static bool
+check_secret_file(const char *name, char **newval, void **extra, GucSource source)
+{
+	char		err[1024];
+
+	if (!check_file_path(newval, extra, source))
+		return false;
+	if (!etcd_secret_file_ok(*newval, err, sizeof(err)))
+	{
+		GUC_check_errmsg("invalid value for parameter \"%s\": file %s", name, err);
+		GUC_check_errhint("%s", ETCD_SECRET_FILE_RULE);
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_etcd_key(char **newval, void **extra, GucSource source)
+{
+	return check_secret_file("pg_ha.etcd_key", newval, extra, source);
+}
+
+static bool
+check_etcd_password_file(char **newval, void **extra, GucSource source)
+{
+	return check_secret_file("pg_ha.etcd_password_file", newval, extra, source);
+}
+
 static bool
 check_etcd_user(char **newval, void **extra, GucSource source)
 {
@@ -310,7 +352,7 @@ pg_ha_define_gucs(void)
 							   "Private key file of pg_ha.etcd_cert.",
 							   NULL,
 							   &pg_ha_etcd_key, "",
-							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_file_path, NULL, NULL);
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_etcd_key, NULL, NULL);
 	DefineCustomStringVariable("pg_ha.etcd_user",
 							   "etcd user name for password authentication (empty: none).",
 							   NULL,
@@ -326,7 +368,7 @@ pg_ha_define_gucs(void)
 							   "File holding the password of pg_ha.etcd_user (first line).",
 							   "Make it readable by the server's operating system user only.",
 							   &pg_ha_etcd_password_file, "",
-							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_file_path, NULL, NULL);
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_etcd_password_file, NULL, NULL);
 	DefineCustomIntVariable("pg_ha.etcd_timeout",
 							"Upper bound on one etcd request, all endpoints included.",
 							"Keep it well below pg_ha.ttl / 3 so that a lease renewal can be retried before the lease runs out.",
@@ -526,6 +568,19 @@ pg_ha_effective_connect_address(char *buf, size_t len)
 	snprintf(buf, len, "%s:%d", host, PostPortNumber);
 }
 
+/* etcd_secret_file_ok, with the parameter's name in the message. */
+static bool
+secret_file_ok(const char *param, const char *path, char *errbuf, size_t errlen)
+{
+	char		why[1024];
+
+	if (etcd_secret_file_ok(path, why, sizeof(why)))
+		return true;
+	snprintf(errbuf, errlen, "%s: file %s; at most 0600 is allowed, or 0640 if root owns it",
+			 param, why);
+	return false;
+}
+
 /* First line of pg_ha.etcd_password_file into buf. */
 static bool
 read_password_file(char *buf, size_t len, char *errbuf, size_t errlen)
@@ -536,6 +591,8 @@ read_password_file(char *buf, size_t len, char *errbuf, size_t errlen)
 	buf[0] = '\0';
 	if (pg_ha_etcd_password_file == NULL || pg_ha_etcd_password_file[0] == '\0')
 		return true;
+	if (!secret_file_ok("pg_ha.etcd_password_file", pg_ha_etcd_password_file, errbuf, errlen))
+		return false;
 	f = AllocateFile(pg_ha_etcd_password_file, "r");
 	if (f == NULL)
 	{
@@ -557,6 +614,8 @@ pg_ha_etcd_config(EtcdConfig *config, char *errbuf, size_t errlen)
 	static char password[1024];
 
 	memset(config, 0, sizeof(*config));
+	if (!secret_file_ok("pg_ha.etcd_key", pg_ha_etcd_key, errbuf, errlen))
+		return false;
 	if (!read_password_file(password, sizeof(password), errbuf, errlen))
 		return false;
 	config->endpoints = pg_ha_etcd_endpoints;

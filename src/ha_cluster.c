@@ -117,6 +117,21 @@ json_number(const cJSON *obj, const char *name, double dflt)
 	return cJSON_IsNumber(item) ? item->valuedouble : dflt;
 }
 
+/*
+ * A number field as an integer in [lo, hi], else outside: a document with
+ * "timeline": 2e48 made the double-to-integer conversion undefined (found
+ * by fuzz_member).
+ */
+static int64
+json_int_in(const cJSON *obj, const char *name, int64 lo, int64 hi, int64 dflt, int64 outside)
+{
+	double		v = json_number(obj, name, (double) dflt);
+
+	if (!(v >= (double) lo && v <= (double) hi))
+		return outside;			/* also NaN */
+	return (int64) v;
+}
+
 static bool
 json_flag(const cJSON *obj, const char *name)
 {
@@ -166,13 +181,15 @@ parse_member(const EtcdKV *kv, const char *name, MemberInfo *m)
 	}
 	lsn = json_number(doc, "xlog_location", -1);
 	m->lsn = (lsn >= 0 && lsn < 1.8e19) ? (XLogRecPtr) lsn : InvalidXLogRecPtr;
-	m->timeline = (TimeLineID) Max(0, json_number(doc, "timeline", 0));
+	/* a timeline pg_ha cannot hold is unknown (0): never eligible */
+	m->timeline = (TimeLineID) json_int_in(doc, "timeline", 0, PG_UINT32_MAX, 0, 0);
 	tags = cJSON_GetObjectItemCaseSensitive(doc, "tags");
 	if (cJSON_IsObject(tags))
 	{
 		m->nofailover = json_flag(tags, "nofailover");
 		m->noloadbalance = json_flag(tags, "noloadbalance");
-		m->failover_priority = (int) json_number(tags, "failover_priority", 1);
+		/* out of the parameter's range: never preferred */
+		m->failover_priority = (int) json_int_in(tags, "failover_priority", INT_MIN, INT_MAX, 1, 0);
 		if (m->nofailover)
 			m->failover_priority = 0;
 		m->sync_priority = (int) json_number(tags, "sync_priority", 1);

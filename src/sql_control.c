@@ -22,6 +22,7 @@
 #include <cjson/cJSON.h>
 
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
@@ -124,13 +125,29 @@ refuse(EtcdClient *client, int code, const char *msg, const char *detail, const 
 			 hint ? errhint("%s", hint) : 0));
 }
 
+/* What a message quotes of an argument: a 100 MB name made a 100 MB log line. */
+#define ECHO_MAX_BYTES 64
+
+/* arg as a message quotes it: cut at a character boundary, "..." if cut. */
+static char *
+bounded_echo(const char *arg)
+{
+	int			len = strlen(arg);
+	int			cut;
+
+	if (len <= ECHO_MAX_BYTES)
+		return pstrdup(arg);
+	cut = pg_mbcliplen(arg, len, ECHO_MAX_BYTES);
+	return psprintf("%.*s...", cut, arg);
+}
+
 static void
 check_member_name(const char *name)
 {
 	if (!ha_valid_member_name(name))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("pg_ha: invalid member name \"%s\"", name),
+				 errmsg("pg_ha: invalid member name \"%s\"", bounded_echo(name)),
 				 errdetail("Member names are 1 to 63 characters of A-Z, a-z, 0-9, '_', '-' and '.'.")));
 }
 
