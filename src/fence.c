@@ -128,6 +128,7 @@
  * primary with etcd gone and accepts the risk of two primaries.
  */
 #include "pg_ha.h"
+#include "ha_sync.h"
 
 #include <sys/socket.h>
 
@@ -138,7 +139,9 @@
 #include "libpq/libpq-be.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "replication/syncrep.h"
 #include "replication/walsender.h"
+#include "replication/walsender_private.h"
 #include "storage/proc.h"
 #include "tcop/dest.h"
 #include "tcop/utility.h"
@@ -219,14 +222,68 @@ refuse_if_fenced(const char *what)
 }
 
 /*
+ * In synchronous mode, did the synchronous standbys confirm this commit?
+ *
+ * PostgreSQL ends a commit's wait for them when the statement is cancelled
+ * (pg_cancel_backend, a client's cancel request; statement_timeout is
+ * already off then): it warns that the commit "might not have been
+ * replicated" and then reports success.  Were the primary lost next, the promoted synchronous standby
+ * would lack a commit its client was told is durable, the loss synchronous
+ * mode exists to rule out.  So the reply is withheld like a fenced one.
+ * The wait ended normally exactly when the standbys' confirmed position
+ * (WalSndCtl->lsn, what SyncRepWaitForLSN waited for) reached the end of
+ * the commit record.  A session that asked not to wait (synchronous_commit
+ * local or off) keeps its choice, and so does mode "on" once the leader
+ * went asynchronous for want of a standby (no synchronous standbys
+ * defined: PostgreSQL released the waiters).  Ordinary commits only: a
+ * prepared transaction's records are not tracked here.
+ */
+static bool
+commit_unconfirmed(void)
+{
+	int			mode;
+	bool		defined;
+	XLogRecPtr	confirmed;
+
+	if (pg_ha_synchronous_mode == SYNC_MODE_OFF || max_wal_senders == 0 ||
+		XactLastCommitEnd == InvalidXLogRecPtr)
+		return false;
+	switch (synchronous_commit)
+	{
+		case SYNCHRONOUS_COMMIT_REMOTE_WRITE:
+			mode = SYNC_REP_WAIT_WRITE;
+			break;
+		case SYNCHRONOUS_COMMIT_REMOTE_FLUSH:
+			mode = SYNC_REP_WAIT_FLUSH;
+			break;
+		case SYNCHRONOUS_COMMIT_REMOTE_APPLY:
+			mode = SYNC_REP_WAIT_APPLY;
+			break;
+		default:
+			return false;
+	}
+	LWLockAcquire(SyncRepLock, LW_SHARED);
+#ifdef SYNC_STANDBY_DEFINED		/* recent minor releases */
+	defined = (WalSndCtl->sync_standbys_status & SYNC_STANDBY_DEFINED) != 0;
+#else
+	defined = WalSndCtl->sync_standbys_defined;
+#endif
+	confirmed = WalSndCtl->lsn[mode];
+	LWLockRelease(SyncRepLock);
+	return defined && confirmed < XactLastCommitEnd;
+}
+
+/*
  * Check 2 of the header: the commit is durable; tell the client only if this
- * node still has write authority.  Runs with interrupts held, after the
- * commit: it must not raise an error.
+ * node still has write authority (and, in synchronous mode, only if the
+ * synchronous standbys confirmed an ordinary commit).  Runs with interrupts
+ * held, after the commit: it must not raise an error.
  */
 static void
-check_acknowledgement(const char *what)
+check_acknowledgement(const char *what, bool ordinary_commit)
 {
 	const char *reason;
+	const char *detail = "The transaction is durable on this node, but write authority ran out before the client was told; the client sees a lost connection and must treat the outcome as unknown.";
 
 	/* no client to tell: a background process reports to nobody */
 	if (MyProcPort == NULL || whereToSendOutput != DestRemote)
@@ -234,6 +291,11 @@ check_acknowledgement(const char *what)
 	if (RecoveryInProgress())
 		return;
 	reason = pg_ha_fence_reason();
+	if (reason == NULL && ordinary_commit && commit_unconfirmed())
+	{
+		reason = "the synchronous standby did not confirm it (its wait was cancelled)";
+		detail = "The transaction is durable on this node but may be missing on the synchronous standby, which a failover would promote; the client sees a lost connection and must treat the outcome as unknown.";
+	}
 	if (reason == NULL)
 		return;
 
@@ -245,7 +307,7 @@ check_acknowledgement(const char *what)
 	drop_client_connection();
 	ereport(LOG_SERVER_ONLY,
 			(errmsg("pg_ha: acknowledgement of %s withheld: %s", what, reason),
-			 errdetail("The transaction is durable on this node, but write authority ran out before the client was told; the client sees a lost connection and must treat the outcome as unknown.")));
+			 errdetail_internal("%s", detail)));
 }
 
 static void
@@ -262,9 +324,9 @@ fence_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 			if (xact_commit_prepared)
-				check_acknowledgement("COMMIT PREPARED");
+				check_acknowledgement("COMMIT PREPARED", false);
 			else if (xact_wrote)
-				check_acknowledgement("COMMIT");
+				check_acknowledgement("COMMIT", true);
 			/* a RESET done by lift_session_read_only() is committed now */
 			if (session_forced_read_only && !DefaultXactReadOnly)
 				session_forced_read_only = false;
@@ -274,7 +336,7 @@ fence_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PREPARE:
 			/* a 2PC coordinator relies on a prepared transaction surviving */
 			if (xact_wrote)
-				check_acknowledgement("PREPARE TRANSACTION");
+				check_acknowledgement("PREPARE TRANSACTION", false);
 			xact_wrote = xact_commit_prepared = false;
 			xact_fenced = end_session_at_abort = false;
 			break;
