@@ -25,6 +25,7 @@
  * the same request deadline as a plaintext request.
  */
 #include "pg_ha.h"
+#include "etcd.h"
 
 #include "http_tls.h"
 
@@ -103,15 +104,15 @@ consequence(const char *what, bool keep_old)
 }
 
 /*
- * A file that holds a secret (private key, credentials): a regular file
- * owned by us or root, no access for others, and for group at most read
- * when root owns it (a shared ssl-cert group), as PostgreSQL's
- * check_ssl_key_file_permissions().  Logs why not, with detail.
+ * A file that holds a secret (private key, credentials) must be private:
+ * the rule is PostgreSQL's for ssl_key_file, kept in one place for every
+ * pg_ha secret (etcd_secret_file_ok).  Logs why not, with detail.
  */
 bool
 http_private_file_ok(const char *file, const char *param, const char *detail)
 {
 	struct stat st;
+	char		why[1024];
 
 	if (stat(file, &st) != 0)
 	{
@@ -121,34 +122,14 @@ http_private_file_ok(const char *file, const char *param, const char *detail)
 				 errdetail_internal("%s", detail)));
 		return false;
 	}
-	if (!S_ISREG(st.st_mode))
-	{
-		ereport(WARNING,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("pg_ha: file \"%s\" named by %s is not a regular file", file, param),
-				 errdetail_internal("%s", detail)));
-		return false;
-	}
-	if (st.st_uid != geteuid() && st.st_uid != 0)
-	{
-		ereport(WARNING,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("pg_ha: file \"%s\" named by %s must be owned by the database user or root",
-						file, param),
-				 errdetail_internal("%s", detail)));
-		return false;
-	}
-	if ((st.st_uid == geteuid() && (st.st_mode & (S_IRWXG | S_IRWXO))) ||
-		(st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO))))
-	{
-		ereport(WARNING,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("pg_ha: file \"%s\" named by %s has group or world access", file, param),
-				 errdetail_internal("%s", detail),
-				 errhint("It holds a secret: give it permissions u=rw (0600) or less if owned by the database user, or u=rw,g=r (0640) or less if owned by root.")));
-		return false;
-	}
-	return true;
+	if (etcd_secret_file_ok(file, why, sizeof(why)))
+		return true;
+	ereport(WARNING,
+			(errcode(ERRCODE_CONFIG_FILE_ERROR),
+			 errmsg("pg_ha: file named by %s refused: %s", param, why),
+			 errdetail_internal("%s", detail),
+			 errhint("%s", ETCD_SECRET_FILE_RULE)));
+	return false;
 }
 
 /* OpenSSL would read a passphrase from the terminal: refuse instead. */

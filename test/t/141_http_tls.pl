@@ -253,7 +253,7 @@ subtest 'bad key or certificate at start: clear error, no plaintext, no crash lo
 		  . "pg_ha.metrics_certfile = '$dir/garbage.pem'\npg_ha.metrics_keyfile = '$dir/server1.key'\n");
 	$node->start;
 	my ($api, $mp) = ($node->api_port, $node->metrics_port);
-	wait_ok(sub { slurp_file($node->logfile) =~ /file "\Q$dir\E\/open.key" named by pg_ha.api_keyfile has group or world access/ },
+	wait_ok(sub { slurp_file($node->logfile) =~ /file named by pg_ha.api_keyfile refused: "\Q$dir\E\/open.key" has group or world access/ },
 		'the log names the key file and why', timeout => 30);
 	wait_ok(sub { slurp_file($node->logfile) =~ /could not load TLS certificate file "\Q$dir\E\/garbage.pem"/ },
 		'the log names the bad certificate file', timeout => 30);
