@@ -264,6 +264,8 @@ check_etcd_user(char **newval, void **extra, GucSource source)
 }
 
 
+static void pg_ha_define_failsafe_gucs(void);
+
 void
 pg_ha_define_gucs(void)
 {
@@ -438,6 +440,8 @@ pg_ha_define_gucs(void)
 							"IPv6 clients count by /64 prefix. Beyond it, a new connection from that address takes the place of that address's least recently active idle one.",
 							&pg_ha_http_max_connections_per_address, 0, 0, 100000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	pg_ha_define_failsafe_gucs();
 }
 
 /*
@@ -561,4 +565,24 @@ pg_ha_key(const char *suffix)
 	while (nslen > 0 && ns[nslen - 1] == '/')
 		nslen--;
 	return psprintf("%.*s/%s/%s", (int) nslen, ns, cluster, suffix);
+}
+
+/* ---------- failsafe mode (issue 12; ha_failsafe.c) ---------- */
+
+bool		pg_ha_failsafe_mode = false;
+char	   *pg_ha_api_auth_file = NULL;
+
+static void
+pg_ha_define_failsafe_gucs(void)
+{
+	DefineCustomBoolVariable("pg_ha.failsafe_mode",
+							 "Lets a leader that cannot use etcd keep writing while every member confirms it over the HTTP API.",
+							 "Needs pg_ha.api_auth_file: without it the leader does not use failsafe and fences as with off.",
+							 &pg_ha_failsafe_mode, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.api_auth_file",
+							   "File of \"username:password\" lines POST /failsafe requires (HTTP basic auth); the first line is what this node sends to its peers.",
+							   "Make it readable by the server's operating system user only; every member needs the same first line.",
+							   &pg_ha_api_auth_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_file_path, NULL, NULL);
 }
