@@ -32,9 +32,9 @@ $n1->safe_psql('postgres', 'CREATE TABLE t (id serial PRIMARY KEY)');
 my $offset = -s $n1->logfile;
 
 # node3's API stops answering (its listener is stopped, its worker runs on)
-my ($ok, undef, undef, $out) = try_sql($n3,
-	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ha http'");
-my ($http_pid) = $out =~ /^(\d+)/;
+# (it has no database connection, so pg_stat_activity does not list it)
+my $postmaster = $n3->{_pid};
+my ($http_pid) = map { /^\s*(\d+)\s+.*pg_ha http/ ? $1 : () } `ps -o pid=,args= --ppid $postmaster`;
 ok($http_pid, 'found node3\'s HTTP listener');
 kill 'STOP', $http_pid;
 
