@@ -661,6 +661,14 @@ failsafe_may_take_key(void)
 	until = pg_ha_shared->failsafe_until_us;
 	strlcpy(leader, pg_ha_shared->failsafe_leader, sizeof(leader));
 	bound = failsafe_promise_binding(pg_ha_monotonic_us(), until);
+
+	/*
+	 * The promise a start makes stands for promises given as a standby; a
+	 * node that started as a primary gave none since (it would have had to
+	 * take the key, past this guard), and must not lose its key to the wait.
+	 */
+	if (bound && leader[0] == '\0' && !RecoveryInProgress())
+		bound = false;
 	if (!bound)
 		pg_ha_shared->failsafe_key_claimed = true;
 	LWLockRelease(pg_ha_shared->lock);

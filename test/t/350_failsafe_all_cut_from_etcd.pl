@@ -40,6 +40,8 @@ is($refused, 0, 'with failsafe on, node1 refuses no commit while etcd is down')
 cmp_ok($writes, '>', 10, 'node1 committed throughout');
 like(log_since($n1, $offset), qr/pg_ha: failsafe: all 2 members confirmed/,
 	'node1 logs that every member confirmed it');
+like(`curl -sS -m 5 http://127.0.0.1:@{[ $n1->api_port ]}/metrics`,
+	qr/^patroni_failsafe_mode_is_active\{[^}]*\} 1$/m, 'patroni_failsafe_mode_is_active is 1 on node1');
 for my $r ($n2, $n3)
 {
 	my $g = $r->safe_psql('postgres', 'SELECT 1');
