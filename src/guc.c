@@ -329,6 +329,7 @@ check_metrics_role(char **newval, void **extra, GucSource source)
 	}
 	return true;
 }
+static void pg_ha_define_failsafe_gucs(void);
 
 void
 pg_ha_define_gucs(void)
@@ -513,6 +514,7 @@ pg_ha_define_gucs(void)
 							   PGC_POSTMASTER, 0, check_metrics_role, NULL, NULL);
 
 	pg_ha_define_sync_gucs();
+	pg_ha_define_failsafe_gucs();
 }
 
 /*
@@ -700,4 +702,24 @@ pg_ha_define_sync_gucs(void)
 							NULL,
 							&pg_ha_sync_priority, 1, 0, 1000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+}
+
+/* ---------- failsafe mode (issue 12; ha_failsafe.c) ---------- */
+
+bool		pg_ha_failsafe_mode = false;
+char	   *pg_ha_api_auth_file = NULL;
+
+static void
+pg_ha_define_failsafe_gucs(void)
+{
+	DefineCustomBoolVariable("pg_ha.failsafe_mode",
+							 "Lets a leader that cannot use etcd keep writing while every member confirms it over the HTTP API.",
+							 "Needs pg_ha.api_auth_file: without it the leader does not use failsafe and fences as with off.",
+							 &pg_ha_failsafe_mode, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.api_auth_file",
+							   "File of \"username:password\" lines POST /failsafe requires (HTTP basic auth); the first line is what this node sends to its peers.",
+							   "Make it readable by the server's operating system user only; every member needs the same first line.",
+							   &pg_ha_api_auth_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_file_path, NULL, NULL);
 }

@@ -69,6 +69,7 @@
 
 #include "ha_cluster.h"
 #include "ha_control.h"
+#include "ha_failsafe.h"
 #include "ha_request.h"
 #include "ha_sync.h"
 
@@ -173,6 +174,13 @@ typedef struct HaWorker
 	char		last_error[PG_HA_ERROR_LEN];
 	bool		releasing;
 	int64		next_cycle;
+
+	/* failsafe mode (ha_failsafe.c): the members this leader last published */
+	FailsafeMember fs_members[FAILSAFE_MAX_MEMBERS];
+	int			fs_n;			/* without this node */
+	bool		fs_published;	/* the failsafe key holds exactly them */
+	bool		fs_held_back;	/* the last attempt on the key was refused */
+	char		fs_outcome[128];	/* last round's outcome, logged on change */
 } HaWorker;
 
 static HaWorker worker;
@@ -222,6 +230,9 @@ allowed(HaEvent event, const char *detail)
 }
 
 static void act_fence(const char *detail);
+static void refuse_race(const char *why);
+static void failsafe_publish_members(void);
+static void failsafe_round(void);
 static void act_lift_fence(const char *detail);
 static void act_checkpoint(const char *detail);
 static void act_promote(const char *detail);
@@ -311,6 +322,7 @@ lose_leadership(const char *why)
 	if (!worker.is_leader)
 		return;
 	worker.is_leader = false;
+	worker.fs_published = false;	/* a next leadership publishes anew */
 	publish_lease_deadline();
 	if (!RecoveryInProgress())
 		fire(HA_EV_LEADER_KEY_TAKEN, why);
@@ -646,6 +658,58 @@ check_initialize_key(void)
 }
 
 /*
+ * The failsafe guard (ha_failsafe.c, point 2), before any attempt on the
+ * leader key: not while a promise to a leader binds, and not by a node
+ * that the failsafe key (present only while the leader runs failsafe
+ * mode) does not list.  Passing marks the key claimed in the same locked
+ * section, so the listener gives no promise from then on.
+ */
+static bool
+failsafe_may_take_key(void)
+{
+	const EtcdKV *kv = cluster_get(&worker.view, FAILSAFE_KEY);
+	FailsafeMember *listed = palloc(sizeof(FailsafeMember) * FAILSAFE_MAX_MEMBERS);
+	int			n = 0;
+	int64		until;
+	char		leader[PG_HA_NAME_LEN];
+	bool		bound;
+
+	if (kv != NULL && kv->value != NULL &&
+		(!failsafe_members_decode(kv->value, listed, FAILSAFE_MAX_MEMBERS, &n) ||
+		 !failsafe_members_include(listed, n, worker.node)))
+	{
+		pfree(listed);
+		refuse_race("the failsafe key does not list this node");
+		return false;
+	}
+	pfree(listed);
+	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	until = pg_ha_shared->failsafe_until_us;
+	strlcpy(leader, pg_ha_shared->failsafe_leader, sizeof(leader));
+	bound = failsafe_promise_binding(pg_ha_monotonic_us(), until);
+
+	/*
+	 * The promise a start makes stands for promises given as a standby; a
+	 * node that started as a primary gave none since (it would have had to
+	 * take the key, past this guard), and must not lose its key to the wait.
+	 */
+	if (bound && leader[0] == '\0' && !RecoveryInProgress())
+		bound = false;
+	if (!bound)
+		pg_ha_shared->failsafe_key_claimed = true;
+	LWLockRelease(pg_ha_shared->lock);
+	if (bound)
+	{
+		/* no countdown in the text: refuse_race logs when it changes */
+		refuse_race(psprintf("this node promised leader \"%s\" not to take the key (failsafe)",
+							 leader[0] ? leader : "(any, at start)"));
+		soon(Min(until - pg_ha_monotonic_us(), ETCD_RETRY_US));
+		return false;
+	}
+	return true;
+}
+
+/*
  * Take the leader key if it is free.  If it holds our own name (left by a
  * previous incarnation of this node with an older lease), re-attach it to
  * the current lease: nobody else can have taken over while the key exists.
@@ -657,6 +721,9 @@ acquire_leader_key(void)
 	EtcdKV		current;
 	EtcdStatus	st;
 
+	worker.fs_held_back = !failsafe_may_take_key();
+	if (worker.fs_held_back)
+		return true;
 	st = etcd_create(worker.etcd, worker.leader_key, worker.node, worker.lease_id, &current);
 	if (st == ETCD_OK)
 	{
@@ -1751,7 +1818,8 @@ primary_cycle(const NodeSnapshot *snap)
 			return false;
 		if (!worker.is_leader)
 		{
-			soon(0);			/* someone else won: look again at once */
+			/* someone else won: look again at once (held back: soon) */
+			soon(worker.fs_held_back ? ETCD_RETRY_US : 0);
 			return true;
 		}
 	}
@@ -1774,6 +1842,7 @@ primary_cycle(const NodeSnapshot *snap)
 		return true;
 	}
 	sync_leader_step();
+	failsafe_publish_members();
 	leader_handle_request();
 	return true;
 }
@@ -2379,6 +2448,10 @@ standby_cycle(const NodeSnapshot *snap)
 	}
 	worker.race_started = 0;
 	worker.race_refusal[0] = '\0';
+	/* following again: a later race may claim the key anew */
+	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	pg_ha_shared->failsafe_key_claimed = false;
+	LWLockRelease(pg_ha_shared->lock);
 	{
 		MemberInfo	m;
 
@@ -2398,6 +2471,143 @@ standby_cycle(const NodeSnapshot *snap)
 	if (!check_divergence(snap, leader))
 		follow(leader);
 	return true;
+}
+
+/* ---------- failsafe mode (ha_failsafe.c argues its safety) ---------- */
+
+/*
+ * Is failsafe mode usable here?  On without pg_ha.api_auth_file it is not
+ * (no member could check who asks, nor this node prove who it is): the
+ * leader fences as with off, and says so once.
+ */
+static bool
+failsafe_usable(void)
+{
+	static bool warned = false;
+
+	if (!pg_ha_failsafe_mode)
+		return false;
+	if (pg_ha_api_auth_file != NULL && pg_ha_api_auth_file[0] != '\0')
+	{
+		warned = false;
+		return true;
+	}
+	if (!warned)
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("pg_ha: failsafe mode is disabled: pg_ha.failsafe_mode is on but pg_ha.api_auth_file is not set"),
+				 errdetail("Members confirm a leader only over the authenticated HTTP API; without credentials this leader fences when etcd is unreachable, as with failsafe_mode off."),
+				 errhint("Set pg_ha.api_auth_file on every member to a file with the same first \"username:password\" line, and reload.")));
+	warned = true;
+	return false;
+}
+
+/* Adds the members of `add` that `into` lacks (bounded). */
+static void
+failsafe_merge(FailsafeMember *into, int *n, const FailsafeMember *add, int nadd)
+{
+	for (int i = 0; i < nadd && *n < FAILSAFE_MAX_MEMBERS; i++)
+		if (!failsafe_members_include(into, *n, add[i].name))
+			into[(*n)++] = add[i];
+}
+
+/*
+ * Leader, each cycle with etcd: the failsafe key lists every member (this
+ * node too: only a listed node may race in failsafe mode) with its API
+ * URL, and the worker keeps the same list, without itself, as the members
+ * a failsafe round must hear from.  Until a write is known to have landed
+ * the worker asks the old and new lists together: never fewer members than
+ * the key may list.  With failsafe off the key goes, so that no replica is
+ * held back by a list nobody maintains.
+ */
+static void
+failsafe_publish_members(void)
+{
+	const EtcdKV *kv = cluster_get(&worker.view, FAILSAFE_KEY);
+	char	   *key = psprintf("%s%s", worker.prefix, FAILSAFE_KEY);
+	MemberInfo *mi = palloc(sizeof(MemberInfo) * PG_HA_MAX_MEMBERS);
+	FailsafeMember *all = palloc(sizeof(FailsafeMember) * FAILSAFE_MAX_MEMBERS);
+	FailsafeMember *others = palloc(sizeof(FailsafeMember) * FAILSAFE_MAX_MEMBERS);
+	char	   *value = palloc(PG_HA_MEMBERS_JSON_LEN);
+	int			n = cluster_members(&worker.view, mi, PG_HA_MAX_MEMBERS);
+	int			nothers = 0;
+	bool		same;
+
+	if (!failsafe_usable())
+	{
+		if (kv != NULL)
+			(void) etcd_delete(worker.etcd, key, false);
+		worker.fs_published = false;
+		return;
+	}
+	n = Min(n, FAILSAFE_MAX_MEMBERS);
+	for (int i = 0; i < n; i++)
+	{
+		strlcpy(all[i].name, mi[i].name, PG_HA_NAME_LEN);
+		strlcpy(all[i].api_url, mi[i].api_url, FAILSAFE_URL_LEN);
+		if (strcmp(mi[i].name, worker.node) != 0)
+			others[nothers++] = all[i];
+	}
+	if (!failsafe_members_include(all, n, worker.node) || !failsafe_members_encode(all, n, value, PG_HA_MEMBERS_JSON_LEN))
+		return;					/* our own member key not seen yet: next cycle */
+	same = kv != NULL && kv->value != NULL && strcmp(kv->value, value) == 0;
+	if (!same)
+	{
+		/* asked from now on, whether or not the write lands */
+		failsafe_merge(worker.fs_members, &worker.fs_n, others, nothers);
+		if (etcd_put(worker.etcd, key, value, 0) != ETCD_OK)
+			return;
+		ereport(LOG, (errmsg("pg_ha: failsafe: members published: %s", value)));
+	}
+	memcpy(worker.fs_members, others, sizeof(FailsafeMember) * nothers);
+	worker.fs_n = nothers;
+	worker.fs_published = true;
+	worker.fs_outcome[0] = '\0';	/* the next outage logs its first round */
+}
+
+/*
+ * Leader whose cycle failed without etcd saying the key is gone (is_leader
+ * still set: an answer "lease expired" or "not your key" clears it first):
+ * one round of POST /failsafe; the deadline moves only if every member
+ * confirmed, and only as far as ha_failsafe.c allows.
+ */
+static void
+failsafe_round(void)
+{
+	FailsafeAnswer answers[FAILSAFE_MAX_MEMBERS];
+	int64		ttl_us = worker.lease_ttl * 1000000;
+	int			timeout_ms = (int) Max(100, Min(2000, ttl_us / 1000 / 6));
+	int64		t_send;
+	int64		deadline;
+	char		why[128];
+
+	if (!worker.is_leader || !worker.fs_published || !failsafe_usable())
+		return;
+	t_send = pg_ha_monotonic_us();	/* before any request leaves */
+
+	/*
+	 * Authority already gone (a round missed someone, or none ran in
+	 * time): stop asking.  Answers would renew the members' promises and
+	 * keep them from taking over a cluster in which nobody may write.
+	 */
+	if (!pg_ha_lease_valid(t_send))
+		return;
+	failsafe_call_members(worker.node, worker.fs_members, worker.fs_n, timeout_ms, answers);
+	deadline = failsafe_extended_deadline(worker.lease_deadline, t_send, ttl_us,
+										  worker.fs_members, answers, worker.fs_n,
+										  why, sizeof(why));
+	if (deadline > worker.lease_deadline)
+	{
+		worker.lease_deadline = deadline;
+		publish_lease_deadline();
+	}
+	if (strcmp(why, worker.fs_outcome) != 0)
+	{
+		strlcpy(worker.fs_outcome, why, sizeof(worker.fs_outcome));
+		ereport(LOG,
+				(errmsg("pg_ha: failsafe: %s; lease deadline in %lld ms", why,
+						(long long) (deadline - pg_ha_monotonic_us()) / 1000)));
+	}
 }
 
 /* ---------- one cycle ---------- */
@@ -2473,6 +2683,7 @@ ha_cycle(void)
 	{
 		if (worker.state != HA_MISCONFIGURED)
 			fire(HA_EV_ETCD_FAILED, worker.last_error);
+		failsafe_round();
 		drop_watch(pg_ha_monotonic_us() + WATCH_RETRY_US);
 		cluster_reset(&worker.view);
 	}

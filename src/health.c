@@ -869,7 +869,8 @@ metrics_patroni(StringInfo out)
 				   "Value is 1 if the cluster is unlocked, 0 if locked.",
 				   scope, (v.lease_valid || (v.leader_known && v.leader[0] != '\0')) ? 0 : 1);
 	patroni_metric(out, "patroni_failsafe_mode_is_active", "gauge",
-				   "Value is 1 if failsafe mode is active, 0 if inactive.", scope, 0);
+				   "Value is 1 if failsafe mode is active, 0 if inactive.", scope,
+				   (pg_ha_failsafe_mode && v.lease_valid && !v.etcd_reachable) ? 1 : 0);
 	patroni_metric(out, "patroni_postgres_timeline", "counter",
 				   "Postgres timeline of this node (if running), 0 otherwise.", scope, v.pos.timeline);
 	patroni_metric(out, "patroni_dcs_last_seen", "gauge",

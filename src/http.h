@@ -132,6 +132,9 @@ extern void health_handle(const HttpRequest *req, HttpResponse *resp);
 /* after the listener has reloaded the configuration files */
 extern void health_config_reloaded(void);
 
+/* http_failsafe.c: true when it answered req (POST /failsafe) */
+extern bool failsafe_http_handle(const HttpRequest *req, HttpResponse *resp);
+
 /* metrics.c */
 extern char *pg_ha_metrics_listen;
 extern int	pg_ha_metrics_cache_ttl;	/* seconds */

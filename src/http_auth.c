@@ -1,7 +1,9 @@
 /*
- * http_auth.c - optional basic authentication of the metrics port
+ * http_auth.c - basic authentication: of the metrics port, optional
  * (pg_ha.metrics_auth_file: "username:password" lines, as Prometheus'
- * basic_auth sends them).
+ * basic_auth sends them), and of the API port's POST /failsafe, required
+ * (pg_ha.api_auth_file, same format; its first line is also what this
+ * node's HA worker sends to its peers, failsafe_call.c).
  *
  * Why a file and not parameters: postgres logs every parameter a reload
  * changes, so a secret in a parameter would reach the log; the file must be
@@ -32,9 +34,20 @@
 #define AUTH_MAX_LINE		1024
 #define AUTH_DIGEST_LEN		32	/* SHA-256 */
 
-static unsigned char auth_digests[AUTH_MAX_LINES][AUTH_DIGEST_LEN];
-static int	auth_lines = 0;
-static bool auth_configured = false;	/* a file was named at the last load */
+/* One credential file's digests. */
+typedef struct AuthSet
+{
+	const char *param;			/* the parameter naming the file */
+	const char *challenge;		/* the 401's WWW-Authenticate header */
+	unsigned char digests[AUTH_MAX_LINES][AUTH_DIGEST_LEN];
+	int			lines;
+	bool		configured;		/* a file was named at the last load */
+} AuthSet;
+
+static AuthSet metrics_auth = {"pg_ha.metrics_auth_file",
+"WWW-Authenticate: Basic realm=\"pg_ha metrics\", charset=\"UTF-8\"\r\n"};
+static AuthSet api_auth = {"pg_ha.api_auth_file",
+"WWW-Authenticate: Basic realm=\"pg_ha api\", charset=\"UTF-8\"\r\n"};
 
 static bool
 digest(const char *data, size_t len, unsigned char *out)
@@ -44,8 +57,8 @@ digest(const char *data, size_t len, unsigned char *out)
 
 /* Reads the file into digests[]; false (logged) when it is not usable. */
 static bool
-read_auth_file(const char *file, unsigned char (*digests)[AUTH_DIGEST_LEN], int *n,
-			   const char *detail)
+read_auth_file(const char *file, const char *param,
+			   unsigned char (*digests)[AUTH_DIGEST_LEN], int *n, const char *detail)
 {
 	FILE	   *f;
 	char		line[AUTH_MAX_LINE + 2];
@@ -53,7 +66,7 @@ read_auth_file(const char *file, unsigned char (*digests)[AUTH_DIGEST_LEN], int 
 	bool		ok = true;
 
 	*n = 0;
-	if (!http_private_file_ok(file, "pg_ha.metrics_auth_file", detail))
+	if (!http_private_file_ok(file, param, detail))
 		return false;
 	f = AllocateFile(file, "r");
 	if (f == NULL)
@@ -94,46 +107,53 @@ read_auth_file(const char *file, unsigned char (*digests)[AUTH_DIGEST_LEN], int 
 	if (!ok)
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("pg_ha: invalid line %d in file \"%s\" named by pg_ha.metrics_auth_file",
-						lineno, file),
+				 errmsg("pg_ha: invalid line %d in file \"%s\" named by %s",
+						lineno, file, param),
 				 errdetail_internal("%s", detail),
 				 errhint("Write one \"username:password\" per line (at most %d lines of %d bytes); line 0 means the file has none.",
 						 AUTH_MAX_LINES, AUTH_MAX_LINE)));
 	return ok;
 }
 
-void
-http_auth_load(void)
+static void
+auth_set_load(AuthSet *set, const char *file, const char *keep_detail, const char *refuse_detail)
 {
-	const char *file = pg_ha_metrics_auth_file;
 	unsigned char digests[AUTH_MAX_LINES][AUTH_DIGEST_LEN];
 	int			n;
-	bool		keep_old = auth_configured && auth_lines > 0;
+	bool		keep_old = set->configured && set->lines > 0;
 
 	if (file == NULL || file[0] == '\0')
 	{
-		auth_configured = false;
-		auth_lines = 0;
+		set->configured = false;
+		set->lines = 0;
 		return;
 	}
-	auth_configured = true;
-	if (!read_auth_file(file, digests, &n,
-						keep_old ?
-						"The metrics listener keeps the credentials it loaded before." :
-						"The metrics listener refuses every request until the configuration is corrected and reloaded."))
+	set->configured = true;
+	if (!read_auth_file(file, set->param, digests, &n, keep_old ? keep_detail : refuse_detail))
 	{
 		if (!keep_old)
-			auth_lines = 0;
+			set->lines = 0;
 		return;
 	}
-	memcpy(auth_digests, digests, sizeof(digests));
-	auth_lines = n;
+	memcpy(set->digests, digests, sizeof(digests));
+	set->lines = n;
 	explicit_bzero(digests, sizeof(digests));
+}
+
+void
+http_auth_load(void)
+{
+	auth_set_load(&metrics_auth, pg_ha_metrics_auth_file,
+				  "The metrics listener keeps the credentials it loaded before.",
+				  "The metrics listener refuses every request until the configuration is corrected and reloaded.");
+	auth_set_load(&api_auth, pg_ha_api_auth_file,
+				  "The API listener keeps the credentials it loaded before.",
+				  "The API listener refuses every POST /failsafe until the configuration is corrected and reloaded.");
 }
 
 /* "Basic <base64 of user:password>" matches one of the lines. */
 static bool
-credentials_match(const char *header)
+credentials_match(const AuthSet *set, const char *header)
 {
 	char		decoded[AUTH_MAX_LINE];
 	unsigned char d[AUTH_DIGEST_LEN];
@@ -160,28 +180,56 @@ credentials_match(const char *header)
 	}
 	explicit_bzero(decoded, sizeof(decoded));
 	/* every line is compared: no early exit on a match */
-	for (int i = 0; i < auth_lines; i++)
-		differs &= (CRYPTO_memcmp(d, auth_digests[i], AUTH_DIGEST_LEN) != 0);
+	for (int i = 0; i < set->lines; i++)
+		differs &= (CRYPTO_memcmp(d, set->digests[i], AUTH_DIGEST_LEN) != 0);
 	return !differs;
+}
+
+/*
+ * 401 with a challenge, or 503 when the file named could not be loaded;
+ * true when the request carries one of the set's credentials.
+ */
+static bool
+auth_set_check(const AuthSet *set, const HttpRequest *req, HttpResponse *resp)
+{
+	resp->content_type = "text/plain; charset=utf-8";
+	if (set->lines == 0)
+	{
+		resp->status = 503;
+		appendStringInfo(resp->body, "authentication is misconfigured (%s): see the server log\n",
+						 set->param);
+		return false;
+	}
+	if (credentials_match(set, http_request_authorization(req)))
+		return true;
+	resp->status = 401;
+	resp->extra_headers = set->challenge;
+	appendStringInfoString(resp->body, "401 Unauthorized\n");
+	return false;
 }
 
 bool
 http_auth_check(const HttpRequest *req, HttpResponse *resp)
 {
-	if (!auth_configured)
+	if (!metrics_auth.configured)
 		return true;
-	resp->content_type = "text/plain; charset=utf-8";
-	if (auth_lines == 0)
+	return auth_set_check(&metrics_auth, req, resp);
+}
+
+/*
+ * The API port's state-changing requests: authentication is required, so
+ * no pg_ha.api_auth_file means 403 for everyone (fail closed).
+ */
+bool
+http_api_auth_check(const HttpRequest *req, HttpResponse *resp)
+{
+	if (!api_auth.configured)
 	{
-		resp->status = 503;
+		resp->status = 403;
+		resp->content_type = "text/plain; charset=utf-8";
 		appendStringInfoString(resp->body,
-							   "metrics authentication is misconfigured: see the server log\n");
+							   "this request needs authentication, and pg_ha.api_auth_file is not set\n");
 		return false;
 	}
-	if (credentials_match(http_request_authorization(req)))
-		return true;
-	resp->status = 401;
-	resp->extra_headers = "WWW-Authenticate: Basic realm=\"pg_ha metrics\", charset=\"UTF-8\"\r\n";
-	appendStringInfoString(resp->body, "401 Unauthorized\n");
-	return false;
+	return auth_set_check(&api_auth, req, resp);
 }

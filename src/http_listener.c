@@ -645,7 +645,10 @@ answer_request(HttpConn *c, const HttpRequest *req, bool may_defer, int64 now)
 
 	old = MemoryContextSwitchTo(request_context);
 	if (c->port == HTTP_PORT_API)
-		health_handle(req, &r);
+	{
+		if (!failsafe_http_handle(req, &r))
+			health_handle(req, &r);
+	}
 	else if (http_auth_check(req, &r))
 		metrics_handle(req, &r);
 	MemoryContextSwitchTo(old);

@@ -76,5 +76,7 @@ extern bool http_private_file_ok(const char *file, const char *param, const char
 extern void http_auth_load(void);
 /* True when req may be answered; otherwise *resp is the refusal. */
 extern bool http_auth_check(const HttpRequest *req, HttpResponse *resp);
+/* The API port's POST /failsafe (pg_ha.api_auth_file): required, 403 without it. */
+extern bool http_api_auth_check(const HttpRequest *req, HttpResponse *resp);
 
 #endif							/* PG_HA_HTTP_TLS_H */

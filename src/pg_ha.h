@@ -46,6 +46,8 @@ extern int	pg_ha_failover_priority;
 extern char *pg_ha_database;
 extern char *pg_ha_replication_conninfo;
 extern char *pg_ha_metrics_role;
+extern bool pg_ha_failsafe_mode;
+extern char *pg_ha_api_auth_file;
 
 extern void pg_ha_define_gucs(void);
 
@@ -198,6 +200,16 @@ typedef struct PgHaShared
 	char		sync_names[PG_HA_SYNC_MAX][PG_HA_NAME_LEN];
 	TimestampTz sync_since[PG_HA_SYNC_MAX];
 	char		sync_waiting[PG_HA_ERROR_LEN];
+
+	/*
+	 * Failsafe mode (ha_failsafe.c).  The HTTP listener records a promise
+	 * given to a leader; the HA worker reads it before it would race for the
+	 * leader key, and marks the key claimed (no more promises) in the same
+	 * locked section.  Lease clock (pg_ha_monotonic_us).
+	 */
+	char		failsafe_leader[PG_HA_NAME_LEN];	/* last leader confirmed */
+	int64		failsafe_until_us;	/* no race for the key before this */
+	bool		failsafe_key_claimed;	/* worker is taking the key */
 } PgHaShared;
 
 extern PgHaShared *pg_ha_shared;

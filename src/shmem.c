@@ -36,6 +36,16 @@ pg_ha_shmem_startup(void)
 		pg_atomic_init_u32(&pg_ha_shared->state, HA_STARTING);
 		pg_atomic_init_u32(&pg_ha_shared->fence, 0);
 		pg_ha_shared->lock = &(GetNamedLWLockTranche("pg_ha"))->lock;
+
+		/*
+		 * Failsafe: a promise given before a restart lives on in no memory,
+		 * so the restart itself counts as one to any leader, for the
+		 * longest a promise lasts (one TTL from its receipt, which came
+		 * before now).  ha_failsafe.c, point 2.  Off: no promise was
+		 * given (the listener refuses), none is recorded.
+		 */
+		if (pg_ha_failsafe_mode)
+			pg_ha_shared->failsafe_until_us = pg_ha_monotonic_us() + (int64) pg_ha_ttl * 1000000;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }

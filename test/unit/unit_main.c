@@ -51,6 +51,7 @@ main(void)
 	run("failover_decide", unit_failover_decide);
 	run("state table", unit_state_table);
 	run("synchronous mode", unit_sync);
+	run("failsafe", unit_failsafe);
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }
