@@ -37,6 +37,7 @@ PACKAGES=(
 	curl
 	iproute2                 # ss
 	procps                   # pgrep, ps
+	time                     # /usr/bin/time -v: 410 measures pg_ha_restore's peak memory
 	util-linux               # setpriv, runuser
 	ca-certificates
 	openssl                  # certificates for the etcd TLS test
