@@ -275,15 +275,16 @@ ar_compression_parse(const char *s, ArCompression *c)
 	return true;
 }
 
-static void
-put_u32(unsigned char *p, uint32_t v)
+/* Little-endian field writers of the object header (also the fuzz target's). */
+void
+ar_put_u32(unsigned char *p, uint32_t v)
 {
 	for (int i = 0; i < 4; i++)
 		p[i] = (unsigned char) (v >> (8 * i));
 }
 
-static void
-put_u64(unsigned char *p, uint64_t v)
+void
+ar_put_u64(unsigned char *p, uint64_t v)
 {
 	for (int i = 0; i < 8; i++)
 		p[i] = (unsigned char) (v >> (8 * i));
@@ -401,15 +402,15 @@ ar_encode(const char *name, const void *data, size_t len,
 	h = out->data;
 	memset(h, 0, AR_HEADER_LEN);
 	memcpy(h, ar_magic, 8);
-	put_u32(h + 8, 1);
-	put_u32(h + 12, (uint32_t) compression);
-	put_u64(h + 16, len);
-	put_u64(h + 24, payload_len);
-	put_u32(h + 32, crc);
-	put_u32(h + 36, compression == AR_COMPRESS_NONE ? crc :
+	ar_put_u32(h + 8, 1);
+	ar_put_u32(h + 12, (uint32_t) compression);
+	ar_put_u64(h + 16, len);
+	ar_put_u64(h + 24, payload_len);
+	ar_put_u32(h + 32, crc);
+	ar_put_u32(h + 36, compression == AR_COMPRESS_NONE ? crc :
 			ar_crc32c(0, h + AR_HEADER_LEN, payload_len));
 	strncpy((char *) h + 40, name, 20);
-	put_u32(h + 60, ar_crc32c(0, h, 60));
+	ar_put_u32(h + 60, ar_crc32c(0, h, 60));
 	out->len = AR_HEADER_LEN + payload_len;
 	if (orig_crc)
 		*orig_crc = crc;

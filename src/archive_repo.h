@@ -243,4 +243,7 @@ extern int	ar_repo_push_file(ArchiveRepo *repo, const char *key, const char *nam
 							  size_t *stored_len, ArBuf *filebuf, ArBuf *scratch,
 							  char *err, size_t errlen);
 
+extern void ar_put_u32(unsigned char *p, uint32_t v);
+extern void ar_put_u64(unsigned char *p, uint64_t v);
+
 #endif							/* PG_HA_ARCHIVE_REPO_H */

@@ -23,20 +23,6 @@ int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* ar_decode allocates the announced length before it decompresses */
 #define FUZZ_MAX_ORIG (4 * 1024 * 1024)
 
-static void
-put_u32(unsigned char *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (unsigned char) (v >> (8 * i));
-}
-
-static void
-put_u64(unsigned char *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (unsigned char) (v >> (8 * i));
-}
-
 /* Decodes obj; whatever the verdict, a refusal says why. */
 static void
 decode(const unsigned char *obj, size_t len)
@@ -77,9 +63,9 @@ decode_fixed(const uint8_t *data, size_t size)
 		return;
 	memcpy(obj, data, size);
 	memcpy(obj, "PGHAWAL1", 8);
-	put_u64(obj + 24, size - AR_HEADER_LEN);
-	put_u32(obj + 36, ar_crc32c(0, obj + AR_HEADER_LEN, size - AR_HEADER_LEN));
-	put_u32(obj + 60, ar_crc32c(0, obj, 60));
+	ar_put_u64(obj + 24, size - AR_HEADER_LEN);
+	ar_put_u32(obj + 36, ar_crc32c(0, obj + AR_HEADER_LEN, size - AR_HEADER_LEN));
+	ar_put_u32(obj + 60, ar_crc32c(0, obj, 60));
 	decode(obj, size);
 	free(obj);
 }
