@@ -77,7 +77,8 @@ UNIT_SAN     ?= -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit
 UNIT_CFLAGS   = -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
                 $(UNIT_SAN) -I$(srcdir)/src -I$(srcdir)/test/unit
 UNIT_PLAIN    = test/unit/unit_main.c test/unit/test_request.c test/unit/test_time.c \
-                test/unit/test_target.c test/unit/test_conn_url.c src/ha_request.c src/conn_url.c
+                test/unit/test_target.c test/unit/test_conn_url.c src/ha_request.c src/conn_url.c \
+                test/unit/test_patroni.c src/patroni_codec.c
 UNIT_SERVER   = test/unit/test_failover.c src/ha_failover.c test/unit/test_state.c src/ha_state.c \
                 test/unit/test_sync.c src/ha_sync.c \
                 test/unit/test_failsafe.c src/ha_failsafe.c
@@ -116,7 +117,7 @@ FUZZ_CC      ?= clang
 FUZZ_FLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I$(srcdir)/src
 FUZZ_TARGETS  = test/fuzz/build/fuzz_etcd_reply
 # every target; `make fuzz-all FUZZ_SECONDS=600` runs each in turn
-FUZZ_ALL      = fuzz fuzz-http fuzz-request fuzz-member fuzz-archive
+FUZZ_ALL      = fuzz fuzz-http fuzz-request fuzz-member fuzz-archive fuzz-patroni
 
 test/fuzz/build/fuzz_etcd_reply: test/fuzz/fuzz_etcd_reply.c src/etcd_json.c src/etcd.c src/etcd.h
 	@mkdir -p test/fuzz/build
@@ -140,6 +141,17 @@ test/fuzz/build/fuzz_member: test/fuzz/fuzz_member.c src/ha_cluster.c src/ha_req
 	$(FUZZ_CC) $(FUZZ_FLAGS) -Wno-ignored-attributes -I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir) \
 		-o $@ test/fuzz/fuzz_member.c src/ha_cluster.c src/ha_request.c src/etcd_json.c \
 		-L$(shell $(PG_CONFIG) --pkglibdir) -L$(shell $(PG_CONFIG) --libdir) -lpgcommon -lpgport -lcjson -lm
+
+test/fuzz/build/fuzz_patroni: test/fuzz/fuzz_patroni.c src/patroni_codec.c src/patroni_codec.h
+	@mkdir -p test/fuzz/build
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ test/fuzz/fuzz_patroni.c src/patroni_codec.c -lcjson -lm
+
+# `make fuzz-patroni FUZZ_SECONDS=600`: control API bodies, the config merge, pg_ha.tags
+.PHONY: fuzz-patroni
+fuzz-patroni: test/fuzz/build/fuzz_patroni
+	@mkdir -p test/fuzz/corpus-work/patroni
+	test/fuzz/build/fuzz_patroni -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		test/fuzz/corpus-work/patroni $(srcdir)/test/fuzz/corpus/patroni
 
 # `make fuzz-archive FUZZ_SECONDS=600`: the archive object format
 .PHONY: fuzz-archive

@@ -1,0 +1,385 @@
+/*
+ * patroni_codec.c - the JSON Patroni's operators hand to pg_ha: user tags,
+ * the `config` key and its PATCH merge, the switchover/failover bodies
+ * (patroni_codec.h says what each accepts).
+ *
+ * Why a codec of its own: the HTTP listener, the control worker and the
+ * HA worker all read these documents, and each must refuse the same bad
+ * input in the same words; the unit tests and the fuzz target exercise
+ * them without a server.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "patroni_codec.h"
+
+static void
+set_err(char *err, size_t errlen, const char *msg)
+{
+	if (err && errlen > 0)
+		snprintf(err, errlen, "%s", msg);
+}
+
+/* No number out of double's range: cJSON would print it as null. */
+static bool
+all_finite(const cJSON *item)
+{
+	const cJSON *child;
+
+	if (cJSON_IsNumber(item))
+		return isfinite(item->valuedouble);
+	cJSON_ArrayForEach(child, item)
+		if (!all_finite(child))
+		return false;
+	return true;
+}
+
+/* Patroni's tags: settings of their own in pg_ha, never user tags. */
+static const char *const builtin_tags[] = {
+	"nofailover", "noloadbalance", "nosync", "clonefrom", "nostream",
+	"replicatefrom", "failover_priority", "sync_priority",
+};
+
+static bool
+is_builtin_tag(const char *name)
+{
+	for (size_t i = 0; i < sizeof(builtin_tags) / sizeof(builtin_tags[0]); i++)
+		if (strcmp(name, builtin_tags[i]) == 0)
+			return true;
+	return false;
+}
+
+bool
+patroni_tags_validate(const char *json, char *err, size_t errlen)
+{
+	cJSON	   *doc;
+	const cJSON *item;
+	bool		ok = true;
+	char		msg[256];
+
+	if (json == NULL || json[0] == '\0')
+		return true;
+	if (strlen(json) > PATRONI_TAGS_MAX)
+	{
+		snprintf(msg, sizeof(msg), "The value is longer than %d bytes.", PATRONI_TAGS_MAX);
+		set_err(err, errlen, msg);
+		return false;
+	}
+	doc = cJSON_Parse(json);
+	if (!cJSON_IsObject(doc))
+	{
+		cJSON_Delete(doc);
+		set_err(err, errlen, "The value must be a JSON object, such as {\"dc\": \"east\"}.");
+		return false;
+	}
+	cJSON_ArrayForEach(item, doc)
+	{
+		if (item->string == NULL || item->string[0] == '\0' || strlen(item->string) >= PATRONI_NAME_LEN)
+		{
+			set_err(err, errlen, "Tag names must be 1 to 63 bytes long.");
+			ok = false;
+		}
+		else if (is_builtin_tag(item->string))
+		{
+			snprintf(msg, sizeof(msg), "Tag \"%s\" is set by its own parameter, pg_ha.%s.",
+					 item->string, item->string);
+			set_err(err, errlen, msg);
+			ok = false;
+		}
+		else if (!cJSON_IsString(item) && !cJSON_IsBool(item) &&
+				 !(cJSON_IsNumber(item) && isfinite(item->valuedouble)))
+		{
+			snprintf(msg, sizeof(msg), "Tag \"%s\" must be a string, a finite number or a boolean.",
+					 item->string);
+			set_err(err, errlen, msg);
+			ok = false;
+		}
+		if (!ok)
+			break;
+	}
+	cJSON_Delete(doc);
+	return ok;
+}
+
+/* Python's str() of a JSON number: integers without a point, else shortest repr. */
+static void
+number_text(double v, char *out, size_t outlen)
+{
+	if (isfinite(v) && v == floor(v) && fabs(v) < 1e15)
+	{
+		snprintf(out, outlen, "%.0f", v);
+		return;
+	}
+	for (int prec = 1; prec <= 17; prec++)
+	{
+		snprintf(out, outlen, "%.*g", prec, v);
+		if (strtod(out, NULL) == v)
+			return;
+	}
+}
+
+bool
+patroni_tag_text(const char *json, const char *name, char *out, size_t outlen)
+{
+	cJSON	   *doc;
+	const cJSON *item;
+	bool		found = false;
+
+	if (json == NULL || json[0] == '\0' || outlen == 0)
+		return false;
+	doc = cJSON_Parse(json);
+	item = cJSON_IsObject(doc) ? cJSON_GetObjectItemCaseSensitive(doc, name) : NULL;
+	if (cJSON_IsString(item))
+	{
+		snprintf(out, outlen, "%s", item->valuestring);
+		found = true;
+	}
+	else if (cJSON_IsBool(item))
+	{
+		snprintf(out, outlen, "%s", cJSON_IsTrue(item) ? "true" : "false");
+		found = true;
+	}
+	else if (cJSON_IsNumber(item))
+	{
+		number_text(item->valuedouble, out, outlen);
+		found = true;
+	}
+	cJSON_Delete(doc);
+	return found;
+}
+
+char *
+patroni_tags_members(const char *json)
+{
+	cJSON	   *doc;
+	char	   *text;
+	size_t		len;
+
+	if (json == NULL || json[0] == '\0')
+		return strdup("");
+	doc = cJSON_Parse(json);
+	if (!cJSON_IsObject(doc))
+	{
+		cJSON_Delete(doc);
+		return NULL;
+	}
+	text = cJSON_PrintUnformatted(doc);
+	cJSON_Delete(doc);
+	if (text == NULL)
+		return NULL;
+	/* "{...}" -> "..." */
+	len = strlen(text);
+	memmove(text, text + 1, len - 2);
+	text[len - 2] = '\0';
+	return text;
+}
+
+char *
+patroni_config_initial(const PatroniConfigInit *init)
+{
+	char		buf[512];
+
+	snprintf(buf, sizeof(buf),
+			 "{\"ttl\":%d,\"loop_wait\":%d,\"retry_timeout\":%d,\"maximum_lag_on_failover\":%lld,"
+			 "\"postgresql\":{\"parameters\":{},\"use_pg_rewind\":true}}",
+			 init->ttl, init->loop_wait, init->retry_timeout,
+			 (long long) init->maximum_lag_on_failover);
+	return strdup(buf);
+}
+
+bool
+patroni_config_check_object(const char *text, size_t len, char *err, size_t errlen)
+{
+	cJSON	   *doc;
+	bool		ok;
+
+	if (len > PATRONI_CONFIG_MAX)
+	{
+		set_err(err, errlen, "The configuration is too large.");
+		return false;
+	}
+	doc = cJSON_ParseWithLength(text, len);
+	ok = cJSON_IsObject(doc) && all_finite(doc);
+	cJSON_Delete(doc);
+	if (!ok)
+		set_err(err, errlen, "The body must be a JSON object, its numbers finite.");
+	return ok;
+}
+
+/*
+ * Python's json.loads keeps the last of duplicate keys; cJSON keeps them
+ * all.  Drop the earlier ones, at every level, so that a document means
+ * here what it means to Patroni (and a merge never creates duplicates).
+ */
+static void
+last_key_wins(cJSON *obj)
+{
+	cJSON	   *item = obj ? obj->child : NULL;
+
+	while (item != NULL)
+	{
+		cJSON	   *next = item->next;
+		bool		later = false;
+
+		if (cJSON_IsObject(obj) && item->string != NULL)
+			for (cJSON *o = next; o != NULL && !later; o = o->next)
+				later = o->string != NULL && strcmp(o->string, item->string) == 0;
+		if (later)
+			cJSON_Delete(cJSON_DetachItemViaPointer(obj, item));
+		else if (cJSON_IsObject(item) || cJSON_IsArray(item))
+			last_key_wins(item);
+		item = next;
+	}
+}
+
+/* Sets config[name] = value, in place when the key exists (keeps the order). */
+static void
+put_item(cJSON *config, const char *name, cJSON *value)
+{
+	if (cJSON_GetObjectItemCaseSensitive(config, name) != NULL)
+		cJSON_ReplaceItemInObjectCaseSensitive(config, name, value);
+	else
+		cJSON_AddItemToObject(config, name, value);
+}
+
+/*
+ * Patroni's patch_config(config, data): null deletes, an object merges
+ * into an object, anything else replaces.  An object that replaces or
+ * adds is merged into an empty one, so its nulls delete rather than being
+ * stored (Patroni would store them; they mean "absent" either way).
+ */
+static void
+merge(cJSON *config, const cJSON *patch)
+{
+	const cJSON *item;
+
+	cJSON_ArrayForEach(item, patch)
+	{
+		cJSON	   *old = cJSON_GetObjectItemCaseSensitive(config, item->string);
+
+		if (cJSON_IsNull(item))
+			cJSON_DeleteItemFromObjectCaseSensitive(config, item->string);
+		else if (cJSON_IsObject(item) && cJSON_IsObject(old))
+			merge(old, item);
+		else if (cJSON_IsObject(item))
+		{
+			cJSON	   *fresh = cJSON_CreateObject();
+
+			merge(fresh, item);
+			put_item(config, item->string, fresh);
+		}
+		else
+			put_item(config, item->string, cJSON_Duplicate(item, true));
+	}
+}
+
+bool
+patroni_config_patch(const char *current, size_t current_len,
+					 const char *patch, size_t patch_len,
+					 char **out, bool *changed, char *err, size_t errlen)
+{
+	cJSON	   *doc = NULL;
+	cJSON	   *before;
+	cJSON	   *p;
+	char	   *text;
+
+	*out = NULL;
+	*changed = false;
+	p = cJSON_ParseWithLength(patch, patch_len);
+	if (!cJSON_IsObject(p) || !all_finite(p))
+	{
+		cJSON_Delete(p);
+		set_err(err, errlen, "The body must be a JSON object, its numbers finite.");
+		return false;
+	}
+	if (current != NULL && current_len > 0)
+		doc = cJSON_ParseWithLength(current, current_len);
+	if (!cJSON_IsObject(doc))
+	{
+		cJSON_Delete(doc);
+		doc = cJSON_CreateObject();
+	}
+	last_key_wins(doc);
+	last_key_wins(p);
+	before = cJSON_Duplicate(doc, true);
+	merge(doc, p);
+	/* compared whole, so that a patch naming a key twice is judged by its outcome */
+	*changed = !cJSON_Compare(before, doc, true);
+	cJSON_Delete(before);
+	cJSON_Delete(p);
+	text = cJSON_PrintUnformatted(doc);
+	cJSON_Delete(doc);
+	if (text == NULL || strlen(text) > PATRONI_CONFIG_MAX)
+	{
+		free(text);
+		set_err(err, errlen, "The merged configuration is too large.");
+		return false;
+	}
+	*out = text;
+	return true;
+}
+
+/* A string-or-null field into out; false when present and not such. */
+static bool
+get_text(const cJSON *doc, const char *field, char *out, size_t outlen,
+		 char *err, size_t errlen)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(doc, field);
+	char		msg[128];
+
+	out[0] = '\0';
+	if (item == NULL || cJSON_IsNull(item))
+		return true;
+	if (!cJSON_IsString(item) || strlen(item->valuestring) >= outlen)
+	{
+		snprintf(msg, sizeof(msg), "Field \"%s\" must be a string of fewer than %zu bytes.",
+				 field, outlen);
+		set_err(err, errlen, msg);
+		return false;
+	}
+	snprintf(out, outlen, "%s", item->valuestring);
+	return true;
+}
+
+bool
+patroni_failover_body_decode(const char *text, size_t len, PatroniFailoverBody *out,
+							 char *err, size_t errlen)
+{
+	cJSON	   *doc;
+	bool		ok;
+
+	memset(out, 0, sizeof(*out));
+	if (len > PATRONI_BODY_MAX)
+	{
+		set_err(err, errlen, "The body is too large.");
+		return false;
+	}
+	doc = cJSON_ParseWithLength(text, len);
+	if (!cJSON_IsObject(doc))
+	{
+		cJSON_Delete(doc);
+		set_err(err, errlen, "The body must be a JSON object.");
+		return false;
+	}
+	ok = get_text(doc, "leader", out->leader, sizeof(out->leader), err, errlen) &&
+		get_text(doc, "candidate", out->candidate, sizeof(out->candidate), err, errlen) &&
+		get_text(doc, "scheduled_at", out->scheduled_at, sizeof(out->scheduled_at), err, errlen);
+	if (ok && out->candidate[0] == '\0')
+		ok = get_text(doc, "member", out->candidate, sizeof(out->candidate), err, errlen);
+	cJSON_Delete(doc);
+	return ok;
+}
+
+bool
+patroni_is_json_array(const char *text, size_t len)
+{
+	cJSON	   *doc = cJSON_ParseWithLength(text, len);
+	bool		ok = cJSON_IsArray(doc);
+
+	cJSON_Delete(doc);
+	return ok;
+}

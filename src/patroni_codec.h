@@ -1,0 +1,100 @@
+/*
+ * patroni_codec.h - the JSON that Patroni's operators hand to pg_ha
+ * (patroni_codec.c): user tags (pg_ha.tags), the `config` key with
+ * Patroni's merge rules, and the bodies of POST /switchover and
+ * POST /failover.
+ *
+ * Plain C on cJSON with no backend symbols, so the unit tests and the fuzz
+ * target (test/fuzz/fuzz_patroni.c) link it as it is.  Every decoder is
+ * bounded by its length argument and never crashes on any input.
+ */
+#ifndef PG_HA_PATRONI_CODEC_H
+#define PG_HA_PATRONI_CODEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PATRONI_TAGS_MAX		1024	/* bytes of pg_ha.tags */
+#define PATRONI_CONFIG_MAX		16384	/* bytes of the config key we write */
+#define PATRONI_BODY_MAX		4096	/* bytes of a request body we read */
+#define PATRONI_NAME_LEN		64
+#define PATRONI_TIME_LEN		64
+
+/*
+ * pg_ha.tags: a JSON object of user tags whose values are strings,
+ * numbers or booleans, no longer than PATRONI_TAGS_MAX; Patroni's own tag
+ * names (nofailover, ...) are pg_ha settings and are refused here.  "" is
+ * no tags.  False, with a sentence in err, otherwise.
+ */
+extern bool patroni_tags_validate(const char *json, char *err, size_t errlen);
+
+/*
+ * The value of user tag name as Patroni compares it with ?tag_name=value:
+ * a string as it is, anything else as Python's str(value).lower()
+ * ("true", "2", "2.5").  False when the tag is not set.
+ */
+extern bool patroni_tag_text(const char *json, const char *name, char *out, size_t outlen);
+
+/*
+ * The user tags as members of a JSON object without the braces
+ * ("\"dc\":\"east\",\"rack\":2"), malloc'ed; "" when there are none, NULL
+ * when json is not valid (validate first).
+ */
+extern char *patroni_tags_members(const char *json);
+
+/* What the config key says at initialization (the node's settings). */
+typedef struct PatroniConfigInit
+{
+	int			ttl;			/* seconds */
+	int			loop_wait;		/* seconds */
+	int			retry_timeout;	/* seconds */
+	int64_t		maximum_lag_on_failover;	/* bytes */
+} PatroniConfigInit;
+
+/*
+ * Patroni's layout: {"ttl":..,"loop_wait":..,"retry_timeout":..,
+ * "maximum_lag_on_failover":..,"postgresql":{"parameters":{},
+ * "use_pg_rewind":true}}; malloc'ed.
+ */
+extern char *patroni_config_initial(const PatroniConfigInit *init);
+
+/*
+ * Is text (len bytes) a JSON object of at most PATRONI_CONFIG_MAX bytes?
+ * What PUT /config accepts.
+ */
+extern bool patroni_config_check_object(const char *text, size_t len, char *err, size_t errlen);
+
+/*
+ * PATCH /config: patch (a JSON object) merged into current (the key's
+ * value; "" or not an object counts as {}), with Patroni's patch_config
+ * rules: null deletes a key, an object merges into an object, anything
+ * else replaces.  *out is the merged document, compact, malloc'ed;
+ * *changed whether it differs.  False, with a sentence, when patch is not
+ * a JSON object or the result exceeds PATRONI_CONFIG_MAX.
+ */
+extern bool patroni_config_patch(const char *current, size_t current_len,
+								 const char *patch, size_t patch_len,
+								 char **out, bool *changed, char *err, size_t errlen);
+
+/* The body of POST /switchover or /failover. */
+typedef struct PatroniFailoverBody
+{
+	char		leader[PATRONI_NAME_LEN];	/* "" = not given */
+	char		candidate[PATRONI_NAME_LEN];	/* "candidate" or "member"; "" = not given */
+	char		scheduled_at[PATRONI_TIME_LEN]; /* "" = not given (or null) */
+} PatroniFailoverBody;
+
+/*
+ * Decodes a JSON object with optional string (or null) fields leader,
+ * candidate (or member, Patroni's older name) and scheduled_at.  False,
+ * with a sentence, when it is not such an object or a field is too long
+ * or not a string.  Names are not checked here (the request codec does).
+ */
+extern bool patroni_failover_body_decode(const char *text, size_t len, PatroniFailoverBody *out,
+										 char *err, size_t errlen);
+
+/* Is text a JSON array (the history key's value)? */
+extern bool patroni_is_json_array(const char *text, size_t len);
+
+#endif							/* PG_HA_PATRONI_CODEC_H */

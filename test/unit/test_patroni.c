@@ -1,0 +1,195 @@
+/*
+ * test_patroni.c - patroni_codec.c: user tags, the config key's merge
+ * (Patroni's patch_config rules), and the switchover/failover bodies.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "patroni_codec.h"
+#include "unit.h"
+
+typedef struct TagCase
+{
+	const char *tags;
+	bool		valid;
+	const char *name;			/* looked up when valid */
+	const char *text;			/* NULL: not set */
+} TagCase;
+
+static const TagCase tag_cases[] = {
+	{"", true, "dc", NULL},
+	{"{}", true, "dc", NULL},
+	{"{\"dc\":\"east\"}", true, "dc", "east"},
+	{"{\"dc\":\"east\"}", true, "DC", NULL},	/* names are case-sensitive */
+	{"{\"rack\":2}", true, "rack", "2"},
+	{"{\"w\":2.5}", true, "w", "2.5"},
+	{"{\"w\":-1}", true, "w", "-1"},
+	{"{\"ssd\":true}", true, "ssd", "true"},
+	{"{\"ssd\":false}", true, "ssd", "false"},
+	{"{\"a\":\"x\",\"b\":\"y\"}", true, "b", "y"},
+	{"[1,2]", false},
+	{"\"dc\"", false},
+	{"{\"dc\":", false},
+	{"{\"dc\":null}", false},
+	{"{\"dc\":[1]}", false},
+	{"{\"dc\":{\"x\":1}}", false},
+	{"{\"\":\"x\"}", false},
+	{"{\"nofailover\":true}", false},	/* pg_ha.nofailover's */
+	{"{\"failover_priority\":1}", false},
+	{"{\"clonefrom\":true}", false},
+};
+
+static void
+unit_tags(void)
+{
+	for (size_t i = 0; i < lengthof(tag_cases); i++)
+	{
+		const TagCase *c = &tag_cases[i];
+		char		err[256] = "";
+		char		text[64] = "";
+		bool		valid = patroni_tags_validate(c->tags, err, sizeof(err));
+		bool		found;
+
+		UNIT_CHECK(valid == c->valid, "tags %s: valid=%d (%s)", c->tags, valid, err);
+		UNIT_CHECK(valid || err[0] != '\0', "tags %s: a refusal says why", c->tags);
+		if (!c->valid)
+			continue;
+		found = patroni_tag_text(c->tags, c->name, text, sizeof(text));
+		UNIT_CHECK(c->text ? found && strcmp(text, c->text) == 0 : !found,
+				   "tags %s, %s: found=%d text=\"%s\"", c->tags, c->name, found, text);
+	}
+	{
+		char	   *m = patroni_tags_members("{\"dc\": \"east\", \"rack\": 2}");
+
+		UNIT_CHECK(m && strcmp(m, "\"dc\":\"east\",\"rack\":2") == 0, "members: %s", m ? m : "(null)");
+		free(m);
+		m = patroni_tags_members("");
+		UNIT_CHECK(m && m[0] == '\0', "no tags: no members");
+		free(m);
+	}
+	{
+		char		big[PATRONI_TAGS_MAX + 64];
+
+		memset(big, 'a', sizeof(big) - 1);
+		big[sizeof(big) - 1] = '\0';
+		memcpy(big, "{\"t\":\"", 6);
+		strcpy(big + sizeof(big) - 3, "\"}");
+		UNIT_CHECK(!patroni_tags_validate(big, NULL, 0), "tags longer than the bound are refused");
+	}
+}
+
+typedef struct PatchCase
+{
+	const char *current;
+	const char *patch;
+	bool		ok;
+	const char *result;
+	bool		changed;
+} PatchCase;
+
+static const PatchCase patch_cases[] = {
+	{"{\"ttl\":30}", "{\"ttl\":10}", true, "{\"ttl\":10}", true},
+	{"{\"ttl\":30}", "{\"ttl\":30}", true, "{\"ttl\":30}", false},
+	{"{\"ttl\":30}", "{\"pause\":true}", true, "{\"ttl\":30,\"pause\":true}", true},
+	{"{\"ttl\":30,\"pause\":true}", "{\"pause\":null}", true, "{\"ttl\":30}", true},
+	{"{\"ttl\":30}", "{\"pause\":null}", true, "{\"ttl\":30}", false},	/* nothing to delete */
+	{"{\"postgresql\":{\"parameters\":{\"a\":\"1\"},\"use_pg_rewind\":true}}",
+		"{\"postgresql\":{\"parameters\":{\"b\":\"2\"}}}", true,
+	"{\"postgresql\":{\"parameters\":{\"a\":\"1\",\"b\":\"2\"},\"use_pg_rewind\":true}}", true},
+	{"{\"postgresql\":{\"parameters\":{\"a\":\"1\"}}}",
+		"{\"postgresql\":{\"parameters\":{\"a\":null}}}", true,
+	"{\"postgresql\":{\"parameters\":{}}}", true},
+	{"{\"x\":1}", "{\"x\":{\"y\":2}}", true, "{\"x\":{\"y\":2}}", true},	/* object replaces scalar */
+	{"{\"x\":{\"y\":2}}", "{\"x\":3}", true, "{\"x\":3}", true},
+	{"", "{\"a\":1}", true, "{\"a\":1}", true},	/* no key yet */
+	{"[1]", "{\"a\":1}", true, "{\"a\":1}", true},	/* not an object: counts as {} */
+	{"{}", "[1]", false, NULL, false},
+	{"{}", "{\"a\":", false, NULL, false},
+	{"{}", "", false, NULL, false},
+	{"{}", "null", false, NULL, false},
+};
+
+static void
+unit_config_patch(void)
+{
+	for (size_t i = 0; i < lengthof(patch_cases); i++)
+	{
+		const PatchCase *c = &patch_cases[i];
+		char	   *out = NULL;
+		bool		changed = false;
+		char		err[256] = "";
+		bool		ok = patroni_config_patch(c->current, strlen(c->current), c->patch,
+											  strlen(c->patch), &out, &changed, err, sizeof(err));
+
+		UNIT_CHECK(ok == c->ok, "patch %s with %s: ok=%d (%s)", c->current, c->patch, ok, err);
+		if (ok && c->ok)
+			UNIT_CHECK(strcmp(out, c->result) == 0 && changed == c->changed,
+					   "patch %s with %s: got %s changed=%d", c->current, c->patch, out, changed);
+		free(out);
+	}
+	{
+		PatroniConfigInit init = {10, 3, 2, 1048576};
+		char	   *doc = patroni_config_initial(&init);
+
+		UNIT_CHECK(doc && strcmp(doc, "{\"ttl\":10,\"loop_wait\":3,\"retry_timeout\":2,"
+								 "\"maximum_lag_on_failover\":1048576,"
+								 "\"postgresql\":{\"parameters\":{},\"use_pg_rewind\":true}}") == 0,
+				   "initial config: %s", doc ? doc : "(null)");
+		UNIT_CHECK(doc && patroni_config_check_object(doc, strlen(doc), NULL, 0), "initial config is an object");
+		free(doc);
+	}
+}
+
+typedef struct BodyCase
+{
+	const char *body;
+	bool		ok;
+	const char *leader;
+	const char *candidate;
+	const char *scheduled_at;
+} BodyCase;
+
+static const BodyCase body_cases[] = {
+	{"{\"leader\":\"n1\",\"candidate\":\"n2\"}", true, "n1", "n2", ""},
+	{"{\"leader\":\"n1\",\"member\":\"n2\"}", true, "n1", "n2", ""},	/* Patroni's older name */
+	{"{\"leader\":\"n1\",\"candidate\":null,\"scheduled_at\":null}", true, "n1", "", ""},
+	{"{\"candidate\":\"n2\",\"scheduled_at\":\"2030-01-01T00:00+00:00\"}", true, "", "n2",
+	"2030-01-01T00:00+00:00"},
+	{"{}", true, "", "", ""},
+	{"{\"leader\":1}", false},
+	{"{\"candidate\":[\"n2\"]}", false},
+	{"{\"leader\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}", false},
+	{"[\"n1\"]", false},
+	{"not json", false},
+	{"", false},
+};
+
+static void
+unit_failover_body(void)
+{
+	for (size_t i = 0; i < lengthof(body_cases); i++)
+	{
+		const BodyCase *c = &body_cases[i];
+		PatroniFailoverBody b;
+		char		err[256] = "";
+		bool		ok = patroni_failover_body_decode(c->body, strlen(c->body), &b, err, sizeof(err));
+
+		UNIT_CHECK(ok == c->ok, "body %s: ok=%d (%s)", c->body, ok, err);
+		if (ok && c->ok)
+			UNIT_CHECK(strcmp(b.leader, c->leader) == 0 && strcmp(b.candidate, c->candidate) == 0 &&
+					   strcmp(b.scheduled_at, c->scheduled_at) == 0,
+					   "body %s: leader=%s candidate=%s scheduled_at=%s", c->body, b.leader,
+					   b.candidate, b.scheduled_at);
+	}
+	UNIT_CHECK(patroni_is_json_array("[[1,2,\"x\"]]", 11), "history: an array");
+	UNIT_CHECK(!patroni_is_json_array("{}", 2), "history: an object is not");
+	UNIT_CHECK(!patroni_is_json_array("", 0), "history: empty is not");
+}
+
+void
+unit_patroni(void)
+{
+	unit_tags();
+	unit_config_patch();
+	unit_failover_body();
+}
