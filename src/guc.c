@@ -24,6 +24,7 @@
 #include "utils/guc.h"
 
 #include "http_tls.h"
+#include "patroni_codec.h"
 
 char	   *pg_ha_etcd_endpoints = NULL;
 char	   *pg_ha_etcd_cacert = NULL;
@@ -43,6 +44,7 @@ int			pg_ha_maximum_lag_on_failover = 1024;
 bool		pg_ha_nofailover = false;
 bool		pg_ha_noloadbalance = false;
 int			pg_ha_failover_priority = 1;
+char	   *pg_ha_tags = NULL;
 char	   *pg_ha_database = NULL;
 char	   *pg_ha_replication_conninfo = NULL;
 char	   *pg_ha_metrics_role = NULL;
@@ -280,6 +282,20 @@ check_secret_file(const char *name, char **newval, void **extra, GucSource sourc
 	return true;
 }
 
+/* pg_ha.tags: a JSON object of user tags (patroni_codec.c says which). */
+static bool
+check_tags(char **newval, void **extra, GucSource source)
+{
+	char		err[256];
+
+	if (!patroni_tags_validate(*newval, err, sizeof(err)))
+	{
+		GUC_check_errdetail("%s", err);
+		return false;
+	}
+	return true;
+}
+
 static bool
 check_etcd_key(char **newval, void **extra, GucSource source)
 {
@@ -430,6 +446,11 @@ pg_ha_define_gucs(void)
 							NULL,
 							&pg_ha_failover_priority, 1, 0, 1000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.tags",
+							   "User tags of this node, a JSON object, as Patroni's tags section.",
+							   "Published in the member key and /patroni; health checks filter on them with ?tag_<name>=<value>.",
+							   &pg_ha_tags, "",
+							   PGC_SIGHUP, 0, check_tags, NULL, NULL);
 	DefineCustomStringVariable("pg_ha.database",
 							   "Database the HA worker connects to (for ALTER SYSTEM and status reads).",
 							   NULL,
@@ -718,7 +739,7 @@ pg_ha_define_failsafe_gucs(void)
 							 &pg_ha_failsafe_mode, false,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("pg_ha.api_auth_file",
-							   "File of \"username:password\" lines POST /failsafe requires (HTTP basic auth); the first line is what this node sends to its peers.",
+							   "File of \"username:password\" lines the API port's unsafe requests require (HTTP basic auth): POST /failsafe and Patroni's control API; the first line is what this node sends to its peers.",
 							   "Make it readable by the server's operating system user only; every member needs the same first line.",
 							   &pg_ha_api_auth_file, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_file_path, NULL, NULL);

@@ -72,6 +72,7 @@
 #include "ha_failsafe.h"
 #include "ha_request.h"
 #include "ha_sync.h"
+#include "patroni_codec.h"
 
 #define ETCD_RETRY_US (1000 * 1000)	/* retry pace while etcd is unreachable */
 #define WATCH_RETRY_US (1000 * 1000)
@@ -145,12 +146,14 @@ typedef struct HaWorker
 
 	int64		diverged_since; /* 0 = following fine */
 	bool		initialize_checked;
+	bool		config_checked; /* the config key exists (we made sure once) */
 	char	   *published_member;	/* last member document written */
 	char		followed[PG_HA_NAME_LEN];	/* leader primary_conninfo points at */
 	char	   *leader_key;
 	char	   *member_key;
 	char	   *status_key;
 	char	   *initialize_key;
+	char	   *config_key;
 	char	   *failover_key;
 	char	   *history_key;
 	char	   *sync_key;
@@ -331,6 +334,21 @@ lose_leadership(const char *why)
 static void sync_publish_locked(void);
 
 /* Copies the worker's view into shared memory for readers. */
+/*
+ * A key's value for the HTTP listener (GET /config, /history), which never
+ * calls etcd: "" when absent or too long for the buffer (the listener then
+ * answers as if it were absent).
+ */
+static void
+publish_key_locked(const EtcdKV *kv, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	if (kv == NULL || kv->value == NULL || kv->value_len >= len)
+		return;
+	memcpy(buf, kv->value, kv->value_len);
+	buf[kv->value_len] = '\0';
+}
+
 static void
 publish_shared(const NodeSnapshot *snap, bool etcd_ok)
 {
@@ -358,9 +376,18 @@ publish_shared(const NodeSnapshot *snap, bool etcd_ok)
 		pg_ha_shared->cluster_optime = cluster_optime(&worker.view);
 		cluster_members_json(&worker.view, pg_ha_shared->members_json,
 							 sizeof(pg_ha_shared->members_json));
+		publish_key_locked(cluster_get(&worker.view, "config"), pg_ha_shared->config_json,
+						   sizeof(pg_ha_shared->config_json));
+		publish_key_locked(cluster_get(&worker.view, "history"), pg_ha_shared->history_json,
+						   sizeof(pg_ha_shared->history_json));
 	}
 	else
+	{
 		pg_ha_shared->members_json[0] = '\0';
+		pg_ha_shared->config_json[0] = '\0';
+		pg_ha_shared->history_json[0] = '\0';
+	}
+	pg_ha_shared->keys_known = worker.view.loaded;
 	pg_ha_shared->nofailover = pg_ha_nofailover || pg_ha_failover_priority == 0;
 	pg_ha_shared->noloadbalance = pg_ha_noloadbalance;
 	pg_ha_shared->etcd_reachable = etcd_ok;
@@ -624,6 +651,36 @@ confirm_leader_key(void)
 /* ---------- keys ---------- */
 
 /*
+ * The `config` key, Patroni's dynamic configuration, as the node that
+ * initializes the cluster writes it: this node's settings in Patroni's
+ * layout, created only when absent (an operator's edits, or a pause set
+ * before, stay).  pg_ha honours only "pause" from it so far.  A failure is
+ * retried on the next cycle; nothing waits for it.
+ */
+static void
+ensure_config_key(void)
+{
+	PatroniConfigInit init;
+	char	   *value;
+	EtcdStatus	st;
+
+	if (worker.config_checked)
+		return;
+	init.ttl = pg_ha_ttl;
+	init.loop_wait = Max(1, pg_ha_ttl / 3);
+	init.retry_timeout = Max(1, (pg_ha_etcd_timeout_ms + 999) / 1000);
+	init.maximum_lag_on_failover = (int64) pg_ha_maximum_lag_on_failover * 1024;
+	value = patroni_config_initial(&init);
+	if (value == NULL)
+		return;
+	st = etcd_create(worker.etcd, worker.config_key, value, 0, NULL);
+	free(value);
+	if (st == ETCD_OK)
+		ereport(LOG, (errmsg("pg_ha: wrote the config key %s", worker.config_key)));
+	worker.config_checked = st == ETCD_OK || st == ETCD_NOT_FOUND;
+}
+
+/*
  * Creates `initialize` with our system identifier, or checks the one there.
  * A different identifier means these keys belong to another database
  * cluster: taking its leader key would hand its clients to us.
@@ -654,6 +711,7 @@ check_initialize_key(void)
 		return false;
 	}
 	worker.initialize_checked = true;
+	ensure_config_key();
 	return true;
 }
 
@@ -768,10 +826,14 @@ member_document_with_tags(const NodeSnapshot *snap)
 	StringInfoData buf;
 	bool		nofailover = pg_ha_nofailover || pg_ha_failover_priority == 0;
 	bool		nosync = pg_ha_nosync || pg_ha_sync_priority == 0;
+	char	   *user = patroni_tags_members(pg_ha_tags);	/* checked at SET */
 
 	if (!nofailover && !pg_ha_noloadbalance && pg_ha_failover_priority == 1 &&
-		!nosync && pg_ha_sync_priority == 1)
+		!nosync && pg_ha_sync_priority == 1 && (user == NULL || user[0] == '\0'))
+	{
+		free(user);
 		return doc;
+	}
 	/* the document is a compact JSON object: add "tags" before its '}' */
 	initStringInfo(&buf);
 	appendBinaryStringInfo(&buf, doc, strlen(doc) - 1);
@@ -782,6 +844,9 @@ member_document_with_tags(const NodeSnapshot *snap)
 	if (nosync || pg_ha_sync_priority != 1)
 		appendStringInfo(&buf, ",\"sync_priority\":%d%s", nosync ? 0 : pg_ha_sync_priority,
 						 nosync ? ",\"nosync\":true" : "");
+	if (user != NULL && user[0] != '\0')
+		appendStringInfo(&buf, ",%s", user);
+	free(user);
 	appendStringInfoString(&buf, "}}");
 	pfree(doc);
 	return buf.data;
@@ -2894,6 +2959,7 @@ pg_ha_worker_main(Datum arg)
 	worker.member_key = key_copy(psprintf("members/%s", worker.node));
 	worker.status_key = key_copy("status");
 	worker.initialize_key = key_copy("initialize");
+	worker.config_key = key_copy("config");
 	worker.failover_key = key_copy("failover");
 	worker.history_key = key_copy("history");
 	worker.sync_key = key_copy("sync");

@@ -25,18 +25,20 @@
  *   /standby-leader /standby_leader     503: no standby clusters yet
  *   /patroni                            status JSON (Patroni field names)
  *   /cluster  /history  /metrics        members seen here, timeline
- *                                       history, patroni_* metrics
+ *                                       history (HEAD/OPTIONS; GET /history
+ *                                       is http_control.c's), patroni_* metrics
+ *   anything else                       503, as Patroni's do_GET fallback
  *
  * GET answers carry the status JSON (as Patroni's do); HEAD and OPTIONS
  * (what HAProxy sends) the status line only.  Nothing here changes state:
- * Patroni's control endpoints (POST /switchover, ...) answer 403, other
- * methods 405.
+ * Patroni's control endpoints are http_control.c's, other methods get 405.
  */
 #include "pg_ha.h"
 
 #define PG_HA_HTTP_BACKEND
 #include "http.h"
 #include "http_tls.h"
+#include "patroni_codec.h"
 
 #include <fcntl.h>
 #include <netdb.h>
@@ -162,9 +164,32 @@ view_is_replica(const NodeView *v, const HttpRequest *req)
 }
 
 /*
- * ?tag_<name>=<value>: every tag named must be set on this node with that
- * value.  Tags are what pg_ha publishes: nofailover and noloadbalance, and,
- * as in Patroni, only when true.
+ * The value of tag name as Patroni registers it: nofailover, noloadbalance
+ * and nosync only when true (patroni/__main__.py get_tags drops the false
+ * ones, so ?tag_nofailover=false is 503 in Patroni too), user tags from
+ * pg_ha.tags as Patroni prints them.  False when the node has no such tag.
+ */
+static bool
+tag_text(const NodeView *v, const char *name, char *out, size_t outlen)
+{
+	bool		builtin = false;
+
+	if (strcmp(name, "nofailover") == 0)
+		builtin = v->nofailover;
+	else if (strcmp(name, "noloadbalance") == 0)
+		builtin = v->noloadbalance;
+	else if (strcmp(name, "nosync") == 0)
+		builtin = pg_ha_nosync || pg_ha_sync_priority == 0;
+	else
+		return patroni_tag_text(pg_ha_tags, name, out, outlen);
+	if (builtin)
+		strlcpy(out, "true", outlen);
+	return builtin;
+}
+
+/*
+ * ?tag_<name>=<value>: every tag named must be one this node has, with
+ * that value (Patroni's do_GET).
  */
 static bool
 tags_match(const NodeView *v, const char *query)
@@ -179,25 +204,16 @@ tags_match(const NodeView *v, const char *query)
 		if (end - p > 4 && strncmp(p, "tag_", 4) == 0)
 		{
 			const char *eq = memchr(p, '=', end - p);
-			char		key[64];
+			char		key[PATRONI_NAME_LEN];
 			char		val[256];
-			const char *mine = NULL;
+			char		mine[256];
 			const char *kstart = p + 4;
 			size_t		klen = (eq ? eq : end) - kstart;
 
-			if (klen >= sizeof(key))
+			if (!http_url_decode(kstart, klen, key, sizeof(key)) ||
+				!http_url_decode(eq ? eq + 1 : end, eq ? end - eq - 1 : 0, val, sizeof(val)))
 				return false;
-			memcpy(key, kstart, klen);
-			key[klen] = '\0';
-			if (!http_url_decode(eq ? eq + 1 : end, eq ? end - eq - 1 : 0, val, sizeof(val)))
-				return false;
-			if (strcmp(key, "nofailover") == 0 && v->nofailover)
-				mine = "true";
-			else if (strcmp(key, "noloadbalance") == 0 && v->noloadbalance)
-				mine = "true";
-			else if (strcmp(key, "nosync") == 0 && (pg_ha_nosync || pg_ha_sync_priority == 0))
-				mine = "true";
-			if (mine == NULL || strcmp(mine, val) != 0)
+			if (!tag_text(v, key, mine, sizeof(mine)) || strcmp(mine, val) != 0)
 				return false;
 		}
 		p = amp ? amp + 1 : NULL;
@@ -265,11 +281,6 @@ static const Route routes[] = {
 	{"/metrics", HK_METRICS},
 };
 
-/* Patroni's control endpoints: never served without authentication. */
-static const char *const control_paths[] = {
-	"/switchover", "/failover", "/restart", "/reload", "/reinitialize",
-	"/config", "/failsafe", "/sigterm", "/citus",
-};
 
 /*
  * A synchronous standby as Patroni's /sync and /quorum see it: listed in
@@ -517,6 +528,35 @@ replication_json(StringInfo out)
 		pgstat_clear_backend_activity_snapshot();
 }
 
+/* Patroni's "tags": the true built-in ones and the user tags, when any. */
+static void
+status_tags_json(StringInfo out, const NodeView *v)
+{
+	char	   *user = patroni_tags_members(pg_ha_tags);
+	bool		any = false;
+
+	if (!v->nofailover && !v->noloadbalance && (user == NULL || user[0] == '\0'))
+	{
+		free(user);
+		return;
+	}
+	appendStringInfoString(out, ",\"tags\":{");
+	if (v->nofailover)
+	{
+		appendStringInfoString(out, "\"nofailover\":true");
+		any = true;
+	}
+	if (v->noloadbalance)
+	{
+		appendStringInfo(out, "%s\"noloadbalance\":true", any ? "," : "");
+		any = true;
+	}
+	if (user != NULL && user[0] != '\0')
+		appendStringInfo(out, "%s%s", any ? "," : "", user);
+	appendStringInfoChar(out, '}');
+	free(user);
+}
+
 static void
 status_json(StringInfo out, const NodeView *v, bool with_replication)
 {
@@ -555,15 +595,7 @@ status_json(StringInfo out, const NodeView *v, bool with_replication)
 		appendStringInfoString(out, ",\"cluster_unlocked\":true");
 	appendStringInfo(out, ",\"dcs_last_seen\":%ld",
 					 v->etcd_last_ok ? (long) timestamptz_to_time_t(v->etcd_last_ok) : 0L);
-	if (v->nofailover || v->noloadbalance)
-	{
-		appendStringInfoString(out, ",\"tags\":{");
-		if (v->nofailover)
-			appendStringInfoString(out, "\"nofailover\":true");
-		if (v->noloadbalance)
-			appendStringInfo(out, "%s\"noloadbalance\":true", v->nofailover ? "," : "");
-		appendStringInfoChar(out, '}');
-	}
+	status_tags_json(out, v);
 	appendStringInfo(out, ",\"database_system_identifier\":\"" UINT64_FORMAT "\"",
 					 GetSystemIdentifier());
 	appendStringInfoString(out, ",\"patroni\":{\"version\":");
@@ -727,17 +759,6 @@ health_handle(const HttpRequest *req, HttpResponse *resp)
 
 	if (req->method == HTTP_M_OTHER)
 	{
-		for (size_t i = 0; i < lengthof(control_paths); i++)
-		{
-			if (strcmp(path, control_paths[i]) == 0)
-			{
-				resp->status = 403;
-				resp->content_type = "text/plain; charset=utf-8";
-				appendStringInfoString(resp->body,
-									   "pg_ha does not change cluster state over HTTP; use the pg_ha SQL functions\n");
-				return;
-			}
-		}
 		resp->status = 405;
 		resp->extra_headers = "Allow: GET, HEAD, OPTIONS\r\n";
 		return;
@@ -753,9 +774,10 @@ health_handle(const HttpRequest *req, HttpResponse *resp)
 	}
 	if (route == NULL)
 	{
-		resp->status = 404;
+		/* Patroni answers every GET it has no handler for like a health check that failed */
+		resp->status = 503;
 		resp->content_type = "text/plain; charset=utf-8";
-		appendStringInfoString(resp->body, "not found\n");
+		appendStringInfoString(resp->body, "no such endpoint\n");
 		return;
 	}
 

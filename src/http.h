@@ -20,7 +20,8 @@
 /* Bounds on what a client may send. */
 #define HTTP_MAX_HEADER_BYTES	8192	/* request line + headers */
 #define HTTP_MAX_URL			2048
-#define HTTP_MAX_BODY			65536	/* bodies are read and discarded */
+#define HTTP_MAX_BODY			65536	/* longer bodies: 413 */
+#define HTTP_MAX_KEPT_BODY		16384	/* kept for the control API; the rest skipped */
 #define HTTP_MAX_AUTHORIZATION	1024	/* a longer Authorization is refused */
 
 typedef enum HttpMethod
@@ -45,6 +46,14 @@ typedef struct HttpRequest
 	size_t		authorization_len;
 	bool		has_authorization;
 	bool		authorization_bad;
+	/*
+	 * The body, when there is one: at most HTTP_MAX_KEPT_BODY bytes in the
+	 * parser's buffer (valid until the next request is fed), NUL-terminated;
+	 * body_truncated when more came.
+	 */
+	const char *body;
+	size_t		body_len;
+	bool		body_truncated;
 } HttpRequest;
 
 /*
@@ -63,6 +72,7 @@ typedef struct HttpRequestParser
 	size_t		url_len;
 	size_t		header_bytes;	/* of the request being read */
 	size_t		body_bytes;
+	char	   *body_buf;		/* malloc'ed at the first body byte, kept */
 	/* the header field being read, as far as pg_ha needs its name */
 	char		field[16];
 	size_t		field_len;
@@ -74,6 +84,8 @@ typedef struct HttpRequestParser
 } HttpRequestParser;
 
 extern void http_request_parser_init(HttpRequestParser *p);
+/* Frees what the parser allocated (the body buffer). */
+extern void http_request_parser_free(HttpRequestParser *p);
 
 /*
  * Feeds up to len bytes; returns how many were consumed.  Afterwards exactly
@@ -125,12 +137,27 @@ typedef struct HttpResponse
 	bool		may_defer;		/* in: the listener can park this request */
 	bool		defer;			/* out: park it until the metrics cache
 								 * refreshes, then ask again */
+	bool		defer_control;	/* out: park it until the control worker
+								 * answers request control_seq */
+	uint64		control_seq;
 } HttpResponse;
 
 /* health.c */
 extern void health_handle(const HttpRequest *req, HttpResponse *resp);
 /* after the listener has reloaded the configuration files */
 extern void health_config_reloaded(void);
+
+/*
+ * http_control.c: Patroni's control API.  True when it answered req, or
+ * queued it for the control worker (resp->defer_control); then
+ * http_control_poll() until it returns true (or with timed_out, which
+ * answers 503).
+ */
+#define CONTROL_WAIT_US (90 * INT64CONST(1000000))
+extern bool http_control_handle(const HttpRequest *req, HttpResponse *resp);
+extern bool http_control_poll(uint64 seq, bool timed_out, HttpResponse *resp);
+extern void http_control_listener_started(void);
+extern void http_control_abandon(uint64 seq);
 
 /* http_failsafe.c: true when it answered req (POST /failsafe) */
 extern bool failsafe_http_handle(const HttpRequest *req, HttpResponse *resp);

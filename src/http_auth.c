@@ -1,7 +1,8 @@
 /*
  * http_auth.c - basic authentication: of the metrics port, optional
  * (pg_ha.metrics_auth_file: "username:password" lines, as Prometheus'
- * basic_auth sends them), and of the API port's POST /failsafe, required
+ * basic_auth sends them), and of the API port's unsafe requests (POST
+ * /failsafe and Patroni's control API, http_control.c), required
  * (pg_ha.api_auth_file, same format; its first line is also what this
  * node's HA worker sends to its peers, failsafe_call.c).
  *
@@ -148,7 +149,7 @@ http_auth_load(void)
 				  "The metrics listener refuses every request until the configuration is corrected and reloaded.");
 	auth_set_load(&api_auth, pg_ha_api_auth_file,
 				  "The API listener keeps the credentials it loaded before.",
-				  "The API listener refuses every POST /failsafe until the configuration is corrected and reloaded.");
+				  "The API listener refuses every request that needs authentication until the configuration is corrected and reloaded.");
 }
 
 /* "Basic <base64 of user:password>" matches one of the lines. */

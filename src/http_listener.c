@@ -127,9 +127,12 @@ typedef struct HttpConn
 	int64		write_start_us; /* 0 = no pending output */
 	int64		linger_until_us;
 	HttpRequestParser parser;
-	bool		parked;			/* a scrape waits for a metrics refresh */
+	bool		parked;			/* a scrape waits for a metrics refresh, or a
+								 * control request for the control worker */
 	HttpRequest parked_req;
 	uint64		parked_gen;
+	bool		parked_control; /* ... the latter, request parked_seq */
+	uint64		parked_seq;
 	int64		parked_until_us;
 	size_t		in_len;
 	char		in[HTTP_READ_BUF];
@@ -305,6 +308,8 @@ conn_close(HttpConn *c)
 {
 	if (c->parked)
 		nparked--;
+	if (c->parked && c->parked_control)
+		http_control_abandon(c->parked_seq);
 	for (int i = 0; i < nconns; i++)
 	{
 		if (conns[i] == c)
@@ -319,6 +324,7 @@ conn_close(HttpConn *c)
 	dlist_delete(&c->lru);
 	port_conns[c->port]--;
 	client_release(c->client);
+	http_request_parser_free(&c->parser);
 	close(c->fd);				/* also removes it from the epoll set */
 	pfree(c->out.data);
 	pfree(c);
@@ -646,7 +652,7 @@ answer_request(HttpConn *c, const HttpRequest *req, bool may_defer, int64 now)
 	old = MemoryContextSwitchTo(request_context);
 	if (c->port == HTTP_PORT_API)
 	{
-		if (!failsafe_http_handle(req, &r))
+		if (!failsafe_http_handle(req, &r) && !http_control_handle(req, &r))
 			health_handle(req, &r);
 	}
 	else if (http_auth_check(req, &r))
@@ -654,12 +660,14 @@ answer_request(HttpConn *c, const HttpRequest *req, bool may_defer, int64 now)
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(request_context);
 
-	if (r.defer && may_defer)
+	if ((r.defer && may_defer) || r.defer_control)
 	{
 		c->parked = true;
 		c->parked_req = *req;
 		c->parked_gen = metrics_cache_generation();
-		c->parked_until_us = now + METRICS_MAX_WAIT_US;
+		c->parked_control = r.defer_control;
+		c->parked_seq = r.control_seq;
+		c->parked_until_us = now + (r.defer_control ? CONTROL_WAIT_US : METRICS_MAX_WAIT_US);
 		nparked++;
 		conn_set_events(c, 0);
 		return;
@@ -923,7 +931,33 @@ serve_buffered_tls_input(int64 now)
 	}
 }
 
-/* Answers parked scrapes whose refresh arrived or whose wait ran out. */
+/*
+ * A parked control request: true when its answer is now in the output
+ * (the control worker answered, or the wait ran out).
+ */
+static bool
+answer_control(HttpConn *c, int64 now)
+{
+	HttpResponse r;
+	bool		answered;
+	MemoryContext old;
+
+	memset(&r, 0, sizeof(r));
+	resetStringInfo(&resp_body);
+	r.body = &resp_body;
+	old = MemoryContextSwitchTo(request_context);
+	answered = http_control_poll(c->parked_seq, now >= c->parked_until_us, &r);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(request_context);
+	if (!answered)
+		return false;
+	if (!c->parked_req.keep_alive)
+		c->closing = true;
+	append_response(c, &c->parked_req, &r);
+	return true;
+}
+
+/* Answers parked requests whose refresh or answer arrived, or whose wait ran out. */
 static void
 unpark_connections(int64 now)
 {
@@ -936,11 +970,24 @@ unpark_connections(int64 now)
 		if (i >= nconns)
 			continue;
 		c = conns[i];
-		if (!c->parked || (gen == c->parked_gen && now < c->parked_until_us))
+		if (!c->parked)
 			continue;
-		c->parked = false;
-		nparked--;
-		answer_request(c, &c->parked_req, false, now);
+		if (c->parked_control)
+		{
+			if (!answer_control(c, now))
+				continue;
+			c->parked = false;
+			c->parked_control = false;
+			nparked--;
+		}
+		else
+		{
+			if (gen == c->parked_gen && now < c->parked_until_us)
+				continue;
+			c->parked = false;
+			nparked--;
+			answer_request(c, &c->parked_req, false, now);
+		}
 		/* the answer, then requests pipelined behind the scrape */
 		if (!drive(c, now))
 			continue;
@@ -1157,6 +1204,7 @@ pg_ha_http_main(Datum arg)
 	listeners[1] = (Listener) {"metrics", HTTP_PORT_METRICS, pg_ha_metrics_listen, -1, 0, false, 0};
 	http_tls_load();
 	http_auth_load();
+	http_control_listener_started();
 
 	for (;;)
 	{

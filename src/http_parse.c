@@ -6,8 +6,9 @@
  * Plain C without postgres headers: the fuzz target links this file alone.
  *
  * Bounds: request line plus headers at most HTTP_MAX_HEADER_BYTES (431),
- * URL at most HTTP_MAX_URL (414), body at most HTTP_MAX_BODY (413; bodies
- * are never used, only skipped), anything the parser rejects is a 400.
+ * URL at most HTTP_MAX_URL (414), body at most HTTP_MAX_BODY (413; the
+ * first HTTP_MAX_KEPT_BODY bytes are kept for the control API, in a buffer
+ * allocated only when a body arrives), anything the parser rejects is a 400.
  * The parser is paused after each complete request so that pipelined
  * requests are answered one at a time, in order, and a client cannot make
  * us queue answers faster than it reads them.
@@ -16,6 +17,7 @@
 
 #include <ctype.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -194,12 +196,29 @@ on_body(http_parser *hp, const char *at, size_t len)
 {
 	HttpRequestParser *p = hp->data;
 
+	HttpRequest *req = &p->req;
+	size_t		take;
+
 	p->body_bytes += len;
 	if (p->body_bytes > HTTP_MAX_BODY)
 	{
 		p->error_status = 413;
 		return -1;
 	}
+	if (p->body_buf == NULL)
+		p->body_buf = malloc(HTTP_MAX_KEPT_BODY + 1);
+	if (p->body_buf == NULL)
+	{
+		req->body_truncated = true;
+		return 0;
+	}
+	req->body = p->body_buf;
+	take = Min_size(len, HTTP_MAX_KEPT_BODY - req->body_len);
+	memcpy(p->body_buf + req->body_len, at, take);
+	req->body_len += take;
+	p->body_buf[req->body_len] = '\0';
+	if (take < len)
+		req->body_truncated = true;
 	return 0;
 }
 
@@ -229,6 +248,13 @@ http_request_parser_init(HttpRequestParser *p)
 	p->settings.on_headers_complete = on_headers_complete;
 	p->settings.on_body = on_body;
 	p->settings.on_message_complete = on_message_complete;
+}
+
+void
+http_request_parser_free(HttpRequestParser *p)
+{
+	free(p->body_buf);
+	p->body_buf = NULL;
 }
 
 size_t

@@ -80,4 +80,5 @@ _PG_init(void)
 	pg_ha_register_worker();
 	pg_ha_archive_register_workers();
 	pg_ha_http_register_workers();
+	pg_ha_control_register_worker();
 }

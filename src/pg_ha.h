@@ -8,6 +8,7 @@
 
 #include "postgres.h"
 
+#include "fmgr.h"
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 #include "port/atomics.h"
@@ -20,6 +21,7 @@
 #define PG_HA_NAME_LEN 64		/* node and cluster names, including NUL */
 #define PG_HA_ERROR_LEN 256
 #define PG_HA_MEMBERS_JSON_LEN 16384
+#define PG_HA_KEY_JSON_LEN 16384	/* config and history keys for the listener */
 #define PG_HA_REPL_ROLES 8		/* distinct roles of WAL senders named in /patroni */
 #define PG_HA_SYNC_MAX 16		/* names in synchronous_standby_names and the sync key */
 
@@ -43,6 +45,7 @@ extern int	pg_ha_maximum_lag_on_failover;	/* kB */
 extern bool pg_ha_nofailover;
 extern bool pg_ha_noloadbalance;
 extern int	pg_ha_failover_priority;
+extern char *pg_ha_tags;		/* JSON object of user tags, "" = none */
 extern char *pg_ha_database;
 extern char *pg_ha_replication_conninfo;
 extern char *pg_ha_metrics_role;
@@ -123,6 +126,46 @@ typedef enum HaState
 } HaState;
 
 /*
+ * The control API's one request slot: the HTTP listener, which never waits
+ * on etcd, hands a state-changing request (POST /switchover, PATCH
+ * /config, ...) to the control worker and parks the connection until the
+ * answer is there (http_control.c, control_worker.c).  One at a time: a
+ * second request meanwhile gets 503.  Only the listener frees a DONE slot,
+ * unless it gave up waiting (abandoned), then the worker does.
+ */
+typedef enum ControlPhase
+{
+	CONTROL_FREE = 0,
+	CONTROL_QUEUED,				/* written by the listener */
+	CONTROL_RUNNING,			/* taken by the control worker */
+	CONTROL_DONE				/* answer written, for the listener */
+} ControlPhase;
+
+typedef enum ControlKind
+{
+	CONTROL_SWITCHOVER = 0,
+	CONTROL_FAILOVER,
+	CONTROL_CANCEL_SWITCHOVER,
+	CONTROL_PATCH_CONFIG,
+	CONTROL_PUT_CONFIG
+} ControlKind;
+
+#define PG_HA_CONTROL_TEXT_LEN 16400	/* body in, answer out, NUL included */
+
+typedef struct ControlSlot
+{
+	ControlPhase phase;
+	ControlKind kind;
+	uint64		seq;			/* names the request the listener waits for */
+	bool		abandoned;		/* the listener stopped waiting */
+	pid_t		worker_pid;
+	Latch	   *worker_latch;
+	int			status;			/* HTTP status of the answer */
+	bool		answer_json;	/* answer is JSON, else plain text */
+	char		text[PG_HA_CONTROL_TEXT_LEN];	/* request body, then the answer */
+} ControlSlot;
+
+/*
  * PgHaShared: the one shared-memory struct.
  *
  * Lock discipline:
@@ -168,6 +211,10 @@ typedef struct PgHaShared
 	char		last_error[PG_HA_ERROR_LEN];
 	/* members as Patroni's /cluster lists them: a JSON array, "" if unknown */
 	char		members_json[PG_HA_MEMBERS_JSON_LEN];
+	/* the config and history keys' values, "" if absent; keys_known: etcd read */
+	char		config_json[PG_HA_KEY_JSON_LEN];
+	char		history_json[PG_HA_KEY_JSON_LEN];
+	bool		keys_known;
 	/*
 	 * Names of the roles WAL senders connected as, for "usename" in
 	 * /patroni: the listener has no catalog access, the HA worker resolves
@@ -210,6 +257,8 @@ typedef struct PgHaShared
 	char		failsafe_leader[PG_HA_NAME_LEN];	/* last leader confirmed */
 	int64		failsafe_until_us;	/* no race for the key before this */
 	bool		failsafe_key_claimed;	/* worker is taking the key */
+
+	ControlSlot control;		/* the control API's request (see above) */
 } PgHaShared;
 
 extern PgHaShared *pg_ha_shared;
@@ -229,6 +278,15 @@ extern bool pg_ha_lease_valid(int64 now_us);
 /* ---------- SQL functions (sql_status.c, sql_control.c) ---------- */
 
 extern EtcdClient *pg_ha_backend_etcd_client(void);
+/* sql_control.c: did the last switchover/failover call write its request? */
+extern bool pg_ha_control_request_written;
+extern PGDLLEXPORT Datum pg_ha_switchover(PG_FUNCTION_ARGS);
+extern PGDLLEXPORT Datum pg_ha_failover(PG_FUNCTION_ARGS);
+extern PGDLLEXPORT Datum pg_ha_cancel_switchover(PG_FUNCTION_ARGS);
+
+/* control_worker.c */
+extern void pg_ha_control_register_worker(void);
+extern PGDLLEXPORT void pg_ha_control_main(Datum arg);
 
 /* ---------- write fence (fence.c) ---------- */
 

@@ -38,6 +38,13 @@ PG_FUNCTION_INFO_V1(pg_ha_pause);
 PG_FUNCTION_INFO_V1(pg_ha_resume);
 
 #define CONTROL_WAIT_SECONDS 60
+
+/*
+ * Set once a switchover or failover has written its request: the HTTP
+ * control API (control_worker.c) tells a refusal (Patroni's 412) from a
+ * request that failed on its way (503) by it.
+ */
+bool		pg_ha_control_request_written = false;
 /* a request that vanished while the old leader still leads: dropped */
 #define DROPPED_AFTER_US 1000000
 
@@ -328,6 +335,7 @@ submit_request(EtcdClient *client, const HaControlView *view, const HaRequest *r
 		refuse(client, ERRCODE_OBJECT_IN_USE,
 			   psprintf("%s refused: a switchover or failover is already in progress", what),
 			   "Another request was written at the same time.", NULL);
+	pg_ha_control_request_written = true;
 	return rev;
 }
 
@@ -564,6 +572,8 @@ pg_ha_switchover(PG_FUNCTION_ARGS)
 	char	   *leader;
 	int64		wait_us = 0;
 
+	pg_ha_control_request_written = false;
+
 	if (candidate != NULL)
 		check_member_name(candidate);
 	if (PG_NARGS() > 2 && !PG_ARGISNULL(2))
@@ -649,6 +659,8 @@ pg_ha_failover(PG_FUNCTION_ARGS)
 	HaRequest	req;
 	WaitState	w;
 	char	   *key = pg_ha_key("failover");
+
+	pg_ha_control_request_written = false;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,

@@ -24,6 +24,8 @@ use_request(const HttpRequest *req)
 		abort();
 	if (req->path[0] == '\0')
 		abort();
+	if (req->body_len > HTTP_MAX_KEPT_BODY || (req->body_len > 0 && req->body[req->body_len] != '\0'))
+		abort();
 	if (http_query_get(req->query, "lag", val, sizeof(val)))
 		(void) http_parse_size(val, &size);
 	(void) http_query_get(req->query, "tag_nofailover", val, sizeof(val));
@@ -69,6 +71,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			{
 				if (p.error_status < 400 || p.error_status > 499)
 					abort();
+				http_request_parser_free(&p);
 				return 0;
 			}
 			else if (n == 0)
@@ -78,5 +81,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	(void) http_request_in_progress(&p);
 	(void) requests;
+	http_request_parser_free(&p);
 	return 0;
 }

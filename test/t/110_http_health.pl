@@ -158,9 +158,9 @@ is(code($replica, 'GET', '/replica?tag_nofailover=true'), 503,
 is(code($primary, 'GET', '/primary?tag_nofailover=true'), 200,
 	'primary: tags are ignored by /primary, as in Patroni');
 is(code($primary, 'GET', '/primary/'), 200, 'trailing slash: /primary/ -> 200');
-is(code($primary, 'GET', '/no-such-endpoint'), 404, 'unknown path -> 404');
+is(code($primary, 'GET', '/no-such-endpoint'), 503, 'unknown path -> 503, as in Patroni');
 
-# --- nothing changes state over HTTP
+# --- without pg_ha.api_auth_file, nothing changes state over HTTP (403)
 for my $ep (qw(/switchover /failover /restart /reload /reinitialize /config))
 {
 	is(code($primary, 'POST', $ep), 403, "POST $ep -> 403");

@@ -1,0 +1,517 @@
+/*
+ * control_worker.c - the "pg_ha control" background worker: serves the
+ * requests of Patroni's REST control API that need etcd, one at a time,
+ * for the HTTP listener (http_control.c), which must never wait on etcd.
+ *
+ * Switchover, failover and their cancellation go through the very code of
+ * pg_ha.switchover(), pg_ha.failover() and pg_ha.cancel_switchover()
+ * (sql_control.c): the same checks, the same request in the failover key,
+ * the same wait for the outcome; only the words of the answer are
+ * Patroni's.  An ERROR from them is caught and becomes the HTTP status:
+ * raised before the request was written it is a refusal (412), after it a
+ * failure (503).  PATCH and PUT /config write the config key, PATCH with a
+ * compare-and-swap on the key's mod_revision (409 when it changed
+ * meanwhile), as Patroni does.
+ *
+ * The worker has no database connection: nothing here needs the catalog.
+ */
+#include "pg_ha.h"
+
+#include <signal.h>
+#include <time.h>
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "ha_request.h"
+#include "patroni_codec.h"
+
+/* What one request gets back. */
+typedef struct ControlAnswer
+{
+	int			status;
+	bool		json;
+	StringInfoData text;
+} ControlAnswer;
+
+static void
+reply(ControlAnswer *a, int status, const char *text)
+{
+	a->status = status;
+	a->json = false;
+	resetStringInfo(&a->text);
+	appendStringInfoString(&a->text, text);
+}
+
+/* reply(), for the checks that answer and stop: always false */
+static bool
+refuse_with(ControlAnswer *a, int status, const char *text)
+{
+	reply(a, status, text);
+	return false;
+}
+
+/* ---------- switchover and failover ---------- */
+
+/* The cluster as the HA worker last read it: leader and member names. */
+typedef struct ClusterFacts
+{
+	bool		known;
+	char		leader[PG_HA_NAME_LEN];
+	char		members[PG_HA_MEMBERS_JSON_LEN];
+} ClusterFacts;
+
+static void
+read_facts(ClusterFacts *f)
+{
+	LWLockAcquire(pg_ha_shared->lock, LW_SHARED);
+	f->known = pg_ha_shared->leader_known;
+	memcpy(f->leader, pg_ha_shared->leader, sizeof(f->leader));
+	memcpy(f->members, pg_ha_shared->members_json, sizeof(f->members));
+	LWLockRelease(pg_ha_shared->lock);
+	f->members[sizeof(f->members) - 1] = '\0';
+}
+
+/* Is name listed in the members array ("name":"<name>")? */
+static bool
+facts_have_member(const ClusterFacts *f, const char *name)
+{
+	char		needle[PG_HA_NAME_LEN + 16];
+
+	snprintf(needle, sizeof(needle), "\"name\":\"%s\"", name);
+	return ha_valid_member_name(name) && strstr(f->members, needle) != NULL;
+}
+
+/* Patroni's ISO 8601 time must carry a zone: "Z" or an offset after the time. */
+static bool
+has_zone(const char *t)
+{
+	const char *time_part = strpbrk(t, "Tt ");
+	size_t		len = strlen(t);
+
+	if (len > 0 && (t[len - 1] == 'Z' || t[len - 1] == 'z'))
+		return true;
+	return time_part != NULL && strpbrk(time_part, "+-") != NULL;
+}
+
+/*
+ * Patroni's checks on the body, in its order and words (api.py
+ * do_POST_failover); true when the request may go on.  *at_us: the
+ * scheduled time, 0 for now.
+ */
+static bool
+check_body(const PatroniFailoverBody *b, bool switchover, const ClusterFacts *f,
+		   int64 *at_us, ControlAnswer *a)
+{
+	const char *action = switchover ? "switchover" : "failover";
+	char		err[256];
+
+	*at_us = 0;
+	if (!switchover && b->candidate[0] == '\0')
+		return refuse_with(a, 400, "Failover could be performed only to a specific candidate");
+	if (switchover && b->leader[0] == '\0')
+		return refuse_with(a, 400, "Switchover could be performed only from a specific leader");
+	if (b->scheduled_at[0] != '\0')
+	{
+		if (b->leader[0] == '\0')
+			return refuse_with(a, 400, psprintf("Scheduled %s is possible only from a specific leader", action));
+		if (!has_zone(b->scheduled_at))
+			return refuse_with(a, 400, psprintf("Timezone information is mandatory for the scheduled %s", action));
+		if (!ha_time_parse(b->scheduled_at, at_us, err, sizeof(err)))
+			return refuse_with(a, 422, "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601");
+		if (*at_us <= (int64) time(NULL) * 1000000)
+			return refuse_with(a, 422, psprintf("Cannot schedule %s in the past", action));
+	}
+	if (!f->known)
+		return refuse_with(a, 503, "the cluster has not been read from etcd yet");
+	if (b->leader[0] != '\0' && strcmp(b->leader, f->leader) != 0)
+		return refuse_with(a, 412, "leader name does not match");
+	if (b->candidate[0] != '\0' && !facts_have_member(f, b->candidate))
+		return refuse_with(a, 412, "candidate does not exists");
+	return true;
+}
+
+/*
+ * Calls pg_ha.switchover(candidate, scheduled_at) or pg_ha.failover(candidate)
+ * as SQL would; an ERROR becomes the answer.  True when it succeeded.
+ */
+static bool
+call_sql(bool switchover, const char *candidate, int64 at_us, ControlAnswer *a)
+{
+	LOCAL_FCINFO(fcinfo, 3);
+	MemoryContext ctx = CurrentMemoryContext;
+	volatile bool ok = false;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, switchover ? 3 : 2, InvalidOid, NULL, NULL);
+	fcinfo->args[0].isnull = candidate[0] == '\0';
+	fcinfo->args[0].value = candidate[0] ? PointerGetDatum(cstring_to_text(candidate)) : (Datum) 0;
+	fcinfo->args[1].isnull = !switchover || at_us == 0;
+	fcinfo->args[1].value = switchover ?
+		TimestampTzGetDatum(at_us - (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY) :
+		BoolGetDatum(false);
+	if (!switchover)
+		fcinfo->args[1].isnull = false;
+	fcinfo->args[2].isnull = true;
+	fcinfo->args[2].value = (Datum) 0;
+
+	PG_TRY();
+	{
+		if (switchover)
+			(void) pg_ha_switchover(fcinfo);
+		else
+			(void) pg_ha_failover(fcinfo);
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(ctx);
+		e = CopyErrorData();
+		FlushErrorState();
+		LWLockReleaseAll();
+		reply(a, pg_ha_control_request_written ? 503 : 412, e->message ? e->message : "failed");
+		if (e->detail)
+			appendStringInfo(&a->text, "\n%s", e->detail);
+		ereport(LOG, (errmsg("pg_ha: %s requested over the API failed: %s",
+							 switchover ? "switchover" : "failover",
+							 e->message ? e->message : "unknown error")));
+		FreeErrorData(e);
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * POST /switchover and POST /failover.  A failover with a leader in place
+ * is, in Patroni, a switchover to the named candidate; pg_ha.failover()
+ * is only for a cluster without a leader.
+ */
+static void
+serve_failover(const char *body, bool switchover, ControlAnswer *a)
+{
+	PatroniFailoverBody b;
+	ClusterFacts *f = palloc(sizeof(ClusterFacts));
+	char		err[256];
+	int64		at_us;
+	const char *action = switchover ? "switchover" : "failover";
+	bool		as_switchover;
+
+	if (!patroni_failover_body_decode(body, strlen(body), &b, err, sizeof(err)))
+	{
+		reply(a, 400, err);
+		return;
+	}
+	read_facts(f);
+	if (!check_body(&b, switchover, f, &at_us, a))
+		return;
+	as_switchover = switchover || f->leader[0] != '\0';
+	ereport(LOG, (errmsg("pg_ha: received %s request over the API with leader=%s candidate=%s scheduled_at=%s",
+						 action, b.leader, b.candidate, b.scheduled_at)));
+	if (!call_sql(as_switchover, b.candidate, at_us, a))
+		return;
+	if (at_us != 0)
+	{
+		reply(a, 202, psprintf("%s scheduled", switchover ? "Switchover" : "Failover"));
+		return;
+	}
+	read_facts(f);
+	reply(a, 200, psprintf("Successfully %s over to \"%s\"", switchover ? "switched" : "failed",
+						   b.candidate[0] ? b.candidate : f->leader));
+}
+
+/* DELETE /switchover: pg_ha.cancel_switchover(). */
+static void
+serve_cancel(ControlAnswer *a)
+{
+	LOCAL_FCINFO(fcinfo, 0);
+	MemoryContext ctx = CurrentMemoryContext;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 0, InvalidOid, NULL, NULL);
+	PG_TRY();
+	{
+		(void) pg_ha_cancel_switchover(fcinfo);
+		reply(a, 200, "scheduled switchover deleted");
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(ctx);
+		e = CopyErrorData();
+		FlushErrorState();
+		LWLockReleaseAll();
+		if (e->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
+			reply(a, 404, "no switchover is scheduled");
+		else if (e->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE)
+			reply(a, 409, e->message);
+		else
+			reply(a, 503, e->message ? e->message : "failed");
+		FreeErrorData(e);
+	}
+	PG_END_TRY();
+}
+
+/* ---------- the config key ---------- */
+
+/* A client, or NULL with a 503 answered. */
+static EtcdClient *
+client_or_answer(ControlAnswer *a)
+{
+	EtcdConfig	config;
+	char		err[ETCD_ERRMSG_LEN];
+	EtcdClient *client;
+
+	if (!pg_ha_etcd_config(&config, err, sizeof(err)) ||
+		(client = etcd_client_new(&config, err, sizeof(err))) == NULL)
+	{
+		reply(a, 503, err);
+		return NULL;
+	}
+	return client;
+}
+
+/* PATCH /config: Patroni's merge, written only over the revision it read. */
+static void
+serve_patch_config(const char *body, ControlAnswer *a)
+{
+	EtcdClient *client = client_or_answer(a);
+	char	   *key = pg_ha_key("config");
+	EtcdKVList	kvs;
+	EtcdStatus	st;
+	char	   *merged = NULL;
+	bool		changed = false;
+	bool		succeeded = false;
+	char		err[256];
+	EtcdCompare cmp = {key, ETCD_CMP_MOD, ETCD_CMP_EQUAL, NULL, 0};
+	EtcdOp		put = {ETCD_OP_PUT, key, NULL, 0, false};
+
+	if (client == NULL)
+		return;
+	if (strcmp(body, "{}") == 0)
+	{
+		etcd_client_free(client);
+		reply(a, 400, "the body must be a non-empty JSON object");
+		return;
+	}
+	st = etcd_get(client, key, false, &kvs);
+	if (st != ETCD_OK || kvs.count == 0)
+	{
+		/* Patroni: 503 when there is no config to patch */
+		reply(a, 503, st == ETCD_NOT_FOUND || st == ETCD_OK ? "the cluster has no config key" :
+			  etcd_last_error(client));
+		etcd_kvlist_free(&kvs);
+		etcd_client_free(client);
+		return;
+	}
+	cmp.number = kvs.kvs[0].mod_revision;
+	if (!patroni_config_patch(kvs.kvs[0].value, kvs.kvs[0].value_len, body, strlen(body),
+							  &merged, &changed, err, sizeof(err)))
+		reply(a, 400, err);
+	else if (changed)
+	{
+		put.value = merged;
+		st = etcd_txn(client, &cmp, 1, &put, 1, NULL, 0, &succeeded, NULL);
+		if (st != ETCD_OK)
+			reply(a, 503, etcd_last_error(client));
+		else if (!succeeded)
+			reply(a, 409, "the config key changed meanwhile, try again");
+	}
+	if (merged != NULL && (!changed || succeeded))
+	{
+		reply(a, 200, merged);
+		a->json = true;
+		ereport(LOG, (errmsg("pg_ha: config key %s over the API", changed ? "patched" : "left as it was")));
+	}
+	free(merged);
+	etcd_kvlist_free(&kvs);
+	etcd_client_free(client);
+}
+
+/* PUT /config: the body replaces the key, as Patroni's does. */
+static void
+serve_put_config(const char *body, ControlAnswer *a)
+{
+	EtcdClient *client;
+	char		err[256] = "";
+
+	if (!patroni_config_check_object(body, strlen(body), err, sizeof(err)) ||
+		strcmp(body, "{}") == 0)
+	{
+		reply(a, 400, err[0] ? err : "the body must be a non-empty JSON object");
+		return;
+	}
+	client = client_or_answer(a);
+	if (client == NULL)
+		return;
+	if (etcd_put(client, pg_ha_key("config"), body, 0) != ETCD_OK)
+		reply(a, 502, etcd_last_error(client));
+	else
+	{
+		reply(a, 200, body);
+		a->json = true;
+		ereport(LOG, (errmsg("pg_ha: config key replaced over the API")));
+	}
+	etcd_client_free(client);
+}
+
+/* ---------- the worker ---------- */
+
+static void
+serve(ControlKind kind, const char *body, ControlAnswer *a)
+{
+	switch (kind)
+	{
+		case CONTROL_SWITCHOVER:
+			serve_failover(body, true, a);
+			break;
+		case CONTROL_FAILOVER:
+			serve_failover(body, false, a);
+			break;
+		case CONTROL_CANCEL_SWITCHOVER:
+			serve_cancel(a);
+			break;
+		case CONTROL_PATCH_CONFIG:
+			serve_patch_config(body, a);
+			break;
+		case CONTROL_PUT_CONFIG:
+			serve_put_config(body, a);
+			break;
+	}
+}
+
+/* Takes a queued request: its kind and body; false when there is none. */
+static bool
+take_request(ControlKind *kind, char *body)
+{
+	ControlSlot *slot = &pg_ha_shared->control;
+	bool		taken = false;
+
+	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	if (slot->phase == CONTROL_QUEUED)
+	{
+		slot->phase = CONTROL_RUNNING;
+		*kind = slot->kind;
+		memcpy(body, slot->text, PG_HA_CONTROL_TEXT_LEN);
+		taken = true;
+	}
+	LWLockRelease(pg_ha_shared->lock);
+	body[PG_HA_CONTROL_TEXT_LEN - 1] = '\0';
+	return taken;
+}
+
+static void
+post_answer(const ControlAnswer *a)
+{
+	ControlSlot *slot = &pg_ha_shared->control;
+
+	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	slot->status = a->status;
+	slot->answer_json = a->json;
+	strlcpy(slot->text, a->text.data, sizeof(slot->text));
+	/* nobody waits for an abandoned request: free the slot for the next */
+	slot->phase = slot->abandoned ? CONTROL_FREE : CONTROL_DONE;
+	LWLockRelease(pg_ha_shared->lock);
+}
+
+/* Announces this worker; a request it was running when it died failed. */
+static void
+announce(void)
+{
+	ControlSlot *slot = &pg_ha_shared->control;
+
+	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	slot->worker_pid = MyProcPid;
+	slot->worker_latch = MyLatch;
+	if (slot->phase == CONTROL_RUNNING)
+	{
+		slot->status = 503;
+		slot->answer_json = false;
+		strlcpy(slot->text, "the control worker restarted; the outcome is unknown", sizeof(slot->text));
+		slot->phase = slot->abandoned ? CONTROL_FREE : CONTROL_DONE;
+	}
+	LWLockRelease(pg_ha_shared->lock);
+}
+
+static void
+withdraw(int code, Datum arg)
+{
+	ControlSlot *slot = &pg_ha_shared->control;
+
+	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	if (slot->worker_pid == MyProcPid)
+	{
+		slot->worker_pid = 0;
+		slot->worker_latch = NULL;
+	}
+	LWLockRelease(pg_ha_shared->lock);
+}
+
+void
+pg_ha_control_main(Datum arg)
+{
+	MemoryContext job_ctx;
+	char	   *body;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	job_ctx = AllocSetContextCreate(TopMemoryContext, "pg_ha control request",
+									ALLOCSET_DEFAULT_SIZES);
+	body = MemoryContextAlloc(TopMemoryContext, PG_HA_CONTROL_TEXT_LEN);
+	announce();
+	before_shmem_exit(withdraw, (Datum) 0);
+
+	for (;;)
+	{
+		ControlKind kind;
+		ControlAnswer a;
+		MemoryContext old;
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (!take_request(&kind, body))
+			continue;
+		old = MemoryContextSwitchTo(job_ctx);
+		initStringInfo(&a.text);
+		reply(&a, 500, "no answer");
+		serve(kind, body, &a);
+		post_answer(&a);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(job_ctx);
+	}
+}
+
+void
+pg_ha_control_register_worker(void)
+{
+	BackgroundWorker bgw;
+
+	if (pg_ha_api_listen == NULL || pg_ha_api_listen[0] == '\0')
+		return;
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	bgw.bgw_start_time = BgWorkerStart_ConsistentState;
+	bgw.bgw_restart_time = 1;
+	strlcpy(bgw.bgw_library_name, "pg_ha", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "pg_ha_control_main", BGW_MAXLEN);
+	strlcpy(bgw.bgw_name, "pg_ha control", BGW_MAXLEN);
+	strlcpy(bgw.bgw_type, "pg_ha control", BGW_MAXLEN);
+	RegisterBackgroundWorker(&bgw);
+}
