@@ -40,7 +40,6 @@
 #include "http_tls.h"
 #include "patroni_codec.h"
 
-#include <fcntl.h>
 #include <netdb.h>
 #include <signal.h>
 #include <time.h>
@@ -691,58 +690,6 @@ cluster_json(StringInfo out, const NodeView *v)
 	appendStringInfoChar(out, '}');
 }
 
-/*
- * GET /history: the timeline history of this node's current timeline, from
- * pg_wal/<tli>.history: [[timeline, switch_lsn, reason], ...] (Patroni adds
- * a timestamp and the new leader when its DCS history key has them).
- */
-static void
-history_json(StringInfo out, TimeLineID tli)
-{
-	char		path[MAXPGPATH];
-	char		buf[65536];
-	ssize_t		len = 0;
-	int			fd;
-	bool		first = true;
-	char	   *line;
-	char	   *save = NULL;
-
-	appendStringInfoChar(out, '[');
-	if (tli > 1)
-	{
-		snprintf(path, sizeof(path), XLOGDIR "/%08X.history", tli);
-		fd = open(path, O_RDONLY | PG_BINARY, 0);
-		if (fd >= 0)
-		{
-			len = read(fd, buf, sizeof(buf) - 1);
-			close(fd);
-		}
-	}
-	if (len < 0)
-		len = 0;
-	buf[len] = '\0';
-	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
-	{
-		unsigned int tl;
-		unsigned int hi,
-					lo;
-		int			nread = 0;
-		char	   *reason;
-
-		if (sscanf(line, "%u\t%X/%X%n", &tl, &hi, &lo, &nread) != 3)
-			continue;
-		reason = line + nread;
-		while (*reason == '\t' || *reason == ' ')
-			reason++;
-		appendStringInfo(out, "%s[%u," UINT64_FORMAT ",", first ? "" : ",",
-						 tl, ((uint64) hi << 32) | lo);
-		json_string(out, reason);
-		appendStringInfoChar(out, ']');
-		first = false;
-	}
-	appendStringInfoChar(out, ']');
-}
-
 void
 health_handle(const HttpRequest *req, HttpResponse *resp)
 {
@@ -811,7 +758,7 @@ health_handle(const HttpRequest *req, HttpResponse *resp)
 	if (route->kind == HK_CLUSTER)
 		cluster_json(resp->body, &v);
 	else if (route->kind == HK_HISTORY)
-		history_json(resp->body, v.pos.timeline);
+		appendStringInfoString(resp->body, "[]");	/* http_control.c serves GET */
 	else
 		/* health GETs answer fast: the replication list is for /patroni */
 		status_json(resp->body, &v, route->kind == HK_PATRONI);
