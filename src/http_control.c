@@ -254,6 +254,15 @@ http_control_poll(uint64 seq, bool timed_out, HttpResponse *resp)
 	bool		done = false;
 	bool		mine;
 
+	/* polled every few ms while it runs: the exclusive lock only to finish */
+	LWLockAcquire(pg_ha_shared->lock, LW_SHARED);
+	mine = slot->seq == seq && slot->phase != CONTROL_FREE;
+	done = mine && slot->phase == CONTROL_DONE;
+	LWLockRelease(pg_ha_shared->lock);
+	if (mine && !done && !timed_out)
+		return false;
+	done = false;
+
 	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
 	mine = slot->seq == seq && slot->phase != CONTROL_FREE;
 	if (mine && slot->phase == CONTROL_DONE)
