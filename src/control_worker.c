@@ -153,12 +153,19 @@ call_sql(bool switchover, const char *candidate, int64 at_us, ControlAnswer *a)
 	InitFunctionCallInfoData(*fcinfo, NULL, switchover ? 3 : 2, InvalidOid, NULL, NULL);
 	fcinfo->args[0].isnull = candidate[0] == '\0';
 	fcinfo->args[0].value = candidate[0] ? PointerGetDatum(cstring_to_text(candidate)) : (Datum) 0;
-	fcinfo->args[1].isnull = !switchover || at_us == 0;
-	fcinfo->args[1].value = switchover ?
-		TimestampTzGetDatum(at_us - (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY) :
-		BoolGetDatum(false);
-	if (!switchover)
+	if (switchover)
+	{
+		/* scheduled_at (NULL: now); wait (NULL) */
+		fcinfo->args[1].isnull = at_us == 0;
+		fcinfo->args[1].value =
+			TimestampTzGetDatum(at_us - (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
+	}
+	else
+	{
+		/* force: never over the API */
 		fcinfo->args[1].isnull = false;
+		fcinfo->args[1].value = BoolGetDatum(false);
+	}
 	fcinfo->args[2].isnull = true;
 	fcinfo->args[2].value = (Datum) 0;
 

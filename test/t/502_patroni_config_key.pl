@@ -5,7 +5,8 @@
 # does (null deletes, objects merge) and PUT /config replaces, both with
 # credentials.  The real patronictl reads it (show-config), edits it
 # (edit-config) and pauses the cluster through it (pause / resume): a
-# paused cluster does not fail over when its leader dies.
+# paused cluster does not fail over when its leader dies, until the
+# operator names a candidate (patronictl failover, POST /failover).
 
 use strict;
 use warnings;
@@ -58,7 +59,7 @@ is_deeply((config_key($etcd))[0], { %$cfg, loop_wait => 3 }, 'PUT replaced the w
 
 SKIP:
 {
-	skip 'patronictl not installed', 13 unless patronictl_available();
+	skip 'patronictl not installed', 15 unless patronictl_available();
 
 	my ($rc, $out) = patronictl($etcd, 'show-config');
 	is($rc, 0, 'patronictl show-config exits 0') or diag $out;
@@ -85,12 +86,20 @@ SKIP:
 	is(leader_of($etcd), undef, 'paused: no replica took the leader key');
 	is(in_recovery($n2) . in_recovery($n3), '11', 'paused: both replicas are still replicas');
 
+	# paused and leaderless: the operator names the new leader (POST /failover
+	# to the candidate, pg_ha's manual failover)
+	($rc, $out) = patronictl($etcd, 'failover', '--candidate', 'node3', '--force');
+	note $out;
+	like($out, qr/Successfully failed over to "node3"/, 'patronictl failover to node3 while paused');
+	wait_ok(sub { (leader_of($etcd) // '') eq 'node3' && !in_recovery($n3) }, 'node3 leads',
+		timeout => 30);
+
 	($rc, $out) = patronictl($etcd, 'resume');
 	note $out;
 	like($out, qr/Success: cluster management is resumed/, 'patronictl resume succeeds');
 	ok(!exists((config_key($etcd))[0]{pause}), 'resume removed pause from the config key');
-	my ($leader) = wait_leader_not($etcd, 'node1', timeout => 30);
-	ok(defined $leader && $leader =~ /^node[23]$/, 'resumed: a replica took over');
+	wait_streaming($etcd, 'node2');
+	is(leader_of($etcd), 'node3', 'resumed: node3 keeps leading');
 }
 
 done_testing();
