@@ -948,10 +948,10 @@ sub verdict_line
 	my $st = $res->{stats} // {};
 	my $s1 = sub { defined $_[0] ? sprintf('%.1fs', $_[0]) : '-' };
 	return sprintf('run %d/%d seed=%d %s mode=%s %s acked=%d refused=%d unknown=%d lost_on_failover=%d late_acks=%d '
-		  . 'writable=%s gap=%s/%s converged=%s restarts=%s time=%.1fs%s',
+		  . 'outage=%s gap=%s/%s converged=%s restarts=%s time=%.1fs%s',
 		$k, $opt{runs}, $res->{seed}, $pass ? 'PASS' : 'FAIL', $res->{mode}, $res->{faults}, $c->{acked} // 0,
 		$c->{refused} // 0, $c->{unknown} // 0, $c->{lost_on_failover} // 0, $c->{late_acks} // 0,
-		$s1->($st->{writable_s}), $s1->($st->{pinned_gap_s}), $s1->($st->{multi_gap_s}),
+		$s1->($st->{outage_s}), $s1->($st->{pinned_gap_s}), $s1->($st->{multi_gap_s}),
 		$res->{nonconverged} || !defined $res->{converge_s} ? 'no' : sprintf('%.1fs', $res->{converge_s}),
 		$res->{restarts} // '-', $res->{secs},
 		$pass ? '' : "\n    " . join("\n    ", @{ $res->{problems} }[ 0 .. ($#{ $res->{problems} } < 9 ? $#{ $res->{problems} } : 9) ]));
@@ -1042,7 +1042,7 @@ sub result_row
 		group => (@kinds > 1 ? 'two overlapping' : $kinds[0]), pass => !@{ $res->{problems} } ? 1 : 0,
 		async => $LOSSLESS{ $res->{mode} } ? 0 : 1, lost_on_failover => ($res->{check} // {})->{lost_on_failover} // 0,
 		converge_s => $res->{nonconverged} ? undef : $res->{converge_s}, %{ $res->{stats} // {} } };
-	my @cols = qw(seed mode group faults pass async lost_on_failover writable_s pinned_gap_s multi_gap_s converge_s);
+	my @cols = qw(seed mode group faults pass async lost_on_failover outage_s pinned_gap_s multi_gap_s converge_s);
 	my $tsv = "$opt{out}/runs.tsv";
 	my $new = !-e $tsv;
 	open my $fh, '>>', $tsv or return $row;
