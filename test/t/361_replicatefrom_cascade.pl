@@ -9,7 +9,6 @@
 use strict;
 use warnings;
 
-use File::Temp ();
 use JSON::PP ();
 use Test::More;
 use PgHa::Cluster;
@@ -71,12 +70,7 @@ is($m3 && $m3->{tags}{replicatefrom}, 'node2', "node3's member key carries tags.
 
 SKIP:
 {
-	skip 'patronictl not installed', 1 unless -x '/usr/bin/patronictl';
-	my $cfg = File::Temp->new(SUFFIX => '.yml');
-	my ($host) = ($etcd->endpoints =~ m{^https?://([^,]+)});
-	print $cfg "scope: pgtest\nnamespace: /service/\netcd3:\n  hosts: $host\n";
-	close $cfg;
-	my $out = `/usr/bin/python3 /usr/bin/patronictl -c $cfg topology 2>&1`;
+	my $out = patronictl($etcd, 'topology') // skip 'patronictl not installed', 1;
 	note $out;
 	like($out, qr/\+ node2 .*\n.*\|\s+\+ node3 /, 'patronictl topology draws node3 under node2');
 }
