@@ -42,6 +42,9 @@ extern bool pg_ha_fencing;
 extern int	pg_ha_maximum_lag_on_failover;	/* kB */
 extern bool pg_ha_nofailover;
 extern bool pg_ha_noloadbalance;
+extern char *pg_ha_replicatefrom;
+extern bool pg_ha_clonefrom;
+extern bool pg_ha_nostream;
 extern int	pg_ha_failover_priority;
 extern char *pg_ha_database;
 extern char *pg_ha_replication_conninfo;

@@ -52,6 +52,7 @@ main(void)
 	run("state table", unit_state_table);
 	run("synchronous mode", unit_sync);
 	run("failsafe", unit_failsafe);
+	run("upstream", unit_upstream);
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }
