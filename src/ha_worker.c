@@ -2817,12 +2817,31 @@ guarded_cycle(void)
 static void
 release_keys(void)
 {
+	char		reason[256];
+	bool		restarting = pg_ha_restart_requested(reason, sizeof(reason));
+
 	worker.releasing = true;
-	fire(HA_EV_SHUTDOWN, NULL);
+	fire(restarting ? HA_EV_RESTART : HA_EV_SHUTDOWN, NULL);
 	pg_atomic_write_u64(&pg_ha_shared->lease_deadline_us, 0);
 	drop_watch(0);
 	if (worker.etcd == NULL)
 		return;
+	if (worker.is_leader && restarting)
+	{
+		/*
+		 * pg_ha.restart() (ha_restart.c argues its safety): keep the key
+		 * and its lease, renewed once more so that the whole TTL is left
+		 * for the service manager to bring postgres back.  The fence is
+		 * down already (deadline 0): no commit happens meanwhile.
+		 */
+		(void) renew_lease();
+		ereport(LOG,
+				(errmsg("pg_ha: restarting: keeping leader key %s for up to %lld s (the TTL)",
+						worker.leader_key, (long long) worker.lease_ttl),
+				 errdetail("No failover happens if postgres is back by then.")));
+		publish_shared(NULL, false);
+		return;
+	}
 	if (worker.is_leader)
 	{
 		/*
@@ -2983,6 +3002,7 @@ pg_ha_worker_main(Datum arg)
 	ereport(LOG,
 			(errmsg("pg_ha: worker started for node \"%s\" in cluster \"%s\" (leader key %s)",
 					worker.node, pg_ha_effective_cluster(), worker.leader_key)));
+	pg_ha_restart_done();
 
 	while (!ShutdownRequestPending)
 	{
