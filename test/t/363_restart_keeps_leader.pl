@@ -38,7 +38,7 @@ sub wait_down
 }
 
 # --- a restart-only setting changes: pending_restart
-$n1->safe_psql('postgres', 'ALTER SYSTEM SET max_connections = 150');
+$n1->safe_psql('postgres', 'ALTER SYSTEM SET shared_buffers = '24MB'');
 $n1->reload;
 my $m1 = wait_for(sub { my $m = member_json($etcd, 'node1'); $m && $m->{pending_restart} ? $m : undef },
 	timeout => 20, what => 'pending_restart in the member key');
@@ -53,7 +53,7 @@ ok(postmaster_running($n2), 'node2 still runs');
 # --- the leader restarts and is back within the TTL
 my $watch = key_watch($etcd, PgHa::Cluster::ha_key('leader'));
 my $off = -s $n1->logfile;
-like(restart_via_sql($n1, "'max_connections change'", 'true'), qr/restarting|terminat|connection/,
+like(restart_via_sql($n1, "'shared_buffers change'", 'true'), qr/restarting|terminat|connection/,
 	'pg_ha.restart() on the leader starts the restart');
 ok(wait_down($n1), 'node1 shut down');
 like(log_since($n1, $off), qr/restarting: keeping leader key \S+ for up to \d+ s/, 'node1 kept its leader key on the way down');
@@ -62,9 +62,9 @@ my $svc = supervise($n1);
 ok($svc && $svc->{started}, 'the service manager started node1 again');
 ok(wait_for(sub { ($n1->ha_status->{lease_held} // 0) ? 1 : undef }, timeout => 30, what => 'lease_held'),
 	'node1 holds the leader lease again');
-like(log_since($n1, $off), qr/postgres was restarted on request: max_connections change/, 'the new worker logs the reason');
+like(log_since($n1, $off), qr/postgres was restarted on request: shared_buffers change/, 'the new worker logs the reason');
 ok(!-e $n1->data_dir . '/pg_ha.restart', 'and removes the marker');
-is($n1->safe_psql('postgres', 'SHOW max_connections'), '150', 'the pending setting took effect');
+is($n1->safe_psql('postgres', 'SHOW shared_buffers'), '24MB', 'the pending setting took effect');
 ok(wait_for(sub { my $m = member_json($etcd, 'node1'); $m && !$m->{pending_restart} ? 1 : undef },
 		timeout => 20, what => 'pending_restart gone'), 'pending_restart is gone from the member key');
 my @ev = $watch->events;
