@@ -38,7 +38,7 @@ sub wait_down
 }
 
 # --- a restart-only setting changes: pending_restart
-$n1->safe_psql('postgres', 'ALTER SYSTEM SET shared_buffers = '24MB'');
+$n1->safe_psql('postgres', "ALTER SYSTEM SET shared_buffers = '24MB'");
 $n1->reload;
 my $m1 = wait_for(sub { my $m = member_json($etcd, 'node1'); $m && $m->{pending_restart} ? $m : undef },
 	timeout => 20, what => 'pending_restart in the member key');
