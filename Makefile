@@ -76,35 +76,42 @@ $(PROGRAMS): %: src/bin/%.c $(FRONTEND_OBJS)
 UNIT_SAN     ?= -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 UNIT_CFLAGS   = -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
                 $(UNIT_SAN) -I$(srcdir)/src -I$(srcdir)/test/unit
+UNIT_SERVER_FLAGS = -I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir)
 UNIT_PLAIN    = test/unit/unit_main.c test/unit/test_request.c test/unit/test_time.c \
                 test/unit/test_target.c test/unit/test_conn_url.c src/ha_request.c src/conn_url.c \
                 test/unit/test_patroni.c src/patroni_codec.c
 UNIT_SERVER   = test/unit/test_failover.c src/ha_failover.c test/unit/test_state.c src/ha_state.c \
                 test/unit/test_sync.c src/ha_sync.c \
-                test/unit/test_failsafe.c src/ha_failsafe.c
+                test/unit/test_failsafe.c src/ha_failsafe.c \
+                test/unit/test_upstream.c src/ha_upstream.c
 
 test/unit/build/unit_tests: $(UNIT_PLAIN) $(UNIT_SERVER) test/unit/unit.h $(wildcard $(srcdir)/src/*.h)
 	@mkdir -p test/unit/build
 	$(CC) $(UNIT_CFLAGS) -c -o test/unit/build/server_part.o test/unit/test_failover.c \
-		-I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir)
+		$(UNIT_SERVER_FLAGS)
 	$(CC) $(UNIT_CFLAGS) -c -o test/unit/build/ha_failover.o src/ha_failover.c \
-		-I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir)
+		$(UNIT_SERVER_FLAGS)
 	$(CC) $(UNIT_CFLAGS) -c -o test/unit/build/test_state.o test/unit/test_state.c \
-		-I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir)
+		$(UNIT_SERVER_FLAGS)
 	$(CC) $(UNIT_CFLAGS) -c -o test/unit/build/ha_state.o src/ha_state.c \
-		-I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir)
+		$(UNIT_SERVER_FLAGS)
 	$(CC) $(UNIT_CFLAGS) -c -o test/unit/build/test_sync.o test/unit/test_sync.c \
-		-I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir)
+		$(UNIT_SERVER_FLAGS)
 	$(CC) $(UNIT_CFLAGS) -c -o test/unit/build/ha_sync.o src/ha_sync.c \
-		-I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir)
+		$(UNIT_SERVER_FLAGS)
 	$(CC) $(UNIT_CFLAGS) -c -o test/unit/build/test_failsafe.o test/unit/test_failsafe.c \
-		-I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir)
+		$(UNIT_SERVER_FLAGS)
+	$(CC) $(UNIT_CFLAGS) -c -o test/unit/build/test_upstream.o test/unit/test_upstream.c \
+		$(UNIT_SERVER_FLAGS)
+	$(CC) $(UNIT_CFLAGS) -c -o test/unit/build/ha_upstream.o src/ha_upstream.c \
+		$(UNIT_SERVER_FLAGS)
 	$(CC) $(UNIT_CFLAGS) -c -o test/unit/build/ha_failsafe.o src/ha_failsafe.c \
-		-I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir)
+		$(UNIT_SERVER_FLAGS)
 	$(CC) $(UNIT_CFLAGS) -o $@ $(UNIT_PLAIN) test/unit/build/server_part.o test/unit/build/ha_failover.o \
 		test/unit/build/test_state.o test/unit/build/ha_state.o \
 		test/unit/build/test_sync.o test/unit/build/ha_sync.o \
 		test/unit/build/test_failsafe.o test/unit/build/ha_failsafe.o \
+		test/unit/build/test_upstream.o test/unit/build/ha_upstream.o \
 		-L$(shell $(PG_CONFIG) --pkglibdir) -L$(shell $(PG_CONFIG) --libdir) -lpgcommon -lpgport -lcjson -lm
 
 .PHONY: check-unit
@@ -211,12 +218,19 @@ $(CHAOS_BUILD)/fsync_shim.so: test/chaos/fsync_shim.c
 	@mkdir -p $(CHAOS_BUILD)
 	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
 
-.PHONY: chaos chaos-selftest
-chaos: $(CHAOS_BUILD)/chaos_client $(CHAOS_BUILD)/fsync_shim.so chaos-selftest
+.PHONY: chaos chaos-selftest chaos-smoke chaos-build
+chaos-build: $(CHAOS_BUILD)/chaos_client $(CHAOS_BUILD)/fsync_shim.so
+
+chaos: chaos-build chaos-selftest
 	perl test/chaos/chaos.pl --runs $(RUNS) --seed $(SEED) --mode $(MODE) --out $(CHAOS_OUT) \
 		--build $(CHAOS_BUILD) $(if $(CHAOS_ONLY),--only $(CHAOS_ONLY))
 
 chaos-selftest:
 	prove test/chaos/selftest.pl
+
+# 3 fixed-seed runs that must pass and one with fencing off that must fail
+# (as root, after make install; part of scripts/test.sh)
+chaos-smoke: chaos-build
+	prove --timer test/chaos/smoke.pl
 
 EXTRA_CLEAN += $(CHAOS_BUILD)

@@ -227,6 +227,24 @@ if [ "$run_tap" = 1 ]; then
 	[ "$tap_rc" = 0 ] || status=1
 fi
 
+# ------------------------------------------------------------ chaos smoke
+# The chaos suite's smoke test (test/chaos/smoke.pl): 3 fixed-seed runs on
+# a real 3-member etcd and 3 nodes, and one with fencing off that must be
+# caught.  It needs root (iptables, and it starts postgres as $TEST_USER
+# itself); skipped for named TAP files and under --asan (postgres would
+# need the sanitizer runtime preloaded, which the chaos harness does not do).
+chaos_rc=0
+if [ "$run_tap" = 1 ] && [ -z "$TESTS" ] && [ -z "$asan" ]; then
+	if [ "$is_root" = 1 ]; then
+		log "chaos smoke test (make chaos-smoke)"
+		make -s chaos-smoke PG_CONFIG="$PG_CONFIG" </dev/null 2>&1 | tee "$WORK/chaos.out"
+		chaos_rc=${PIPESTATUS[0]}
+		[ "$chaos_rc" = 0 ] || status=1
+	else
+		warn "not root: skipping the chaos smoke test (sudo make chaos-smoke)"
+	fi
+fi
+
 # ------------------------------------------------- nothing may keep running
 # Servers of this run have the work directory on their command line
 # (postgres -D ..., etcd --data-dir=...).
@@ -302,8 +320,8 @@ else
 	if [ "$status" = 0 ]; then
 		log "all tests passed; work directory kept: $WORK"
 	else
-		printf '\ntest.sh: FAILED (unit rc=%s, pg_regress rc=%s, TAP rc=%s%s); work directory kept: %s\n' \
-			"$unit_rc" "$regress_rc" "$tap_rc" "${leftovers:+, processes were left running}" "$WORK" >&2
+		printf '\ntest.sh: FAILED (unit rc=%s, pg_regress rc=%s, TAP rc=%s, chaos smoke rc=%s%s); work directory kept: %s\n' \
+			"$unit_rc" "$regress_rc" "$tap_rc" "$chaos_rc" "${leftovers:+, processes were left running}" "$WORK" >&2
 	fi
 fi
 exit "$status"

@@ -98,12 +98,17 @@ CREATE FUNCTION pg_ha.pause() RETURNS void
 LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'pg_ha_pause';
 CREATE FUNCTION pg_ha.resume() RETURNS void
 LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'pg_ha_resume';
+-- restart postgres on this node through the service manager (ha_restart.c)
+CREATE FUNCTION pg_ha.restart(reason text DEFAULT 'requested', pending_only boolean DEFAULT false)
+RETURNS text
+LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'pg_ha_restart';
 
 REVOKE ALL ON FUNCTION pg_ha.switchover(text, timestamptz, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ha.failover(text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ha.cancel_switchover() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ha.pause() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ha.resume() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ha.restart(text, boolean) FROM PUBLIC;
 
 -- Control and status functions are not for PUBLIC; monitoring roles may
 -- read status.

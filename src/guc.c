@@ -43,6 +43,9 @@ bool		pg_ha_fencing = true;
 int			pg_ha_maximum_lag_on_failover = 1024;
 bool		pg_ha_nofailover = false;
 bool		pg_ha_noloadbalance = false;
+char	   *pg_ha_replicatefrom = NULL;
+bool		pg_ha_clonefrom = false;
+bool		pg_ha_nostream = false;
 int			pg_ha_failover_priority = 1;
 char	   *pg_ha_tags = NULL;
 char	   *pg_ha_database = NULL;
@@ -154,6 +157,12 @@ static bool
 check_node_name(char **newval, void **extra, GucSource source)
 {
 	return valid_name(*newval, true, "node name");
+}
+
+static bool
+check_replicatefrom(char **newval, void **extra, GucSource source)
+{
+	return valid_name(*newval, true, "replicatefrom member name");
 }
 
 static bool
@@ -440,6 +449,21 @@ pg_ha_define_gucs(void)
 							 "Keep this replica out of read load balancing (tag noloadbalance).",
 							 NULL,
 							 &pg_ha_noloadbalance, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_ha.replicatefrom",
+							   "Stream from this member instead of the leader (tag replicatefrom, cascading replication).",
+							   "Used while that member is a streaming standby on the leader's timeline; otherwise this node streams from the leader. Empty: always the leader.",
+							   &pg_ha_replicatefrom, "",
+							   PGC_SIGHUP, 0, check_replicatefrom, NULL, NULL);
+	DefineCustomBoolVariable("pg_ha.clonefrom",
+							 "Offer this standby as the source of new clones (tag clonefrom).",
+							 "pg_hactl clone takes its base backup from such a member while it streams on the leader's timeline, instead of from the leader.",
+							 &pg_ha_clonefrom, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("pg_ha.nostream",
+							 "Do not stream WAL: replay only what restore_command brings (tag nostream).",
+							 "pg_ha then keeps primary_conninfo empty on this standby.",
+							 &pg_ha_nostream, false,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("pg_ha.failover_priority",
 							"Among equally advanced replicas, the higher priority takes over; 0 never does.",

@@ -196,6 +196,7 @@ parse_member(const EtcdKV *kv, const char *name, MemberInfo *m)
 		m->nosync = json_flag(tags, "nosync") || m->sync_priority <= 0;
 		if (m->nosync)
 			m->sync_priority = 0;
+		json_string(tags, "replicatefrom", m->replicatefrom, sizeof(m->replicatefrom));
 	}
 	m->valid = m->lsn != InvalidXLogRecPtr && m->conn_url[0] != '\0';
 	cJSON_Delete(doc);
@@ -389,7 +390,7 @@ cluster_members_json(const ClusterView *view, char *buf, size_t len)
 		if (!is_leader && leader_lsn != InvalidXLogRecPtr && m->lsn != InvalidXLogRecPtr)
 			cJSON_AddNumberToObject(o, "lag", (double) (leader_lsn > m->lsn ? leader_lsn - m->lsn : 0));
 		if (m->nofailover || m->noloadbalance || m->failover_priority != 1 ||
-			m->nosync || m->sync_priority != 1)
+			m->nosync || m->sync_priority != 1 || m->replicatefrom[0])
 		{
 			cJSON	   *tags = cJSON_AddObjectToObject(o, "tags");
 
@@ -402,6 +403,8 @@ cluster_members_json(const ClusterView *view, char *buf, size_t len)
 				cJSON_AddBoolToObject(tags, "nosync", true);
 			if (m->nosync || m->sync_priority != 1)
 				cJSON_AddNumberToObject(tags, "sync_priority", m->sync_priority);
+			if (m->replicatefrom[0])
+				cJSON_AddStringToObject(tags, "replicatefrom", m->replicatefrom);
 		}
 	}
 	text = arr ? cJSON_PrintUnformatted(arr) : NULL;

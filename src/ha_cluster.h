@@ -31,6 +31,7 @@ typedef struct MemberInfo
 	int			failover_priority;
 	bool		nosync;			/* tag nosync, or sync_priority <= 0 */
 	int			sync_priority;	/* tag sync_priority (default 1) */
+	char		replicatefrom[PG_HA_NAME_LEN];	/* tag replicatefrom, "" if none */
 	char		conn_url[256];
 	char		api_url[256];
 	int64		mod_revision;

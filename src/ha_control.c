@@ -173,9 +173,12 @@ reload_postmaster(void)
 		ereport(WARNING, (errmsg("pg_ha: could not signal the postmaster to reload: %m")));
 }
 
-/* Points this standby's WAL receiver at host:port (reloadable in PG15). */
+/*
+ * Points this standby's WAL receiver at host:port (reloadable in PG15):
+ * the leader's, or with pg_ha.replicatefrom another standby's.
+ */
 void
-follow_leader(const char *leader, const char *host, const char *port)
+follow_upstream(const char *name, bool is_leader, const char *host, const char *port)
 {
 	char	   *conninfo;
 
@@ -185,7 +188,20 @@ follow_leader(const char *leader, const char *host, const char *port)
 	CommitTransactionCommand();
 	reload_postmaster();
 	ereport(LOG,
-			(errmsg("pg_ha: following leader \"%s\" at %s:%s", leader, host, port)));
+			(errmsg("pg_ha: following %s \"%s\" at %s:%s",
+					is_leader ? "leader" : "replicatefrom member", name, host, port)));
+}
+
+/* pg_ha.nostream: no WAL receiver; recovery replays restore_command's WAL. */
+void
+stop_streaming(void)
+{
+	StartTransactionCommand();
+	alter_system_set("primary_conninfo", "");
+	CommitTransactionCommand();
+	reload_postmaster();
+	ereport(LOG,
+			(errmsg("pg_ha: not streaming (pg_ha.nostream is on): primary_conninfo cleared")));
 }
 
 static void

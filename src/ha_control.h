@@ -12,7 +12,8 @@ extern char *build_primary_conninfo(const char *host, const char *port);
 extern bool primary_conninfo_points_at(const char *host, const char *port);
 extern void alter_system_set(const char *name, const char *value);
 extern void reload_postmaster(void);
-extern void follow_leader(const char *leader, const char *host, const char *port);
+extern void follow_upstream(const char *name, bool is_leader, const char *host, const char *port);
+extern void stop_streaming(void);
 extern void demote_and_restart(const char *leader, const char *host, const char *port,
 							   const char *why) pg_attribute_noreturn();
 extern void promote_now(void);

@@ -97,6 +97,7 @@ static const HaTransition ha_transitions[] = {
 	/* everywhere */
 	{ANY_STATE, HA_EV_BAD_CONFIG, HA_MISCONFIGURED, HA_ACT_FENCE, "cannot manage this node"},
 	{ANY_STATE, HA_EV_SHUTDOWN, HA_STOPPING, HA_ACT_NONE, "shutting down"},
+	{ANY_STATE, HA_EV_RESTART, HA_STOPPING, HA_ACT_NONE, "restarting: a leader keeps its key for the TTL"},
 };
 
 static const char *const ha_state_names[HA_NUM_STATES] = {
@@ -128,6 +129,7 @@ static const char *const ha_event_names[HA_NUM_EVENTS] = {
 	[HA_EV_ETCD_FAILED] = "etcd failed",
 	[HA_EV_BAD_CONFIG] = "bad config",
 	[HA_EV_SHUTDOWN] = "shutdown",
+	[HA_EV_RESTART] = "restart",
 	[HA_EV_GOT_LEADER_KEY] = "got leader key",
 	[HA_EV_LEADER_KEY_TAKEN] = "leader key taken",
 	[HA_EV_SWITCHOVER_DUE] = "switchover due",

@@ -72,6 +72,7 @@
 #include "ha_failsafe.h"
 #include "ha_request.h"
 #include "ha_sync.h"
+#include "ha_upstream.h"
 #include "patroni_codec.h"
 
 #define ETCD_RETRY_US (1000 * 1000)	/* retry pace while etcd is unreachable */
@@ -148,7 +149,8 @@ typedef struct HaWorker
 	bool		initialize_checked;
 	bool		config_checked; /* the config key exists (we made sure once) */
 	char	   *published_member;	/* last member document written */
-	char		followed[PG_HA_NAME_LEN];	/* leader primary_conninfo points at */
+	char		followed[PG_HA_NAME_LEN];	/* member primary_conninfo points at */
+	char		upstream_refusal[128];	/* last reason replicatefrom was not used */
 	char	   *leader_key;
 	char	   *member_key;
 	char	   *status_key;
@@ -818,7 +820,10 @@ acquire_leader_key(void)
 	return true;
 }
 
-/* Patroni-style tags for the member document. */
+/*
+ * Patroni-style tags for the member document.  Each flag tag appears only
+ * when set, so a node with every default publishes no tags at all.
+ */
 static char *
 member_document_with_tags(const NodeSnapshot *snap)
 {
@@ -826,10 +831,24 @@ member_document_with_tags(const NodeSnapshot *snap)
 	StringInfoData buf;
 	bool		nofailover = pg_ha_nofailover || pg_ha_failover_priority == 0;
 	bool		nosync = pg_ha_nosync || pg_ha_sync_priority == 0;
+	const char *replicatefrom = pg_ha_replicatefrom ? pg_ha_replicatefrom : "";
 	char	   *user = patroni_tags_members(pg_ha_tags);	/* checked at SET */
+	const struct
+	{
+		const char *name;
+		bool		set;
+	}			flags[] = {
+		{"nofailover", nofailover},
+		{"noloadbalance", pg_ha_noloadbalance},
+		{"clonefrom", pg_ha_clonefrom},
+		{"nostream", pg_ha_nostream},
+	};
+	bool		any = nofailover || nosync || pg_ha_failover_priority != 1 ||
+		pg_ha_sync_priority != 1 || replicatefrom[0] != '\0' || (user != NULL && user[0] != '\0');
 
-	if (!nofailover && !pg_ha_noloadbalance && pg_ha_failover_priority == 1 &&
-		!nosync && pg_ha_sync_priority == 1 && (user == NULL || user[0] == '\0'))
+	for (size_t i = 0; i < lengthof(flags); i++)
+		any |= flags[i].set;
+	if (!any)
 	{
 		free(user);
 		return doc;
@@ -837,13 +856,17 @@ member_document_with_tags(const NodeSnapshot *snap)
 	/* the document is a compact JSON object: add "tags" before its '}' */
 	initStringInfo(&buf);
 	appendBinaryStringInfo(&buf, doc, strlen(doc) - 1);
-	appendStringInfo(&buf, ",\"tags\":{\"failover_priority\":%d%s%s",
-					 nofailover ? 0 : pg_ha_failover_priority,
-					 nofailover ? ",\"nofailover\":true" : "",
-					 pg_ha_noloadbalance ? ",\"noloadbalance\":true" : "");
+	appendStringInfo(&buf, ",\"tags\":{\"failover_priority\":%d",
+					 nofailover ? 0 : pg_ha_failover_priority);
+	for (size_t i = 0; i < lengthof(flags); i++)
+		if (flags[i].set)
+			appendStringInfo(&buf, ",\"%s\":true", flags[i].name);
 	if (nosync || pg_ha_sync_priority != 1)
 		appendStringInfo(&buf, ",\"sync_priority\":%d%s", nosync ? 0 : pg_ha_sync_priority,
 						 nosync ? ",\"nosync\":true" : "");
+	/* the GUC's check hook allows only name characters: no JSON escaping needed */
+	if (replicatefrom[0])
+		appendStringInfo(&buf, ",\"replicatefrom\":\"%s\"", replicatefrom);
 	if (user != NULL && user[0] != '\0')
 		appendStringInfo(&buf, ",%s", user);
 	free(user);
@@ -2265,7 +2288,43 @@ failover_race(const NodeSnapshot *snap)
 	}
 }
 
-/* Point primary_conninfo at the leader if it does not already. */
+/*
+ * The member this standby streams from: the leader, or the member
+ * pg_ha.replicatefrom names while ha_upstream.c's rules allow it.  Logs
+ * when the named member cannot be used, once per change of reason.
+ */
+static bool
+choose_upstream(const char *leader, MemberInfo *out)
+{
+	MemberInfo	lm;
+	MemberInfo	named;
+	const char *want = pg_ha_replicatefrom ? pg_ha_replicatefrom : "";
+	bool		have_named;
+	char		why[128];
+
+	if (!cluster_member(&worker.view, leader, &lm))
+		return false;
+	have_named = want[0] && cluster_member(&worker.view, want, &named);
+	if (upstream_decide(worker.node, &lm, want, have_named ? &named : NULL,
+						why, sizeof(why)) == UPSTREAM_NAMED)
+	{
+		*out = named;
+		worker.upstream_refusal[0] = '\0';
+		return true;
+	}
+	if (why[0] && strcmp(why, worker.upstream_refusal) != 0)
+		ereport(LOG,
+				(errmsg("pg_ha: not streaming from replicatefrom member \"%s\": %s", want, why),
+				 errdetail("This node streams from the leader \"%s\" until that member qualifies.", leader)));
+	strlcpy(worker.upstream_refusal, why, sizeof(worker.upstream_refusal));
+	*out = lm;
+	return true;
+}
+
+/* worker.followed while pg_ha.nostream is on: no member has this name */
+#define NOSTREAM "(nostream)"
+
+/* Point primary_conninfo at the upstream if it does not already. */
 static void
 follow(const char *leader)
 {
@@ -2273,18 +2332,30 @@ follow(const char *leader)
 	char		host[256];
 	char		port[16];
 
-	if (!cluster_member(&worker.view, leader, &m) ||
+	/*
+	 * nostream: replay only what restore_command brings.  An empty
+	 * primary_conninfo stops the WAL receiver (reloadable in PG15).
+	 */
+	if (pg_ha_nostream)
+	{
+		/* once: the reload that empties it reaches this process later */
+		if (PrimaryConnInfo && PrimaryConnInfo[0] && strcmp(worker.followed, NOSTREAM) != 0)
+			stop_streaming();
+		strlcpy(worker.followed, NOSTREAM, sizeof(worker.followed));
+		return;
+	}
+	if (!choose_upstream(leader, &m) ||
 		!conn_url_host_port(m.conn_url, host, sizeof(host), port, sizeof(port)))
 		return;
 	if (primary_conninfo_points_at(host, port))
 	{
-		strlcpy(worker.followed, leader, sizeof(worker.followed));
+		strlcpy(worker.followed, m.name, sizeof(worker.followed));
 		return;
 	}
-	if (strcmp(worker.followed, leader) == 0 && PrimaryConnInfo && PrimaryConnInfo[0])
+	if (strcmp(worker.followed, m.name) == 0 && PrimaryConnInfo && PrimaryConnInfo[0])
 		return;					/* already asked; the reload is on its way */
-	follow_leader(leader, host, port);
-	strlcpy(worker.followed, leader, sizeof(worker.followed));
+	follow_upstream(m.name, strcmp(m.name, leader) == 0, host, port);
+	strlcpy(worker.followed, m.name, sizeof(worker.followed));
 }
 
 /*
@@ -2811,12 +2882,31 @@ guarded_cycle(void)
 static void
 release_keys(void)
 {
+	char		reason[256];
+	bool		restarting = pg_ha_restart_requested(reason, sizeof(reason));
+
 	worker.releasing = true;
-	fire(HA_EV_SHUTDOWN, NULL);
+	fire(restarting ? HA_EV_RESTART : HA_EV_SHUTDOWN, NULL);
 	pg_atomic_write_u64(&pg_ha_shared->lease_deadline_us, 0);
 	drop_watch(0);
 	if (worker.etcd == NULL)
 		return;
+	if (worker.is_leader && restarting)
+	{
+		/*
+		 * pg_ha.restart() (ha_restart.c argues its safety): keep the key
+		 * and its lease, renewed once more so that the whole TTL is left
+		 * for the service manager to bring postgres back.  The fence is
+		 * down already (deadline 0): no commit happens meanwhile.
+		 */
+		(void) renew_lease();
+		ereport(LOG,
+				(errmsg("pg_ha: restarting: keeping leader key %s for up to %lld s (the TTL)",
+						worker.leader_key, (long long) worker.lease_ttl),
+				 errdetail("No failover happens if postgres is back by then.")));
+		publish_shared(NULL, false);
+		return;
+	}
 	if (worker.is_leader)
 	{
 		/*
@@ -2978,6 +3068,7 @@ pg_ha_worker_main(Datum arg)
 	ereport(LOG,
 			(errmsg("pg_ha: worker started for node \"%s\" in cluster \"%s\" (leader key %s)",
 					worker.node, pg_ha_effective_cluster(), worker.leader_key)));
+	pg_ha_restart_done();
 
 	while (!ShutdownRequestPending)
 	{

@@ -420,12 +420,7 @@ static bool pending_restart = false;
 void
 health_config_reloaded(void)
 {
-	struct config_generic **vars = get_guc_variables();
-	int			n = GetNumConfigOptions();
-
-	pending_restart = false;
-	for (int i = 0; i < n && !pending_restart; i++)
-		pending_restart = (vars[i]->status & GUC_PENDING_RESTART) != 0;
+	pending_restart = pg_ha_pending_restart();
 }
 
 /* name of a WAL sender's role, as the HA worker last resolved it; false if not yet */

@@ -83,6 +83,9 @@ member_document(const NodeSnapshot *snap)
 	cJSON_AddStringToObject(doc, "state", "running");
 	cJSON_AddStringToObject(doc, "role", snap->in_recovery ? "replica" : "master");
 	cJSON_AddStringToObject(doc, "version", PG_HA_VERSION);
+	/* Patroni's field: patronictl list marks such members, restart --pending acts on them */
+	if (pg_ha_pending_restart())
+		cJSON_AddBoolToObject(doc, "pending_restart", true);
 	cJSON_AddNumberToObject(doc, "xlog_location", (double) snap->lsn);
 	cJSON_AddNumberToObject(doc, "timeline", (double) snap->timeline);
 	if (snap->in_recovery)

@@ -44,6 +44,9 @@ extern bool pg_ha_fencing;
 extern int	pg_ha_maximum_lag_on_failover;	/* kB */
 extern bool pg_ha_nofailover;
 extern bool pg_ha_noloadbalance;
+extern char *pg_ha_replicatefrom;
+extern bool pg_ha_clonefrom;
+extern bool pg_ha_nostream;
 extern int	pg_ha_failover_priority;
 extern char *pg_ha_tags;		/* JSON object of user tags, "" = none */
 extern char *pg_ha_database;
@@ -294,6 +297,12 @@ extern void pg_ha_install_fence(void);
 /* Why writes are refused on this node now, or NULL when they are allowed. */
 extern const char *pg_ha_fence_reason(void);
 
+/* ---------- restart through the service manager (ha_restart.c) ---------- */
+
+extern bool pg_ha_pending_restart(void);
+extern bool pg_ha_restart_requested(char *reason, size_t len);
+extern void pg_ha_restart_done(void);
+
 /* ---------- HA worker (ha_worker.c, ha_state.c) ---------- */
 
 typedef enum HaEvent
@@ -301,6 +310,7 @@ typedef enum HaEvent
 	HA_EV_ETCD_FAILED,			/* a cycle's etcd calls failed */
 	HA_EV_BAD_CONFIG,			/* configuration unusable, or a foreign cluster */
 	HA_EV_SHUTDOWN,
+	HA_EV_RESTART,				/* shutting down for pg_ha.restart() */
 	HA_EV_GOT_LEADER_KEY,		/* primary: the key carries our name and lease */
 	HA_EV_LEADER_KEY_TAKEN,		/* primary: another node holds the key, or we may not */
 	HA_EV_SWITCHOVER_DUE,		/* leader: a switchover request came due */

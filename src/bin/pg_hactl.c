@@ -83,6 +83,8 @@ typedef struct Member
 	int			timeline;
 	bool		nofailover;
 	bool		noloadbalance;
+	bool		clonefrom;		/* tag clonefrom: a preferred clone source */
+	bool		streaming;		/* replication_state is "streaming" */
 } Member;
 
 typedef struct Cluster
@@ -372,6 +374,13 @@ load_cluster(const Settings *s, EtcdClient *client, Cluster *c)
 			tags = cJSON_GetObjectItemCaseSensitive(doc, "tags");
 			m->nofailover = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(tags, "nofailover"));
 			m->noloadbalance = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(tags, "noloadbalance"));
+			m->clonefrom = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(tags, "clonefrom"));
+			{
+				char		rstate[32] = "";
+
+				json_str(doc, "replication_state", rstate, sizeof(rstate));
+				m->streaming = strcmp(rstate, "streaming") == 0;
+			}
 			cJSON_Delete(doc);
 			c->nmembers++;
 		}
@@ -818,26 +827,51 @@ require_leader(const Cluster *c)
 	return leader;
 }
 
+/*
+ * Where clone takes its base backup from: a member tagged clonefrom
+ * (Patroni's tag) that is a standby streaming on the leader's timeline,
+ * so the backup's load stays off the leader; else the leader.  A standby
+ * in that state holds only WAL the leader wrote, so the clone starts on
+ * the leader's history and then streams from the leader.
+ */
+static const Member *
+clone_source(const Cluster *c, const Member *leader)
+{
+	for (int i = 0; i < c->nmembers; i++)
+	{
+		const Member *m = &c->members[i];
+
+		if (m->clonefrom && m != leader && strcmp(m->role, "replica") == 0 && m->streaming &&
+			m->timeline == leader->timeline && m->host[0] != '\0')
+			return m;
+	}
+	return leader;
+}
+
 static int
 cmd_clone(Settings *s, const char *node_name, const char *port, const char *connect_host)
 {
 	EtcdClient *client = connect_etcd(s);
 	Cluster		c;
 	const Member *leader;
+	const Member *source;
 	char		path[PATH_MAX];
 	FILE	   *f;
 
 	load_cluster(s, client, &c);
 	etcd_client_free(client);
 	leader = require_leader(&c);
+	source = clone_source(&c, leader);
 	if (file_exists(s->pgdata))
 	{
 		snprintf(path, sizeof(path), "%s/PG_VERSION", s->pgdata);
 		if (file_exists(path))
 			die("%s already holds a database cluster", s->pgdata);
 	}
-	if (clone_from(s, leader, s->pgdata) != 0)
-		die("pg_basebackup from \"%s\" failed", leader->name);
+	if (source != leader)
+		say("cloning from \"%s\" (tag clonefrom) instead of the leader \"%s\"", source->name, leader->name);
+	if (clone_from(s, source, s->pgdata) != 0)
+		die("pg_basebackup from \"%s\" failed", source->name);
 	snprintf(s->node_name, sizeof(s->node_name), "%s", node_name);
 	snprintf(path, sizeof(path), "%s/postgresql.conf", s->pgdata);
 	f = fopen(path, "a");
@@ -848,7 +882,7 @@ cmd_clone(Settings *s, const char *node_name, const char *port, const char *conn
 	if (fclose(f) != 0)
 		die("cannot write %s: %s", path, strerror(errno));
 	configure_standby(s, s->pgdata, leader);
-	say("cloned \"%s\" from \"%s\" into %s", node_name, leader->name, s->pgdata);
+	say("cloned \"%s\" from \"%s\" into %s", node_name, source->name, s->pgdata);
 	return 0;
 }
 

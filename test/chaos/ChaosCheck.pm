@@ -6,7 +6,7 @@
 #   my $r = ChaosCheck::check_history(
 #       writes  => \@writes,      # read_history(): {id, client, status, node, tli, send, ack, state, msg}
 #       final   => \%final,       # id => {node, tli}: rows on the leader at the end
-#       mode    => 'async',       # 'sync' (once it exists): every loss fails
+#       mode    => 'async',       # 'sync': every loss fails (sync and quorum runs)
 #       planned => 0,             # 1: the run's faults were planned only (switchover, clean stop, ...)
 #       history => \@history);    # etcd history key: [old_tli, lsn, reason, time, new_leader] ...
 #   $r->{fail}                    # list of failed check names
@@ -216,6 +216,81 @@ sub check_convergence
 		  && $r->{received_tli} == ($l->{timeline} // -1);
 	}
 	return @bad;
+}
+
+# run_stats(writes => [...], t_fault => s, t_end => s): how the clients saw
+# one run, in seconds, on the clients' monotonic clock (the harness uses
+# the same clock).  A gap is the longest interval with no acknowledged
+# write, counted from the last acknowledgement before the fault up to the
+# end of the run:
+#   pinned_gap_s  clients 1-3 together (each pinned to one node)
+#   multi_gap_s   client 4 (multi-host, target_session_attrs=read-write)
+#   outage_s    the longest outage of all clients together: no node
+#                 acknowledged any write for that long, i.e. the time the
+#                 cluster took to have a writable leader again
+sub run_stats
+{
+	my (%p) = @_;
+	my ($t0, $t1) = ($p{t_fault} * 1e9, $p{t_end} * 1e9);
+	my $gap = sub {
+		my @acks = sort { $a <=> $b } map { $_->{ack} } @_;
+		my @before = grep { $_ <= $t0 } @acks;
+		my $prev = @before ? $before[-1] : $t0;
+		my $best = 0;
+		for my $a ((grep { $_ > $t0 && $_ <= $t1 } @acks), $t1)
+		{
+			$best = $a - $prev if $a - $prev > $best;
+			$prev = $a;
+		}
+		return $best / 1e9;
+	};
+	my @ok = grep { $_->{status} eq 'ok' } @{ $p{writes} };
+	my $pinned = $gap->(grep { $_->{client} <= 3 } @ok);
+	my $multi  = $gap->(grep { $_->{client} == 4 } @ok);
+	my $all = $gap->(@ok);
+	return { pinned_gap_s => $pinned, multi_gap_s => $multi, outage_s => $all };
+}
+
+sub _median
+{
+	my @v = sort { $a <=> $b } @_;
+	return undef unless @v;
+	return @v % 2 ? $v[$#v / 2] : ($v[@v / 2 - 1] + $v[@v / 2]) / 2;
+}
+
+sub _max { my $m; for (@_) { $m = $_ if !defined $m || $_ > $m } return $m; }
+
+# results_table(@rows): the published table (docs/testing.md), one line per
+# group.  Each row: {group, outage_s, pinned_gap_s, multi_gap_s,
+# converge_s, lost_on_failover, async (1 when losses are counted, not
+# failed), pass}.  Groups keep their first-seen order.
+sub results_table
+{
+	my (@rows) = @_;
+	my (%g, @order);
+	for my $r (@rows)
+	{
+		push @order, $r->{group} unless $g{ $r->{group} };
+		push @{ $g{ $r->{group} } }, $r;
+	}
+	my $f = sub { defined $_[0] ? sprintf('%.1f', $_[0]) : '-' };
+	my $mw = sub { my ($k, $rs) = @_; my @v = grep { defined } map { $_->{$k} } @$rs;
+		return $f->(_median(@v)) . ' / ' . $f->(_max(@v)); };
+	my @out = ('| faults | runs | failed | write outage, all clients, s (median / worst) | write gap, pinned clients, s | '
+		  . 'write gap, multi-host client, s | converged after heal, s | lost acked commits, async runs |',
+		'|---|---:|---:|---:|---:|---:|---:|---:|');
+	for my $name (@order)
+	{
+		my $rs = $g{$name};
+		my @async = grep { $_->{async} } @$rs;
+		my $lost = 0;
+		$lost += $_->{lost_on_failover} // 0 for @async;
+		push @out, sprintf('| %s | %d | %d | %s | %s | %s | %s | %s |', $name, scalar @$rs,
+			scalar(grep { !$_->{pass} } @$rs), $mw->('outage_s', $rs), $mw->('pinned_gap_s', $rs),
+			$mw->('multi_gap_s', $rs), $mw->('converge_s', $rs),
+			@async ? "$lost in " . scalar(@async) . ' runs' : '-');
+	}
+	return join("\n", @out) . "\n";
 }
 
 1;

@@ -43,15 +43,25 @@ my %opt = (
 	keep  => 0);
 GetOptions(\%opt, 'runs=i', 'seed=i', 'mode=s', 'user=s', 'ttl=i', 'out=s', 'build=s',
 	'keep!', 'only=s')
-  or die "usage: $0 [--runs N] [--seed S] [--mode async] [--out DIR] [--only FAULT]\n";
+  or die "usage: $0 [--runs N] [--seed S] [--mode MODE] [--out DIR] [--only FAULT]\n";
 
-# Settings of each replication mode, appended to every node's configuration.
-# Synchronous and failsafe mode do not exist yet: once they do, each is one
-# line here (e.g. sync => "pg_ha.synchronous_mode = on\n"), and the checker
-# already fails every lost write outside async mode.
-my %MODE_CONF = (async => '');
-die "chaos: unknown mode '$opt{mode}' (known: @{[ sort keys %MODE_CONF ]})\n"
-  unless exists $MODE_CONF{ $opt{mode} };
+# Settings of each mode, added to every node's configuration ('%A': the
+# run's API password file).  The checker fails every lost acknowledged write
+# in the lossless modes (sync, quorum); in the others it counts the losses of
+# unplanned failovers.  nofence is the checker's check: with fencing off a
+# primary cut from its lease keeps committing, and check 1 must fail.
+my %MODE_CONF = (
+	async    => '',
+	sync     => "pg_ha.synchronous_mode = on\n",
+	quorum   => "pg_ha.synchronous_mode = quorum\n",
+	failsafe => "pg_ha.failsafe_mode = on\npg_ha.api_auth_file = '%A'\n",
+	nofence  => "pg_ha.fencing = off\n");
+my %LOSSLESS = (sync => 1, quorum => 1);
+# mixed: the runs take the modes in turn, by seed
+my @MIXED = qw(async sync quorum failsafe);
+die "chaos: unknown mode '$opt{mode}' (known: @{[ sort keys %MODE_CONF ]} mixed)\n"
+  unless exists $MODE_CONF{ $opt{mode} } || $opt{mode} eq 'mixed';
+sub mode_of_seed { my ($seed) = @_; return $opt{mode} eq 'mixed' ? $MIXED[ $seed % @MIXED ] : $opt{mode}; }
 die "chaos: run as root (iptables; postgres itself runs as $opt{user})\n" unless $> == 0;
 
 my $PG_CONFIG = $ENV{PG_CONFIG} || 'pg_config';
@@ -346,7 +356,7 @@ sub make_template
 		'-d', 'postgres', '-c', 'CREATE EXTENSION IF NOT EXISTS pg_ha');
 	run_cmd($log, as_pg('pg_ctl', '-D', $t, '-w', '-m', 'fast', 'stop'));
 	die "chaos: creating the tables failed, see $log\n" unless $rc == 0;
-	write_file("$t/postgresql.conf", <<"EOF" . $MODE_CONF{ $opt{mode} }, 1);
+	write_file("$t/postgresql.conf", <<"EOF", 1);
 # chaos suite
 shared_preload_libraries = 'pg_ha'
 pg_ha.namespace = '/service'
@@ -378,6 +388,8 @@ pg_ha.connect_address = '127.0.0.1:$n->{port}'
 pg_ha.api_listen = '127.0.0.1:$n->{api}'
 pg_ha.etcd_endpoints = '$endpoints'
 EOF
+	(my $mode = $MODE_CONF{ $R->{mode} }) =~ s/%A/$R->{dir}\/api_auth/g;
+	$conf .= $mode;
 	$conf .= "primary_conninfo = 'host=127.0.0.1 port=$primary_port user=postgres application_name=$n->{name}'\n"
 	  if $primary_port;
 	return $conf;
@@ -744,6 +756,10 @@ sub setup_run
 	remove_tree($dir);
 	make_path("$dir/sock");
 	chown $PG_UID, $PG_GID, $dir, "$dir/sock";
+	# failsafe mode: the same API credentials on every node, private to postgres
+	write_file("$dir/api_auth", "chaos:chaos-$seed\n");
+	chmod 0600, "$dir/api_auth";
+	chown $PG_UID, $PG_GID, "$dir/api_auth";
 	$R->{dir}  = $dir;
 	$R->{sock} = "$dir/sock";
 	my @used;
@@ -839,15 +855,16 @@ sub run_one
 {
 	my ($seed, $k) = @_;
 	srand($seed);
-	$R = { seed => $seed, t0 => mono(), events => [], nodes => [], clients => [] };
+	$R = { seed => $seed, t0 => mono(), events => [], nodes => [], clients => [], mode => mode_of_seed($seed) };
 	$R->{plan} = make_plan();
-	my %res = (seed => $seed, problems => []);
+	my %res = (seed => $seed, mode => $R->{mode}, problems => []);
 	eval {
 		setup_run($seed);
 		$R->{faulting} = 1;
 		start_workload();
 		tick(3);    # many backends mid-commit before the first fault
 		my $t0 = mono();
+		$res{t_fault} = $t0;
 		my @todo = map { ([ $_->{at}, 'inject', $_ ], [ $_->{at} + $_->{dur}, 'heal', $_ ]) } @{ $R->{plan} };
 		@todo = sort { $a->[0] <=> $b->[0] || ($a->[1] eq 'heal' ? -1 : 1) } @todo;
 		for my $step (@todo)
@@ -878,6 +895,7 @@ sub run_one
 		}
 		event('convergence: ' . (@bad ? join('; ', @bad) : sprintf('converged in %.1fs', $res{converge_s})));
 		stop_workload();
+		$res{t_end} = mono();
 		if (@bad)
 		{
 			$res{nonconverged} = 1;
@@ -894,9 +912,11 @@ sub run_one
 		my $hist = eval { decode_json(etcd_get('history') // '[]') } // [];
 		my $planned = !grep { !$FAULTS{ $_->{kind} }[1] } @{ $R->{plan} };
 		my $writes = ChaosCheck::read_history(map { "$R->{dir}/client$_.log" } 1 .. 4);
-		my $c = ChaosCheck::check_history(writes => $writes, final => $final, mode => $opt{mode},
+		my $c = ChaosCheck::check_history(writes => $writes, final => $final,
+			mode => $LOSSLESS{ $R->{mode} } ? 'sync' : 'async',
 			planned => $planned, history => $hist);
 		$res{check} = $c;
+		$res{stats} = ChaosCheck::run_stats(writes => $writes, t_fault => $res{t_fault}, t_end => $res{t_end});
 		push @{ $res{problems} }, @{ $c->{evidence} } if @{ $c->{fail} };
 		push @{ $res{info} }, @{ $c->{evidence} } unless @{ $c->{fail} };
 		$res{restarts} = join ',', map { $_->{starts} - 1 } @{ $R->{nodes} };
@@ -925,10 +945,13 @@ sub verdict_line
 	my ($res, $k) = @_;
 	my $c = $res->{check} // {};
 	my $pass = !@{ $res->{problems} };
-	return sprintf('run %d/%d seed=%d %s %s acked=%d refused=%d unknown=%d lost_on_failover=%d late_acks=%d '
-		  . 'converged=%s restarts=%s time=%.1fs%s',
-		$k, $opt{runs}, $res->{seed}, $pass ? 'PASS' : 'FAIL', $res->{faults}, $c->{acked} // 0,
+	my $st = $res->{stats} // {};
+	my $s1 = sub { defined $_[0] ? sprintf('%.1fs', $_[0]) : '-' };
+	return sprintf('run %d/%d seed=%d %s mode=%s %s acked=%d refused=%d unknown=%d lost_on_failover=%d late_acks=%d '
+		  . 'outage=%s gap=%s/%s converged=%s restarts=%s time=%.1fs%s',
+		$k, $opt{runs}, $res->{seed}, $pass ? 'PASS' : 'FAIL', $res->{mode}, $res->{faults}, $c->{acked} // 0,
 		$c->{refused} // 0, $c->{unknown} // 0, $c->{lost_on_failover} // 0, $c->{late_acks} // 0,
+		$s1->($st->{outage_s}), $s1->($st->{pinned_gap_s}), $s1->($st->{multi_gap_s}),
 		$res->{nonconverged} || !defined $res->{converge_s} ? 'no' : sprintf('%.1fs', $res->{converge_s}),
 		$res->{restarts} // '-', $res->{secs},
 		$pass ? '' : "\n    " . join("\n    ", @{ $res->{problems} }[ 0 .. ($#{ $res->{problems} } < 9 ? $#{ $res->{problems} } : 9) ]));
@@ -970,7 +993,7 @@ make_path($WORK, $opt{out});
 chmod 0755, $WORK;
 print "chaos: $opt{runs} runs from seed $opt{seed}, mode $opt{mode}, ttl ${TTL}s, work $WORK, logs of failures in $opt{out}\n";
 my %sum = (runs => 0, split_brain => 0, lost_on_switchover => 0, lost_on_failover => 0, nonconverged => 0);
-my (@failed, %mix);
+my (@failed, %mix, @rows);
 eval {
 	ipt_setup();
 	make_template();
@@ -987,6 +1010,7 @@ eval {
 		$sum{lost_on_failover} += $c->{lost_on_failover} // 0;
 		$sum{nonconverged}++ if $res->{nonconverged};
 		$mix{ $_->{kind} }++ for @{ $R->{plan} };
+		push @rows, result_row($res);
 		if (@{ $res->{problems} })
 		{
 			push @failed, $seed;
@@ -1007,10 +1031,37 @@ cleanup_all();
 summary();
 exit(@failed ? 1 : 0);
 
+# One row of the results table (ChaosCheck::results_table) per run, also
+# appended to --out/runs.tsv, so that the runs of several invocations can be
+# tabulated together (test/chaos/README.md).
+sub result_row
+{
+	my ($res) = @_;
+	my @kinds = map { $_->{kind} } @{ $R->{plan} };
+	my $row = { seed => $res->{seed}, mode => $res->{mode}, faults => $res->{faults},
+		group => (@kinds > 1 ? 'two overlapping' : $kinds[0]), pass => !@{ $res->{problems} } ? 1 : 0,
+		async => $LOSSLESS{ $res->{mode} } ? 0 : 1, lost_on_failover => ($res->{check} // {})->{lost_on_failover} // 0,
+		converge_s => $res->{nonconverged} ? undef : $res->{converge_s}, %{ $res->{stats} // {} } };
+	my @cols = qw(seed mode group faults pass async lost_on_failover outage_s pinned_gap_s multi_gap_s converge_s);
+	my $tsv = "$opt{out}/runs.tsv";
+	my $new = !-e $tsv;
+	open my $fh, '>>', $tsv or return $row;
+	print $fh join("\t", @cols) . "\n" if $new;
+	print $fh join("\t", map { my $v = $row->{$_}; !defined $v ? '' : /_s$/ ? sprintf('%.2f', $v) : $v } @cols) . "\n";
+	close $fh;
+	return $row;
+}
+
 sub summary
 {
 	printf "runs=%d split_brain=%d lost_on_switchover=%d lost_on_failover=%d nonconverged=%d\n",
 	  @sum{qw(runs split_brain lost_on_switchover lost_on_failover nonconverged)};
 	print 'fault mix: ' . join(' ', map { "$_=$mix{$_}" } sort keys %mix) . "\n";
 	print 'failed seeds: ' . (@failed ? join(' ', @failed) : 'none') . "\n";
+	return unless @rows;
+	my $by_fault = ChaosCheck::results_table(@rows);
+	my $by_mode = ChaosCheck::results_table(map { { %$_, group => "mode $_->{mode}" } } @rows);
+	print "\n$by_fault\n$by_mode";
+	write_file("$opt{out}/results.md", "Seeds $opt{seed}.." . ($opt{seed} + $sum{runs} - 1)
+		  . ", mode $opt{mode}\n\n$by_fault\n$by_mode");
 }

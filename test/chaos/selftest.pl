@@ -132,4 +132,24 @@ like(join("\n", ChaosCheck::check_convergence(leader => 'node2', nodes => \%div)
 ok(scalar ChaosCheck::check_convergence(leader => undef, nodes => \%good),
 	'no leader key: not converged');
 
+# run_stats: the gaps the clients saw.  Fault at 10 s; pinned clients ack at
+# 9.5 (before), 10.2, then nothing until 16.0; client 4 acks at 9.8 and 13.0.
+sub wc { my ($c, $ack) = @_; my $x = w($c * 100 + int($ack * 10), 'ok', 'node1', 1, $ack - 0.01, $ack); $x->{client} = $c; return $x; }
+my $st = ChaosCheck::run_stats(writes => [ wc(1, 9.5), wc(2, 10.2), wc(3, 16.0), wc(4, 9.8), wc(4, 13.0),
+		{ %{ wc(1, 11.0) }, status => 'unknown' } ], t_fault => 10, t_end => 18);
+cmp_ok(abs($st->{pinned_gap_s} - 5.8), '<', 1e-6, 'pinned clients: the longest gap is 10.2 -> 16.0');
+cmp_ok(abs($st->{multi_gap_s} - 5.0), '<', 1e-6, 'multi-host client: the longest gap is 13.0 -> the end (18)');
+cmp_ok(abs($st->{outage_s} - 3.0), '<', 1e-6, 'all clients together: the longest outage is 13.0 -> 16.0');
+$st = ChaosCheck::run_stats(writes => [ wc(4, 9.9) ], t_fault => 10, t_end => 12);
+cmp_ok(abs($st->{multi_gap_s} - 2.1), '<', 1e-6, 'no acknowledgement after the fault: the gap runs to the end');
+
+# results_table: one line per group, medians, worst and async losses
+my $table = ChaosCheck::results_table(
+	{ group => 'kill9_primary', outage_s => 6, pinned_gap_s => 7, multi_gap_s => 8, converge_s => 2, async => 1, lost_on_failover => 3, pass => 1 },
+	{ group => 'kill9_primary', outage_s => 8, pinned_gap_s => 9, multi_gap_s => 9, converge_s => 4, async => 0, lost_on_failover => 0, pass => 0 },
+	{ group => 'switchover', outage_s => 1, pinned_gap_s => 2, multi_gap_s => 2, converge_s => 1, async => 0, lost_on_failover => 0, pass => 1 });
+like($table, qr/^\| kill9_primary \| 2 \| 1 \| 7\.0 \/ 8\.0 \| 8\.0 \/ 9\.0 \| 8\.5 \/ 9\.0 \| 3\.0 \/ 4\.0 \| 3 in 1 runs \|$/m,
+	'table: runs, failures, median / worst, async losses');
+like($table, qr/^\| switchover \| 1 \| 0 \| .* \| - \|$/m, 'table: no async run, no loss column');
+
 done_testing();

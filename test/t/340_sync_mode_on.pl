@@ -11,7 +11,6 @@ use warnings;
 
 use Test::More;
 use JSON::PP ();
-use File::Temp ();
 use HTTP::Tiny ();
 use PgHa::Etcd;
 use PgHa::Cluster;
@@ -91,12 +90,7 @@ like($metrics, qr/^pg_ha_sync_standbys 1$/m, 'metrics: one synchronous standby')
 # patronictl (Debian's patroni) reads the keys and shows the role
 SKIP:
 {
-	skip 'patronictl not installed', 1 unless -x '/usr/bin/patronictl';
-	my $cfg = File::Temp->new(SUFFIX => '.yml');
-	my ($host) = ($etcd->endpoints =~ m{^https?://([^,]+)});
-	print $cfg "scope: pgtest\nnamespace: /service/\netcd3:\n  hosts: $host\n";
-	close $cfg;
-	my $out = `/usr/bin/python3 /usr/bin/patronictl -c $cfg list 2>&1`;
+	my $out = patronictl($etcd, 'list') // skip 'patronictl not installed', 1;
 	note $out;
 	like($out, qr/node2\s*\|[^\n]*Sync Standby/, 'patronictl list shows node2 as Sync Standby');
 }

@@ -32,5 +32,6 @@ extern void unit_state_table(void);
 extern void unit_sync(void);
 extern void unit_failsafe(void);
 extern void unit_patroni(void);
+extern void unit_upstream(void);
 
 #endif							/* PG_HA_UNIT_H */

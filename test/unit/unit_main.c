@@ -53,6 +53,7 @@ main(void)
 	run("synchronous mode", unit_sync);
 	run("failsafe", unit_failsafe);
 	run("patroni codec", unit_patroni);
+	run("upstream", unit_upstream);
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

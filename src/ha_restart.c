@@ -1,0 +1,186 @@
+/*
+ * ha_restart.c - restarting postgres from inside: pg_ha.restart().
+ *
+ * pg_ha runs inside the postmaster it would restart, so it cannot start
+ * it again itself.  The service manager does, as for rejoin:
+ * contrib/systemd/pg_ha@.service restarts postgres whenever it exits
+ * (Restart=always, RestartSec=2).  A restart is therefore:
+ *   1. pg_ha.restart() writes the marker $PGDATA/pg_ha.restart, naming the
+ *      postmaster's PID and the reason, and asks the postmaster for a fast
+ *      shutdown (SIGINT, as `pg_ctl stop -m fast`);
+ *   2. the HA worker, shutting down, finds a marker for this postmaster.
+ *      On the leader it keeps the leader key and its lease instead of
+ *      releasing them (release_keys in ha_worker.c), so the replicas do not
+ *      fail over while postgres is down for less than the TTL - Patroni's
+ *      behaviour for `patronictl restart`;
+ *   3. the service manager starts postgres again (pg_hactl rejoin
+ *      --if-needed sees the leader key naming this node and leaves it as
+ *      it is); the new HA worker logs the reason, removes the marker and
+ *      re-attaches the leader key to a new lease (acquire_leader_key).
+ *
+ * Safety: while postgres is down nobody writes on this node, and once its
+ * HA worker has stopped the commit fence refuses every commit (the lease
+ * deadline is cleared first).  If postgres is not back within the TTL the
+ * key expires and the replicas fail over as after any leader failure,
+ * judged by the same lag rules; the old leader then finds another node
+ * holding the key and comes back as its standby (pg_hactl rejoin, the
+ * stale-primary rules).  A marker left from an earlier postmaster never
+ * keeps a key: it must name the running postmaster's PID.
+ */
+#include "pg_ha.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/fd.h"
+#include "utils/builtins.h"
+#include "utils/guc_tables.h"
+
+PG_FUNCTION_INFO_V1(pg_ha_restart);
+
+#define RESTART_MARKER "pg_ha.restart"
+#define RESTART_REASON_MAX 200
+
+/* Does a setting changed in the configuration files wait for a restart? */
+bool
+pg_ha_pending_restart(void)
+{
+	struct config_generic **vars = get_guc_variables();
+	int			n = GetNumConfigOptions();
+
+	for (int i = 0; i < n; i++)
+		if ((vars[i]->status & GUC_PENDING_RESTART) != 0)
+			return true;
+	return false;
+}
+
+static void
+marker_path(char *path, size_t len)
+{
+	snprintf(path, len, "%s/%s", DataDir, RESTART_MARKER);
+}
+
+/*
+ * The reason read back from a marker written for the running postmaster,
+ * or false if there is none (absent, unreadable, or an older postmaster's).
+ */
+bool
+pg_ha_restart_requested(char *reason, size_t len)
+{
+	char		path[MAXPGPATH];
+	char		line[RESTART_REASON_MAX + 16];
+	FILE	   *f;
+	long		pid = -1;
+
+	marker_path(path, sizeof(path));
+	reason[0] = '\0';
+	f = AllocateFile(path, "r");
+	if (f == NULL)
+		return false;
+	while (fgets(line, sizeof(line), f))
+	{
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "pid=", 4) == 0)
+			pid = strtol(line + 4, NULL, 10);
+		else if (strncmp(line, "reason=", 7) == 0)
+			strlcpy(reason, line + 7, len);
+	}
+	FreeFile(f);
+	return pid == (long) PostmasterPid;
+}
+
+/* The new HA worker: say why postgres restarted, and forget the request. */
+void
+pg_ha_restart_done(void)
+{
+	char		path[MAXPGPATH];
+	char		line[RESTART_REASON_MAX + 16];
+	FILE	   *f;
+
+	marker_path(path, sizeof(path));
+	f = AllocateFile(path, "r");
+	if (f == NULL)
+		return;
+	while (fgets(line, sizeof(line), f))
+	{
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "reason=", 7) == 0)
+			ereport(LOG, (errmsg("pg_ha: postgres was restarted on request: %s", line + 7)));
+	}
+	FreeFile(f);
+	if (unlink(path) != 0 && errno != ENOENT)
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("pg_ha: could not remove \"%s\": %m", path)));
+}
+
+/* printable ASCII only, one line: the reason goes into a file and the log */
+static void
+clean_reason(const char *in, char *out, size_t len)
+{
+	size_t		n = 0;
+
+	for (; *in && n + 1 < len; in++)
+		out[n++] = (*in >= 0x20 && *in < 0x7f) ? *in : '?';
+	out[n] = '\0';
+}
+
+static void
+write_marker(const char *reason)
+{
+	char		path[MAXPGPATH];
+	char		tmp[MAXPGPATH];
+	char	   *text;
+	int			fd;
+
+	marker_path(path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	text = psprintf("pid=%d\nreason=%s\n", (int) PostmasterPid, reason);
+	fd = OpenTransientFile(tmp, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
+	if (fd < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("pg_ha: could not create \"%s\": %m", tmp)));
+	if (write(fd, text, strlen(text)) != (ssize_t) strlen(text) || pg_fsync(fd) != 0)
+	{
+		int			save = errno;
+
+		CloseTransientFile(fd);
+		errno = save ? save : ENOSPC;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("pg_ha: could not write \"%s\": %m", tmp)));
+	}
+	CloseTransientFile(fd);
+	durable_rename(tmp, path, ERROR);
+}
+
+/*
+ * pg_ha.restart(reason text, pending_only boolean): restart postgres on
+ * this node through the service manager.  Returns what it did; the fast
+ * shutdown it starts ends this session too.
+ */
+Datum
+pg_ha_restart(PG_FUNCTION_ARGS)
+{
+	char		reason[RESTART_REASON_MAX + 1];
+	bool		pending_only = PG_ARGISNULL(1) ? false : PG_GETARG_BOOL(1);
+
+	clean_reason(PG_ARGISNULL(0) ? "requested" : text_to_cstring(PG_GETARG_TEXT_PP(0)),
+				 reason, sizeof(reason));
+	if (reason[0] == '\0')
+		strlcpy(reason, "requested", sizeof(reason));
+	if (pending_only && !pg_ha_pending_restart())
+		PG_RETURN_TEXT_P(cstring_to_text("no restart pending"));
+	write_marker(reason);
+	ereport(LOG,
+			(errmsg("pg_ha: restarting postgres: %s", reason),
+			 errdetail("The service manager starts postgres again (pg_ha@.service: Restart=always).")));
+	if (kill(PostmasterPid, SIGINT) != 0)
+		ereport(ERROR,
+				(errmsg("pg_ha: could not signal the postmaster to shut down: %m")));
+	PG_RETURN_TEXT_P(cstring_to_text("restarting"));
+}
