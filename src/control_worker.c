@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <time.h>
 
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -370,6 +371,64 @@ serve_put_config(const char *body, ControlAnswer *a)
 	etcd_client_free(client);
 }
 
+/* ---------- restart ---------- */
+
+/* set by serve_restart: shut down once the answer is posted */
+static bool restart_after_answer = false;
+
+/*
+ * POST /restart: Patroni's conditions (role, restart_pending,
+ * postgres_version), then pg_ha.restart()'s path (ha_restart.c): the
+ * marker, and a fast shutdown the service manager turns into a restart.
+ * The shutdown ends this listener too, so the answer goes out first:
+ * "restart initiated", Patroni's words for an asynchronous restart, with
+ * 200 so that patronictl reports success.
+ */
+static void
+serve_restart(const char *body, ControlAnswer *a)
+{
+	PatroniRestartBody b;
+	char		err[256] = "";
+	int			st = patroni_restart_body_decode(body, strlen(body), &b, err, sizeof(err));
+	bool		replica = RecoveryInProgress();
+	MemoryContext ctx = CurrentMemoryContext;
+
+	if (st != 0)
+	{
+		reply(a, st, err);
+		return;
+	}
+	if (b.scheduled)
+	{
+		reply(a, 501, "pg_ha does not schedule restarts; restart now, or from a timer");
+		return;
+	}
+	if ((b.role == 1 && replica) || (b.role == 2 && !replica) ||
+		(b.restart_pending && !pg_ha_pending_restart()) ||
+		(b.postgres_version != 0 && b.postgres_version <= PG_VERSION_NUM))
+	{
+		reply(a, 503, "restart conditions are not satisfied");
+		return;
+	}
+	PG_TRY();
+	{
+		pg_ha_restart_mark("requested over the API");
+		reply(a, 200, "restart initiated");
+		restart_after_answer = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(ctx);
+		e = CopyErrorData();
+		FlushErrorState();
+		reply(a, 500, e->message ? e->message : "restart failed");
+		FreeErrorData(e);
+	}
+	PG_END_TRY();
+}
+
 /* ---------- the worker ---------- */
 
 static void
@@ -391,6 +450,9 @@ serve(ControlKind kind, const char *body, ControlAnswer *a)
 			break;
 		case CONTROL_PUT_CONFIG:
 			serve_put_config(body, a);
+			break;
+		case CONTROL_RESTART:
+			serve_restart(body, a);
 			break;
 	}
 }
@@ -502,6 +564,13 @@ pg_ha_control_main(Datum arg)
 		post_answer(&a);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(job_ctx);
+		if (restart_after_answer)
+		{
+			/* the listener polls every few ms: let it send the answer */
+			pg_usleep(500 * 1000L);
+			pg_ha_restart_now();
+			restart_after_answer = false;
+		}
 	}
 }
 

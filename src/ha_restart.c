@@ -175,12 +175,29 @@ pg_ha_restart(PG_FUNCTION_ARGS)
 		strlcpy(reason, "requested", sizeof(reason));
 	if (pending_only && !pg_ha_pending_restart())
 		PG_RETURN_TEXT_P(cstring_to_text("no restart pending"));
-	write_marker(reason);
+	pg_ha_restart_mark(reason);
+	pg_ha_restart_now();
+	PG_RETURN_TEXT_P(cstring_to_text("restarting"));
+}
+
+/* Records why postgres is about to restart (ERROR if it cannot). */
+void
+pg_ha_restart_mark(const char *reason)
+{
+	char		clean[RESTART_REASON_MAX + 1];
+
+	clean_reason(reason, clean, sizeof(clean));
+	write_marker(clean[0] ? clean : "requested");
 	ereport(LOG,
-			(errmsg("pg_ha: restarting postgres: %s", reason),
+			(errmsg("pg_ha: restarting postgres: %s", clean[0] ? clean : "requested"),
 			 errdetail("The service manager starts postgres again (pg_ha@.service: Restart=always).")));
+}
+
+/* A fast shutdown, as pg_ctl stop -m fast; the service manager restarts. */
+void
+pg_ha_restart_now(void)
+{
 	if (kill(PostmasterPid, SIGINT) != 0)
 		ereport(ERROR,
 				(errmsg("pg_ha: could not signal the postmaster to shut down: %m")));
-	PG_RETURN_TEXT_P(cstring_to_text("restarting"));
 }

@@ -22,7 +22,9 @@
  *   POST    /failover       failover request             control worker
  *   DELETE  /switchover     cancel a pending request     control worker
  *   POST    /reload         SIGHUP to the postmaster     here
- *   POST    /restart, /reinitialize; DELETE /restart     501: not built yet
+ *   POST    /restart        restart (ha_restart.c)       control worker
+ *   DELETE  /restart        no scheduled restarts: 404   here
+ *   POST    /reinitialize                                501: not built yet
  */
 #include "pg_ha.h"
 
@@ -41,6 +43,7 @@ typedef enum ControlAction
 	ACT_GET_CONFIG,
 	ACT_GET_HISTORY,
 	ACT_RELOAD,
+	ACT_NO_SCHEDULED_RESTART,
 	ACT_NOT_BUILT,
 	ACT_WORKER					/* handed to the control worker as kind */
 } ControlAction;
@@ -63,8 +66,8 @@ static const ControlRoute control_routes[] = {
 	{"POST", "/failover", ACT_WORKER, CONTROL_FAILOVER, true},
 	{"DELETE", "/switchover", ACT_WORKER, CONTROL_CANCEL_SWITCHOVER, false},
 	{"POST", "/reload", ACT_RELOAD, 0, false},
-	{"POST", "/restart", ACT_NOT_BUILT, 0, false},
-	{"DELETE", "/restart", ACT_NOT_BUILT, 0, false},
+	{"POST", "/restart", ACT_WORKER, CONTROL_RESTART, false},
+	{"DELETE", "/restart", ACT_NO_SCHEDULED_RESTART, 0, false},
 	{"POST", "/reinitialize", ACT_NOT_BUILT, 0, false},
 	{"POST", "/sigterm", ACT_NOT_BUILT, 0, false},
 	{"POST", "/citus", ACT_NOT_BUILT, 0, false},
@@ -228,6 +231,10 @@ http_control_handle(const HttpRequest *req, HttpResponse *resp)
 	{
 		case ACT_RELOAD:
 			reload(resp);
+			break;
+		case ACT_NO_SCHEDULED_RESTART:
+			/* Patroni's answer when nothing is scheduled; pg_ha never schedules */
+			answer_text(resp, 404, "no restarts are scheduled");
 			break;
 		case ACT_NOT_BUILT:
 			answer_text(resp, 501, "pg_ha does not serve this request yet; see docs/http-api.md\n");

@@ -374,6 +374,110 @@ patroni_failover_body_decode(const char *text, size_t len, PatroniFailoverBody *
 	return ok;
 }
 
+/* "15", "15.4", "9.6.24" or 150004 as PG_VERSION_NUM; 0 if none of these */
+static int
+version_num(const cJSON *v)
+{
+	int			major = 0;
+	int			minor = 0;
+	int			patch = 0;
+	int			n;
+	char		tail;
+
+	if (cJSON_IsNumber(v))
+		return v->valuedouble >= 90000 && v->valuedouble < 1000000 ? (int) v->valuedouble : 0;
+	if (!cJSON_IsString(v))
+		return 0;
+	n = sscanf(v->valuestring, "%d.%d.%d%c", &major, &minor, &patch, &tail);
+	if (n < 1 || n > 3 || major < 9 || major > 99 || minor < 0 || minor > 99 || patch < 0 || patch > 99)
+		return 0;
+	/* 9.6.24 is 90624; 15.4 is 150004 */
+	return major >= 10 ? major * 10000 + minor : major * 10000 + minor * 100 + patch;
+}
+
+/* One key of a POST /restart body; false, with Patroni's sentence, if bad. */
+static bool
+restart_key(const cJSON *item, PatroniRestartBody *out, char *err, size_t errlen)
+{
+	const char *k = item->string;
+
+	if (strcmp(k, "restart_pending") == 0)
+		out->restart_pending = true;	/* Patroni: the key's presence */
+	else if (strcmp(k, "schedule") == 0)
+		out->scheduled = true;
+	else if (strcmp(k, "role") == 0)
+	{
+		const char *r = cJSON_IsString(item) ? item->valuestring : "";
+
+		out->role = strcmp(r, "primary") == 0 || strcmp(r, "master") == 0 ? 1 :
+			strcmp(r, "replica") == 0 ? 2 : -1;
+		if (out->role < 0)
+		{
+			set_err(err, errlen, "PostgreSQL role should be either primary or replica");
+			return false;
+		}
+	}
+	else if (strcmp(k, "postgres_version") == 0)
+	{
+		out->postgres_version = version_num(item);
+		if (out->postgres_version == 0)
+		{
+			set_err(err, errlen, "postgres_version must be a PostgreSQL version such as \"15.4\"");
+			return false;
+		}
+	}
+	else if (strcmp(k, "timeout") == 0)
+	{
+		if (!(cJSON_IsNumber(item) && item->valuedouble > 0) &&
+			!(cJSON_IsString(item) && atof(item->valuestring) > 0))
+		{
+			set_err(err, errlen, "Timeout should be a positive number of seconds");
+			return false;
+		}
+	}
+	else
+	{
+		set_err(err, errlen, "Unknown filter for the scheduled restart");
+		return false;
+	}
+	return true;
+}
+
+int
+patroni_restart_body_decode(const char *text, size_t len, PatroniRestartBody *out,
+							char *err, size_t errlen)
+{
+	cJSON	   *doc;
+	const cJSON *item;
+	int			status = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (len == 0)
+		return 0;
+	if (len > PATRONI_BODY_MAX)
+	{
+		set_err(err, errlen, "The body is too large.");
+		return 400;
+	}
+	doc = cJSON_ParseWithLength(text, len);
+	if (!cJSON_IsObject(doc))
+	{
+		cJSON_Delete(doc);
+		set_err(err, errlen, "The body must be a JSON object.");
+		return 400;
+	}
+	cJSON_ArrayForEach(item, doc)
+	{
+		if (!restart_key(item, out, err, errlen))
+		{
+			status = 400;
+			break;
+		}
+	}
+	cJSON_Delete(doc);
+	return status;
+}
+
 bool
 patroni_is_json_array(const char *text, size_t len)
 {

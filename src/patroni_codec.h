@@ -94,6 +94,25 @@ typedef struct PatroniFailoverBody
 extern bool patroni_failover_body_decode(const char *text, size_t len, PatroniFailoverBody *out,
 										 char *err, size_t errlen);
 
+/* The body of POST /restart: Patroni's conditions for the restart. */
+typedef struct PatroniRestartBody
+{
+	bool		restart_pending;	/* only if a setting waits for a restart */
+	int			role;			/* 0 any, 1 primary ("master" too), 2 replica */
+	int			postgres_version;	/* only if running an older one; 0 = not given */
+	bool		scheduled;		/* "schedule" was given (not supported) */
+} PatroniRestartBody;
+
+/*
+ * Decodes the body of POST /restart ("" or {} restarts unconditionally).
+ * Returns 0, or the HTTP status of Patroni's refusal (400) with its
+ * sentence in err: an unknown key, a role other than primary, master or
+ * replica, a version that is not "15", "15.4" or 150004, a timeout that
+ * is not a positive number.
+ */
+extern int	patroni_restart_body_decode(const char *text, size_t len, PatroniRestartBody *out,
+										char *err, size_t errlen);
+
 /* Is text a JSON array (the history key's value)? */
 extern bool patroni_is_json_array(const char *text, size_t len);
 

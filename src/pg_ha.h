@@ -150,7 +150,8 @@ typedef enum ControlKind
 	CONTROL_FAILOVER,
 	CONTROL_CANCEL_SWITCHOVER,
 	CONTROL_PATCH_CONFIG,
-	CONTROL_PUT_CONFIG
+	CONTROL_PUT_CONFIG,
+	CONTROL_RESTART
 } ControlKind;
 
 #define PG_HA_CONTROL_TEXT_LEN 16400	/* body in, answer out, NUL included */
@@ -302,6 +303,8 @@ extern const char *pg_ha_fence_reason(void);
 extern bool pg_ha_pending_restart(void);
 extern bool pg_ha_restart_requested(char *reason, size_t len);
 extern void pg_ha_restart_done(void);
+extern void pg_ha_restart_mark(const char *reason);
+extern void pg_ha_restart_now(void);
 
 /* ---------- HA worker (ha_worker.c, ha_state.c) ---------- */
 

@@ -14,6 +14,7 @@ use Test::More;
 use PgHa::Cluster;
 use PgHa::Etcd;
 use PgHa::Failover;
+use PgHa::Patroni qw(patronictl patronictl_available);
 use PgHa::Test;
 
 my $ttl  = 5;
@@ -70,7 +71,8 @@ is($m3 && $m3->{tags}{replicatefrom}, 'node2', "node3's member key carries tags.
 
 SKIP:
 {
-	my $out = patronictl($etcd, 'topology') // skip 'patronictl not installed', 1;
+	skip 'patronictl not installed', 1 unless patronictl_available();
+	my (undef, $out) = patronictl($etcd, 'topology');
 	note $out;
 	like($out, qr/\+ node2 .*\n.*\|\s+\+ node3 /, 'patronictl topology draws node3 under node2');
 }

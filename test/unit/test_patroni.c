@@ -186,10 +186,66 @@ unit_failover_body(void)
 	UNIT_CHECK(!patroni_is_json_array("", 0), "history: empty is not");
 }
 
+typedef struct RestartCase
+{
+	const char *body;
+	int			status;
+	bool		pending;
+	int			role;
+	int			version;
+	bool		scheduled;
+} RestartCase;
+
+static const RestartCase restart_cases[] = {
+	{"", 0, false, 0, 0, false},
+	{"{}", 0, false, 0, 0, false},
+	{"{\"restart_pending\":true}", 0, true, 0, 0, false},
+	{"{\"restart_pending\":false}", 0, true, 0, 0, false},	/* Patroni looks at the key only */
+	{"{\"role\":\"master\"}", 0, false, 1, 0, false},
+	{"{\"role\":\"primary\",\"restart_pending\":true}", 0, true, 1, 0, false},
+	{"{\"role\":\"replica\"}", 0, false, 2, 0, false},
+	{"{\"postgres_version\":\"15.4\"}", 0, false, 0, 150004, false},
+	{"{\"postgres_version\":\"9.6.24\"}", 0, false, 0, 90624, false},
+	{"{\"postgres_version\":150004}", 0, false, 0, 150004, false},
+	{"{\"schedule\":\"2030-01-01T00:00+00:00\"}", 0, false, 0, 0, true},
+	{"{\"timeout\":30}", 0, false, 0, 0, false},
+	{"{\"timeout\":\"30s\"}", 0, false, 0, 0, false},
+	{"{\"timeout\":0}", 400},
+	{"{\"role\":\"leader\"}", 400},
+	{"{\"role\":1}", 400},
+	{"{\"postgres_version\":\"fifteen\"}", 400},
+	{"{\"postgres_version\":\"15.4.3.2\"}", 400},
+	{"{\"frobnicate\":1}", 400},
+	{"[]", 400},
+	{"not json", 400},
+};
+
+static void
+unit_restart_body(void)
+{
+	for (size_t i = 0; i < lengthof(restart_cases); i++)
+	{
+		const RestartCase *c = &restart_cases[i];
+		PatroniRestartBody b;
+		char		err[256] = "";
+		int			st = patroni_restart_body_decode(c->body, strlen(c->body), &b, err, sizeof(err));
+
+		UNIT_CHECK(st == c->status, "restart body %s: status %d (%s)", c->body, st, err);
+		if (st == 0 && c->status == 0)
+			UNIT_CHECK(b.restart_pending == c->pending && b.role == c->role &&
+					   b.postgres_version == c->version && b.scheduled == c->scheduled,
+					   "restart body %s: pending=%d role=%d version=%d scheduled=%d", c->body,
+					   b.restart_pending, b.role, b.postgres_version, b.scheduled);
+		if (st != 0)
+			UNIT_CHECK(err[0] != '\0', "restart body %s: refusal says why", c->body);
+	}
+}
+
 void
 unit_patroni(void)
 {
 	unit_tags();
 	unit_config_patch();
 	unit_failover_body();
+	unit_restart_body();
 }

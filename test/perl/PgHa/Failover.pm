@@ -20,7 +20,6 @@ use Time::HiRes ();
 use IPC::Run ();
 use HTTP::Tiny ();
 use MIME::Base64 ();
-use File::Temp ();
 use PgHa::Etcd ();
 
 use PgHa::Cluster;
@@ -31,7 +30,7 @@ our @EXPORT = qw(ha_cluster ha_replica_conf try_sql wal_receiver
   writable_nodes in_recovery leader_of history_of wait_streaming
   wait_leader_not log_since postmaster_running supervise forget_if_stopped
   key_watch worker_pid wal_receiver_pid lease_remaining wait_lease_renewed
-  health_status leader_holders sync_key sync_standby patronictl);
+  health_status leader_holders sync_key sync_standby);
 
 # Settings every 3xx cluster gets: a standby retries a failed WAL source
 # every 500 ms (default 5 s) so it follows a new leader quickly; and
@@ -552,28 +551,6 @@ sub sync_standby
 {
 	my ($etcd, %p) = @_;
 	return sync_key($etcd, %p)->{sync_standby} // '';
-}
-
-=item patronictl($etcd, @args)
-
-Runs Debian's patronictl against the cluster's keys (scope pgtest,
-namespace /service/) and returns its output, stdout and stderr together;
-undef when patronictl is not installed.
-
-=cut
-
-sub patronictl
-{
-	my ($etcd, @args) = @_;
-	return undef unless -x '/usr/bin/patronictl';
-	my ($host) = ($etcd->endpoints =~ m{^https?://([^,]+)});
-	my $cfg = File::Temp->new(SUFFIX => '.yml');
-	print $cfg "scope: pgtest\nnamespace: /service/\netcd3:\n  hosts: $host\n";
-	close $cfg;
-	my $out = '';
-	IPC::Run::run([ '/usr/bin/python3', '/usr/bin/patronictl', '-c', "$cfg", @args ],
-		'<', \undef, '>&', \$out, IPC::Run::timeout(60));
-	return $out;
 }
 
 1;
