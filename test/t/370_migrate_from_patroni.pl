@@ -127,7 +127,9 @@ sub pg_ctl
 {
 	my ($n, @args) = @_;
 	my ($out, $err) = ('', '');
-	IPC::Run::run([ "$bindir/pg_ctl", '-D', $n->{dir}, '-w', @args ], '<', \undef, '>', \$out, '2>', \$err,
+	# -l: the postmaster must not hold our output pipe open
+	IPC::Run::run([ "$bindir/pg_ctl", '-D', $n->{dir}, '-w', '-l', "$base/$n->{name}/postgres.log", @args ],
+		'<', \undef, '>', \$out, '2>', \$err,
 		IPC::Run::timeout(120));
 	note "pg_ctl @args ($n->{name}): rc " . ($? >> 8) . "\n$out$err";
 	return $? == 0;
