@@ -626,7 +626,9 @@ sub inject
 	{
 		$t = $p;
 		$t->{held} = 1;    # systemctl stop: down until the heal
-		kill 'INT', $t->{svc} if $t->{svc};
+		# the unit's ExecStop (then KillSignal=SIGINT, which pg_hactl sent already)
+		spawn(cmd => [ as_pg('pg_hactl', 'stop', '--pgdata', $t->{data}) ],
+			log => "$R->{dir}/$t->{name}.log", kind => "stop $t->{name}") if $t->{svc};
 	}
 	elsif ($k eq 'sigstop_worker')
 	{
