@@ -1021,6 +1021,134 @@ cmd_rejoin(Settings *s, bool if_needed, bool reclone)
 	return 0;
 }
 
+/* ---------- stop (the service manager's ExecStop) ---------- */
+
+/* "Database cluster state" as pg_controldata prints it (LC_ALL=C), or "". */
+static void
+cluster_state(const char *pgdata, char *out, size_t len)
+{
+	int			fds[2];
+	pid_t		pid;
+	FILE	   *f;
+	char		line[512];
+	const char *prefix = "Database cluster state:";
+
+	out[0] = '\0';
+	if (pipe(fds) != 0)
+		return;
+	pid = fork();
+	if (pid < 0)
+	{
+		close(fds[0]);
+		close(fds[1]);
+		return;
+	}
+	if (pid == 0)
+	{
+		dup2(fds[1], STDOUT_FILENO);
+		close(fds[0]);
+		close(fds[1]);
+		setenv("LC_ALL", "C", 1);
+		execl(PGBINDIR "/pg_controldata", "pg_controldata", "-D", pgdata, (char *) NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	f = fdopen(fds[0], "r");
+	while (f && fgets(line, sizeof(line), f))
+	{
+		if (strncmp(line, prefix, strlen(prefix)) == 0)
+		{
+			const char *v = line + strlen(prefix);
+
+			v += strspn(v, " \t");
+			snprintf(out, len, "%.*s", (int) strcspn(v, "\n"), v);
+		}
+	}
+	if (f)
+		fclose(f);
+	else
+		close(fds[0]);
+	waitpid(pid, NULL, 0);
+}
+
+static bool
+process_alive(pid_t pid)
+{
+	return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+/* waits up to seconds for pid to exit; true if it did */
+static bool
+wait_exit(pid_t pid, int seconds)
+{
+	for (int i = 0; i < seconds * 10; i++)
+	{
+		if (!process_alive(pid))
+			return true;
+		usleep(100 * 1000);
+	}
+	return !process_alive(pid);
+}
+
+/*
+ * pg_hactl stop: a fast shutdown (SIGINT, as pg_ctl stop -m fast), and if
+ * postgres is still there after --timeout seconds (default 10) while its
+ * control file says it is recovering, an immediate shutdown (SIGQUIT).
+ *
+ * Why: PostgreSQL 15 hangs a fast shutdown that arrives while a crash
+ * restart is still in its first steps (the postmaster's FatalError is
+ * still set: it waits for the checkpointer to exit, and nothing asks the
+ * checkpointer to).  pg_ha demotes a primary with exactly such a crash
+ * restart (into standby mode), so `systemctl stop` right after a demotion
+ * could hang until TimeoutStopSec (the chaos suite found it: seed 71).
+ *
+ * Safe: a node in recovery (crash or archive recovery) loses nothing to an
+ * immediate shutdown, it replays the same WAL at its next start.  A
+ * primary in production, or writing its shutdown checkpoint, is never
+ * escalated: it gets its clean shutdown, bounded by the unit's
+ * TimeoutStopSec.
+ */
+static int
+cmd_stop(const char *pgdata, int timeout_s)
+{
+	char		path[PATH_MAX];
+	char		state[128];
+	FILE	   *f;
+	long		pid = 0;
+
+	snprintf(path, sizeof(path), "%s/postmaster.pid", pgdata);
+	f = fopen(path, "r");
+	if (f != NULL)
+	{
+		if (fscanf(f, "%ld", &pid) != 1)
+			pid = 0;
+		fclose(f);
+	}
+	if (pid <= 0 || !process_alive((pid_t) pid))
+	{
+		say("postgres is not running in %s", pgdata);
+		return 0;
+	}
+	if (kill((pid_t) pid, SIGINT) != 0)
+		die("cannot signal postgres (pid %ld): %s", pid, strerror(errno));
+	for (;;)
+	{
+		if (wait_exit((pid_t) pid, timeout_s))
+			return 0;
+		cluster_state(pgdata, state, sizeof(state));
+		if (strcmp(state, "in crash recovery") == 0 || strcmp(state, "in archive recovery") == 0)
+			break;
+		/* a primary's shutdown checkpoint may take long: keep waiting */
+	}
+	say("postgres (pid %ld) is still running %d s after a fast shutdown, %s: immediate shutdown",
+		pid, timeout_s, state);
+	if (kill((pid_t) pid, SIGQUIT) != 0 && errno != ESRCH)
+		die("cannot signal postgres (pid %ld): %s", pid, strerror(errno));
+	if (!wait_exit((pid_t) pid, 60))
+		die("postgres (pid %ld) did not exit after an immediate shutdown", pid);
+	return 0;
+}
+
 static void
 usage(void)
 {
@@ -1030,6 +1158,7 @@ usage(void)
 			"       pg_hactl [options] switchover --cancel | cancel\n"
 			"       pg_hactl [options] clone --pgdata DIR --node-name NAME --port PORT [--host HOST]\n"
 			"       pg_hactl [options] rejoin --pgdata DIR [--if-needed] [--reclone]\n"
+			"       pg_hactl stop --pgdata DIR [--timeout S]\n"
 			"options:\n"
 			"  -D, --pgdata DIR       read pg_ha.* settings from DIR/postgresql.conf (+ .auto.conf)\n"
 			"  --etcd URLS            etcd endpoints (pg_ha.etcd_endpoints)\n"
@@ -1063,7 +1192,7 @@ main(int argc, char **argv)
 	const char *port = NULL;
 	const char *host = "127.0.0.1";
 	const char *command;
-	int			timeout_s = 60;
+	int			timeout_s = 0;	/* per command's default */
 	bool		if_needed = false;
 	bool		reclone = false;
 	bool		cancel = false;
@@ -1120,6 +1249,16 @@ main(int argc, char **argv)
 	if (optind != argc - 1)
 		usage();
 	command = argv[optind];
+
+	/* stop needs neither etcd nor the cluster's settings */
+	if (strcmp(command, "stop") == 0)
+	{
+		if (!flags.pgdata[0])
+			usage();
+		return cmd_stop(flags.pgdata, timeout_s ? timeout_s : 10);
+	}
+	if (timeout_s == 0)
+		timeout_s = 60;
 
 	/* defaults, then the node's files, then flags */
 	strcpy(s.namespace, "/service");

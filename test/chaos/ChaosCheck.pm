@@ -277,7 +277,7 @@ sub results_table
 	my $mw = sub { my ($k, $rs) = @_; my @v = grep { defined } map { $_->{$k} } @$rs;
 		return $f->(_median(@v)) . ' / ' . $f->(_max(@v)); };
 	my @out = ('| faults | runs | failed | write outage, all clients, s (median / worst) | write gap, pinned clients, s | '
-		  . 'write gap, multi-host client, s | converged after heal, s | lost acked commits, async runs |',
+		  . 'write gap, multi-host client, s | converged after heal, s | lost acked commits (async, failsafe mode) |',
 		'|---|---:|---:|---:|---:|---:|---:|---:|');
 	for my $name (@order)
 	{

@@ -626,7 +626,9 @@ sub inject
 	{
 		$t = $p;
 		$t->{held} = 1;    # systemctl stop: down until the heal
-		kill 'INT', $t->{svc} if $t->{svc};
+		# the unit's ExecStop (then KillSignal=SIGINT, which pg_hactl sent already)
+		spawn(cmd => [ as_pg('pg_hactl', 'stop', '--pgdata', $t->{data}) ],
+			log => "$R->{dir}/$t->{name}.log", kind => "stop $t->{name}") if $t->{svc};
 	}
 	elsif ($k eq 'sigstop_worker')
 	{
@@ -819,6 +821,30 @@ sub teardown_run
 	system("iptables -w -F $CHAIN 2>/dev/null");
 }
 
+# Evidence for a run that did not converge: every node's processes, what
+# each waits on (wchan) and its kernel stack, into processes.log (kept with
+# the failed run's logs).
+sub snapshot_processes
+{
+	my $out = '';
+	for my $n (@{ $R->{nodes} })
+	{
+		my $pm = $n->{svc} or next;
+		$out .= "== $n->{name} (service pid $pm)\n";
+		for my $pid ($pm, children_of($pm), map { children_of($_) } children_of($pm))
+		{
+			$out .= `ps -o pid=,stat=,wchan:32=,args= -p $pid 2>/dev/null`;
+			if (open my $fh, '<', "/proc/$pid/stack")
+			{
+				local $/;
+				my $st = <$fh> // '';
+				$out .= join('', map { "      $_\n" } split /\n/, $st);
+			}
+		}
+	}
+	write_file("$R->{dir}/processes.log", $out);
+}
+
 sub final_data
 {
 	my ($leader) = @_;
@@ -894,6 +920,7 @@ sub run_one
 			@bad = ChaosCheck::check_convergence(%obs);
 		}
 		event('convergence: ' . (@bad ? join('; ', @bad) : sprintf('converged in %.1fs', $res{converge_s})));
+		snapshot_processes() if @bad;
 		stop_workload();
 		$res{t_end} = mono();
 		if (@bad)
