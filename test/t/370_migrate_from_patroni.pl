@@ -28,7 +28,8 @@ use IPC::Run ();
 use PostgreSQL::Test::Utils;
 use PostgreSQL::Test::Cluster ();
 use PgHa::Etcd;
-use PgHa::Failover qw(patronictl wait_leader_not);
+use PgHa::Failover qw(wait_leader_not);
+use PgHa::Patroni qw(patronictl);
 use PgHa::Test;
 
 plan skip_all => 'set PG_TEST_EXTRA=patroni to run the migration from a real Patroni cluster'
@@ -168,11 +169,11 @@ for my $n (@nodes[ 1, 2 ])
 psql($nodes[0], 'CREATE TABLE t (id int PRIMARY KEY, under text)');
 psql($nodes[0], "INSERT INTO t SELECT g, 'patroni' FROM generate_series(1, 1000) g");
 is(psql($nodes[0], 'SELECT count(*) FROM pg_replication_slots'), '2', 'Patroni keeps a replication slot per replica');
-my $list = patronictl($etcd, 'list') // '';
+my $list = (patronictl($etcd, 'list'))[1] // '';
 like($list, qr/node1.*Leader/, 'patronictl list: node1 leads under Patroni');
 
 # --- 1. pause, 2. stop Patroni: postgres keeps running
-like(patronictl($etcd, 'pause', '--wait') // '', qr/paused/i, 'patronictl pause');
+like((patronictl($etcd, 'pause', '--wait'))[1] // '', qr/paused/i, 'patronictl pause');
 stop_patroni($_) for @nodes;
 ok(postmaster_pid($_), "$_->{name}: postgres still runs after Patroni stopped (paused)") for @nodes;
 is($etcd->get('/service/pgtest/leader'), 'node1', 'the leader key still names node1');
@@ -224,7 +225,7 @@ is(psql($nodes[0], "SELECT count(*) FROM (SELECT pg_drop_replication_slot(slot_n
 psql($nodes[0], 'SELECT pg_ha.resume()');
 ok(wait_for(sub { (psql($_, 'SELECT paused FROM pg_ha.status()') // '') eq 'f' ? 1 : undef }, timeout => 30,
 		what => 'resume seen') , "$_->{name} sees the pause ended") for @nodes;
-$list = patronictl($etcd, 'list') // '';
+$list = (patronictl($etcd, 'list'))[1] // '';
 note $list;
 like($list, qr/node1[^\n]*Leader[^\n]*running/, 'patronictl list: node1 leads under pg_ha');
 unlike($list, qr/Maintenance mode/, 'patronictl list: no maintenance mode');
