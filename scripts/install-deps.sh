@@ -42,6 +42,7 @@ PACKAGES=(
 	ca-certificates
 	openssl                  # certificates for the etcd TLS test
 	iptables                 # make chaos: cuts a node from etcd or from its replicas
+	patroni                  # patronictl 3.0.2: the Patroni drop-in tests (5xx) drive it; 370 runs Patroni itself
 )
 
 names=()
@@ -71,7 +72,7 @@ echo "install-deps: installing: ${missing[*]}"
 
 # Packages that ship a service (package:unit): if this run installs them,
 # the unit is disabled afterwards.
-SERVICES=(etcd-server:etcd.service prometheus:prometheus.service haproxy:haproxy.service)
+SERVICES=(etcd-server:etcd.service prometheus:prometheus.service haproxy:haproxy.service patroni:patroni.service)
 new_units=()
 for s in "${SERVICES[@]}"; do
 	for m in "${missing[@]}"; do
