@@ -79,7 +79,8 @@ UNIT_CFLAGS   = -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-
 UNIT_SERVER_FLAGS = -I$(shell $(PG_CONFIG) --includedir-server) -I$(shell $(PG_CONFIG) --includedir)
 UNIT_PLAIN    = test/unit/unit_main.c test/unit/test_request.c test/unit/test_time.c \
                 test/unit/test_target.c test/unit/test_conn_url.c src/ha_request.c src/conn_url.c \
-                test/unit/test_patroni.c src/patroni_codec.c
+                test/unit/test_patroni.c src/patroni_codec.c \
+                test/unit/test_dynconf.c src/ha_dynconf.c
 UNIT_SERVER   = test/unit/test_failover.c src/ha_failover.c test/unit/test_state.c src/ha_state.c \
                 test/unit/test_sync.c src/ha_sync.c \
                 test/unit/test_failsafe.c src/ha_failsafe.c \
@@ -149,9 +150,9 @@ test/fuzz/build/fuzz_member: test/fuzz/fuzz_member.c src/ha_cluster.c src/ha_req
 		-o $@ test/fuzz/fuzz_member.c src/ha_cluster.c src/ha_request.c src/etcd_json.c \
 		-L$(shell $(PG_CONFIG) --pkglibdir) -L$(shell $(PG_CONFIG) --libdir) -lpgcommon -lpgport -lcjson -lm
 
-test/fuzz/build/fuzz_patroni: test/fuzz/fuzz_patroni.c src/patroni_codec.c src/patroni_codec.h
+test/fuzz/build/fuzz_patroni: test/fuzz/fuzz_patroni.c src/patroni_codec.c src/patroni_codec.h src/ha_dynconf.c src/ha_dynconf.h
 	@mkdir -p test/fuzz/build
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ test/fuzz/fuzz_patroni.c src/patroni_codec.c -lcjson -lm
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ test/fuzz/fuzz_patroni.c src/patroni_codec.c src/ha_dynconf.c -lcjson -lm
 
 # `make fuzz-patroni FUZZ_SECONDS=600`: control API bodies, the config merge, pg_ha.tags
 .PHONY: fuzz-patroni

@@ -487,3 +487,194 @@ patroni_is_json_array(const char *text, size_t len)
 	cJSON_Delete(doc);
 	return ok;
 }
+
+/* ---------- the config key as every node reads it ---------- */
+
+/* An integer, or a string holding one (Patroni casts with int()). */
+static void
+read_int(const cJSON *doc, const char *name, PatroniInt *out)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(doc, name);
+	char	   *end;
+
+	out->state = PATRONI_FIELD_ABSENT;
+	out->value = 0;
+	if (item == NULL || cJSON_IsNull(item))
+		return;
+	out->state = PATRONI_FIELD_BAD;
+	if (cJSON_IsNumber(item))
+	{
+		double		v = item->valuedouble;
+
+		if (isfinite(v) && v == floor(v) && fabs(v) <= 9007199254740992.0)
+		{
+			out->value = (int64_t) v;
+			out->state = PATRONI_FIELD_SET;
+		}
+		return;
+	}
+	if (!cJSON_IsString(item) || item->valuestring[0] == '\0' || strlen(item->valuestring) > 18)
+		return;
+	out->value = strtoll(item->valuestring, &end, 10);
+	if (*end == '\0')
+		out->state = PATRONI_FIELD_SET;
+}
+
+/* true/false, or the strings Patroni's operators write for them */
+static bool
+bool_text(const cJSON *item, bool *value)
+{
+	static const char *const t[] = {"true", "on", "yes"};
+	static const char *const f[] = {"false", "off", "no"};
+
+	if (cJSON_IsBool(item))
+	{
+		*value = cJSON_IsTrue(item);
+		return true;
+	}
+	if (!cJSON_IsString(item))
+		return false;
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+	{
+		if (strcmp(item->valuestring, t[i]) == 0 || strcmp(item->valuestring, f[i]) == 0)
+		{
+			*value = strcmp(item->valuestring, t[i]) == 0;
+			return true;
+		}
+	}
+	return false;
+}
+
+static void
+read_bool(const cJSON *doc, const char *name, PatroniBool *out)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(doc, name);
+
+	out->state = PATRONI_FIELD_ABSENT;
+	out->value = false;
+	if (item == NULL || cJSON_IsNull(item))
+		return;
+	out->state = bool_text(item, &out->value) ? PATRONI_FIELD_SET : PATRONI_FIELD_BAD;
+}
+
+/* false, true, or "quorum" (Patroni 4); "on"/"off" as the booleans */
+static void
+read_sync_mode(const cJSON *doc, PatroniInt *out)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(doc, "synchronous_mode");
+	bool		on;
+
+	out->state = PATRONI_FIELD_ABSENT;
+	out->value = PATRONI_SYNC_OFF;
+	if (item == NULL || cJSON_IsNull(item))
+		return;
+	out->state = PATRONI_FIELD_SET;
+	if (cJSON_IsString(item) && strcmp(item->valuestring, "quorum") == 0)
+		out->value = PATRONI_SYNC_QUORUM;
+	else if (bool_text(item, &on))
+		out->value = on ? PATRONI_SYNC_ON : PATRONI_SYNC_OFF;
+	else
+		out->state = PATRONI_FIELD_BAD;
+}
+
+/* A name as postgresql.conf takes it: letters, digits, '_' and '.'. */
+static bool
+param_name_ok(const char *name)
+{
+	size_t		len = strlen(name);
+
+	if (len == 0 || len >= PATRONI_PARAM_NAME_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
+			  (name[i] >= '0' && name[i] <= '9') || name[i] == '_' || name[i] == '.'))
+			return false;
+	return true;
+}
+
+/* One parameter's value as text: a string, a number, or a boolean as on/off. */
+static bool
+param_value(const cJSON *item, char *out, size_t outlen)
+{
+	if (cJSON_IsString(item))
+	{
+		if (strlen(item->valuestring) >= outlen)
+			return false;
+		snprintf(out, outlen, "%s", item->valuestring);
+		return true;
+	}
+	if (cJSON_IsBool(item))
+	{
+		snprintf(out, outlen, "%s", cJSON_IsTrue(item) ? "on" : "off");
+		return true;
+	}
+	if (cJSON_IsNumber(item) && isfinite(item->valuedouble))
+	{
+		number_text(item->valuedouble, out, outlen);
+		return true;
+	}
+	return false;
+}
+
+static void
+read_params(const cJSON *doc, PatroniDynConfig *out)
+{
+	const cJSON *pg = cJSON_GetObjectItemCaseSensitive(doc, "postgresql");
+	const cJSON *params = cJSON_IsObject(pg) ? cJSON_GetObjectItemCaseSensitive(pg, "parameters") : NULL;
+	const cJSON *item;
+
+	out->params_present = cJSON_IsObject(params);
+	if (!out->params_present)
+		return;
+	cJSON_ArrayForEach(item, params)
+	{
+		PatroniParam *p;
+
+		if (cJSON_IsNull(item))
+			continue;			/* Patroni: null removes the parameter */
+		if (out->nparams >= PATRONI_PARAMS_MAX)
+		{
+			out->params_dropped++;
+			continue;
+		}
+		p = &out->params[out->nparams++];
+		memset(p, 0, sizeof(*p));
+		if (strlen(item->string) < sizeof(p->name))
+			snprintf(p->name, sizeof(p->name), "%s", item->string);
+		else
+			snprintf(p->name, sizeof(p->name), "%.*s", (int) sizeof(p->name) - 1, item->string);
+		p->bad = !param_name_ok(item->string) || !param_value(item, p->value, sizeof(p->value));
+		if (p->bad)
+			p->value[0] = '\0';
+	}
+}
+
+bool
+patroni_config_decode(const char *text, size_t len, PatroniDynConfig *out)
+{
+	cJSON	   *doc;
+
+	memset(out, 0, sizeof(*out));
+	if (text == NULL || len == 0 || len > PATRONI_CONFIG_MAX)
+		return false;
+	doc = cJSON_ParseWithLength(text, len);
+	if (!cJSON_IsObject(doc))
+	{
+		cJSON_Delete(doc);
+		return false;
+	}
+	last_key_wins(doc);
+	read_int(doc, "ttl", &out->ttl);
+	read_int(doc, "loop_wait", &out->loop_wait);
+	read_int(doc, "retry_timeout", &out->retry_timeout);
+	read_int(doc, "maximum_lag_on_failover", &out->maximum_lag_on_failover);
+	read_int(doc, "synchronous_node_count", &out->synchronous_node_count);
+	read_sync_mode(doc, &out->synchronous_mode);
+	read_bool(doc, "synchronous_mode_strict", &out->synchronous_mode_strict);
+	read_bool(doc, "failsafe_mode", &out->failsafe_mode);
+	read_bool(doc, "check_timeline", &out->check_timeline);
+	read_bool(doc, "pause", &out->pause);
+	read_params(doc, out);
+	cJSON_Delete(doc);
+	return true;
+}

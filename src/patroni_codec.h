@@ -77,6 +77,73 @@ extern bool patroni_config_patch(const char *current, size_t current_len,
 								 const char *patch, size_t patch_len,
 								 char **out, bool *changed, char *err, size_t errlen);
 
+/*
+ * The `config` key as pg_ha reads it on every node (Patroni's dynamic
+ * configuration).  The decoder only says what each field holds: whether it
+ * is there and of a usable type; ranges and the precedence over the GUCs
+ * are ha_dynconf.c's.  A field of the wrong type is PATRONI_FIELD_BAD, the
+ * others are still read: one bad field never hides the rest.
+ */
+typedef enum PatroniFieldState
+{
+	PATRONI_FIELD_ABSENT = 0,	/* not in the key (or null) */
+	PATRONI_FIELD_SET,			/* value holds it */
+	PATRONI_FIELD_BAD			/* present, not of a usable type */
+} PatroniFieldState;
+
+typedef struct PatroniInt
+{
+	PatroniFieldState state;
+	int64_t		value;			/* an integer, or a string holding one */
+} PatroniInt;
+
+typedef struct PatroniBool
+{
+	PatroniFieldState state;
+	bool		value;			/* true/false, or "true"/"false"/"on"/"off" */
+} PatroniBool;
+
+#define PATRONI_PARAMS_MAX		64	/* postgresql.parameters read */
+#define PATRONI_PARAM_NAME_LEN	64
+#define PATRONI_PARAM_VALUE_LEN 1024
+
+typedef struct PatroniParam
+{
+	char		name[PATRONI_PARAM_NAME_LEN];
+	char		value[PATRONI_PARAM_VALUE_LEN];	/* as postgresql.conf would say it */
+	bool		bad;			/* name or value unusable: value is "" */
+} PatroniParam;
+
+/* synchronous_mode as Patroni spells it */
+#define PATRONI_SYNC_OFF	0	/* false, "off" */
+#define PATRONI_SYNC_ON		1	/* true, "on" */
+#define PATRONI_SYNC_QUORUM 2	/* "quorum" */
+
+typedef struct PatroniDynConfig
+{
+	PatroniInt	ttl;
+	PatroniInt	loop_wait;
+	PatroniInt	retry_timeout;
+	PatroniInt	maximum_lag_on_failover;
+	PatroniInt	synchronous_node_count;
+	PatroniInt	synchronous_mode;	/* value: PATRONI_SYNC_* */
+	PatroniBool synchronous_mode_strict;
+	PatroniBool failsafe_mode;
+	PatroniBool check_timeline;
+	PatroniBool pause;
+	bool		params_present; /* postgresql.parameters is an object */
+	int			nparams;
+	int			params_dropped; /* beyond PATRONI_PARAMS_MAX */
+	PatroniParam params[PATRONI_PARAMS_MAX];
+} PatroniDynConfig;
+
+/*
+ * Decodes the config key's value (len bytes).  False when it is not a
+ * JSON object of at most PATRONI_CONFIG_MAX bytes: then every field is
+ * absent.  Duplicate names: the last one counts, as in Python.
+ */
+extern bool patroni_config_decode(const char *text, size_t len, PatroniDynConfig *out);
+
 /* The body of POST /switchover or /failover. */
 typedef struct PatroniFailoverBody
 {

@@ -1,7 +1,8 @@
 /*
  * fuzz_patroni.c - libFuzzer target for patroni_codec.c: what operators
  * send to the control API (switchover/failover bodies, PATCH and PUT
- * /config bodies) and what pg_ha.tags may hold.
+ * /config bodies), what pg_ha.tags may hold, and the config key as every
+ * node reads it (decoded, then merged with the GUCs by ha_dynconf.c).
  *
  * The first byte chooses where the input is cut: the part before the cut
  * is the config key's current value, the part after the patch (or body).
@@ -9,6 +10,7 @@
  * object within the bound, patching with it again changes nothing, and
  * decoded fields are NUL-terminated within their buffers.
  */
+#include "ha_dynconf.h"
 #include "patroni_codec.h"
 
 #include <stdlib.h>
@@ -63,6 +65,30 @@ check_tags(const char *text)
 	(void) patroni_tag_text(text, "dc", val, sizeof(val));
 }
 
+/*
+ * The key as a node reads it: the merge always yields a usable set within
+ * the bounds, and its JSON fits the buffer pg_ha.status() uses.
+ */
+static void
+check_dynamic(const char *text, size_t len)
+{
+	static PatroniDynConfig key;
+	static const DynLocal guc = {10, 2000, 1048576, DYN_SYNC_OFF, 1, false};
+	DynSettings s;
+	char		json[4096];
+
+	dynconf_merge(patroni_config_decode(text, len, &key) ? &key : NULL, &guc, &s);
+	if (s.ttl < DYN_TTL_MIN || s.ttl > DYN_TTL_MAX || s.loop_wait_ms <= 0 ||
+		s.retry_timeout_ms <= 0 || s.maximum_lag_bytes < 0 ||
+		s.sync_node_count < 1 || s.sync_node_count > DYN_NODE_COUNT_MAX ||
+		dynconf_json(&s, json, sizeof(json)) < 0)
+		abort();
+	for (int i = 0; i < key.nparams; i++)
+		if (strlen(key.params[i].name) >= PATRONI_PARAM_NAME_LEN ||
+			strlen(key.params[i].value) >= PATRONI_PARAM_VALUE_LEN)
+			abort();
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -78,6 +104,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	check_body(text, size - 1);
 	check_patch(text, cut, text + cut, size - 1 - cut);
+	check_dynamic(text, size - 1);
 	check_tags(text);
 	free(text);
 	return 0;

@@ -33,5 +33,6 @@ extern void unit_sync(void);
 extern void unit_failsafe(void);
 extern void unit_patroni(void);
 extern void unit_upstream(void);
+extern void unit_dynconf(void);
 
 #endif							/* PG_HA_UNIT_H */

@@ -54,6 +54,7 @@ main(void)
 	run("failsafe", unit_failsafe);
 	run("patroni codec", unit_patroni);
 	run("upstream", unit_upstream);
+	run("dynamic config", unit_dynconf);
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }
