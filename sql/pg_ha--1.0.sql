@@ -33,7 +33,9 @@ CREATE FUNCTION pg_ha.status(
     OUT sync_mode text,
     OUT sync_standbys text[],
     OUT sync_since timestamptz[],
-    OUT sync_waiting text)
+    OUT sync_waiting text,
+    OUT pending_restart boolean,
+    OUT settings jsonb)
 RETURNS record
 LANGUAGE C STRICT VOLATILE
 AS 'MODULE_PATHNAME', 'pg_ha_status';

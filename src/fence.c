@@ -245,7 +245,7 @@ commit_unconfirmed(void)
 	bool		defined;
 	XLogRecPtr	confirmed;
 
-	if (pg_ha_synchronous_mode == SYNC_MODE_OFF || max_wal_senders == 0 ||
+	if (pg_ha_effective_sync_mode() == SYNC_MODE_OFF || max_wal_senders == 0 ||
 		XactLastCommitEnd == InvalidXLogRecPtr)
 		return false;
 	switch (synchronous_commit)

@@ -215,27 +215,62 @@ sync_text(int mode)
 	}
 }
 
+void
+dynconf_value_text(const DynSettings *s, DynField f, char *buf, size_t len)
+{
+	switch (f)
+	{
+		case DYN_TTL:
+			snprintf(buf, len, "%d", s->ttl);
+			break;
+		case DYN_LOOP_WAIT:
+			snprintf(buf, len, "%g", s->loop_wait_ms / 1000.0);
+			break;
+		case DYN_RETRY_TIMEOUT:
+			snprintf(buf, len, "%g", s->retry_timeout_ms / 1000.0);
+			break;
+		case DYN_MAXIMUM_LAG:
+			snprintf(buf, len, "%lld", (long long) s->maximum_lag_bytes);
+			break;
+		case DYN_SYNC_MODE:
+			snprintf(buf, len, "%s", sync_text(s->sync_mode));
+			break;
+		case DYN_SYNC_NODE_COUNT:
+			snprintf(buf, len, "%d", s->sync_node_count);
+			break;
+		case DYN_FAILSAFE_MODE:
+			snprintf(buf, len, "%s", s->failsafe_mode ? "true" : "false");
+			break;
+		case DYN_CHECK_TIMELINE:
+			snprintf(buf, len, "%s", s->check_timeline ? "true" : "false");
+			break;
+		default:
+			snprintf(buf, len, "%s", s->pause ? "true" : "false");
+			break;
+	}
+}
+
+const char *
+dynconf_source(const DynSettings *s, DynField f)
+{
+	if (f < 0 || f >= DYN_NUM_FIELDS)
+		return "?";
+	return (s->from_key & (1u << f)) ? "config" : local_sources[f];
+}
+
 int
 dynconf_json(const DynSettings *s, char *buf, size_t len)
 {
-	char		values[DYN_NUM_FIELDS][32];
 	size_t		used = 0;
 	int			n;
 
-	snprintf(values[DYN_TTL], 32, "%d", s->ttl);
-	snprintf(values[DYN_LOOP_WAIT], 32, "%g", s->loop_wait_ms / 1000.0);
-	snprintf(values[DYN_RETRY_TIMEOUT], 32, "%g", s->retry_timeout_ms / 1000.0);
-	snprintf(values[DYN_MAXIMUM_LAG], 32, "%lld", (long long) s->maximum_lag_bytes);
-	snprintf(values[DYN_SYNC_MODE], 32, "%s", sync_text(s->sync_mode));
-	snprintf(values[DYN_SYNC_NODE_COUNT], 32, "%d", s->sync_node_count);
-	snprintf(values[DYN_FAILSAFE_MODE], 32, "%s", s->failsafe_mode ? "true" : "false");
-	snprintf(values[DYN_CHECK_TIMELINE], 32, "%s", s->check_timeline ? "true" : "false");
-	snprintf(values[DYN_PAUSE], 32, "%s", s->pause ? "true" : "false");
 	for (int f = 0; f < DYN_NUM_FIELDS; f++)
 	{
+		char		value[32];
+
+		dynconf_value_text(s, f, value, sizeof(value));
 		n = snprintf(buf + used, len - used, "%s\"%s\":{\"value\":%s,\"source\":\"%s\"}",
-					 f == 0 ? "{" : ",", field_names[f], values[f],
-					 (s->from_key & (1u << f)) ? "config" : local_sources[f]);
+					 f == 0 ? "{" : ",", field_names[f], value, dynconf_source(s, f));
 		if (n < 0 || (size_t) n >= len - used)
 			return -1;
 		used += n;
@@ -258,3 +293,4 @@ dynconf_json(const DynSettings *s, char *buf, size_t len)
 		return -1;
 	return (int) (used + n);
 }
+

@@ -88,6 +88,10 @@ extern const char *dynconf_field_name(DynField f);
  */
 extern void dynconf_merge(const PatroniDynConfig *key, const DynLocal *local, DynSettings *out);
 
+/* A field's value as JSON ("20", "\"on\"", "true") and where it came from. */
+extern void dynconf_value_text(const DynSettings *s, DynField f, char *buf, size_t len);
+extern const char *dynconf_source(const DynSettings *s, DynField f);
+
 /*
  * out as JSON for pg_ha.status() and /patroni:
  * {"ttl":{"value":10,"source":"pg_ha.ttl"},...,"problems":[...]}.

@@ -119,6 +119,14 @@ typedef struct HaWorker
 	int64		lease_deadline; /* the same, once the key was confirmed ours
 								 * in the same cycle: what the fence reads */
 	bool		is_leader;
+	int64		lease_ttl_asked;	/* seconds the lease was asked for */
+
+	/* the settings this node runs on (ha_dynconf.c), and what was logged */
+	DynSettings dyn;
+	DynProblem	dyn_logged[DYN_PROBLEMS_MAX];
+	int			dyn_nlogged;
+	int			client_timeout_ms;	/* retry_timeout the etcd client was made with */
+	int64		failsafe_off_since; /* failsafe mode off (from the key) since; 0 = on */
 
 	/* failover race */
 	int64		leader_gone_revision;	/* revision at which the key vanished */
@@ -374,7 +382,7 @@ publish_shared(const NodeSnapshot *snap, bool etcd_ok)
 	pg_ha_shared->lease_id = worker.lease_id;
 	if (worker.view.loaded)
 	{
-		pg_ha_shared->paused = cluster_paused(&worker.view);
+		pg_ha_shared->paused = worker.dyn.pause;
 		pg_ha_shared->cluster_optime = cluster_optime(&worker.view);
 		cluster_members_json(&worker.view, pg_ha_shared->members_json,
 							 sizeof(pg_ha_shared->members_json));
@@ -404,8 +412,11 @@ publish_shared(const NodeSnapshot *snap, bool etcd_ok)
 		pg_ha_shared->etcd_latency_us = etcd_last_latency_us(worker.etcd);
 	}
 	strlcpy(pg_ha_shared->last_error, worker.last_error, sizeof(pg_ha_shared->last_error));
+	pg_ha_shared->dyn = worker.dyn;
+	pg_ha_shared->dyn_known = true;
 	sync_publish_locked();
 	LWLockRelease(pg_ha_shared->lock);
+	pg_atomic_write_u32(&pg_ha_shared->sync_mode_eff, (uint32) worker.dyn.sync_mode + 1);
 }
 
 /* ---------- etcd client and cluster view ---------- */
@@ -423,6 +434,9 @@ ensure_client(void)
 		remember_error("%s", err);
 		return false;
 	}
+	/* retry_timeout from the config key, else pg_ha.etcd_timeout (ha_dynconf.c) */
+	config.timeout_ms = worker.dyn.retry_timeout_ms;
+	worker.client_timeout_ms = worker.dyn.retry_timeout_ms;
 	worker.etcd = etcd_client_new(&config, err, sizeof(err));
 	if (worker.etcd == NULL)
 	{
@@ -582,6 +596,7 @@ renew_lease(void)
 		if (st == ETCD_OK)
 		{
 			worker.lease_ttl = ttl;
+			pg_atomic_write_u32(&pg_ha_shared->lease_ttl_s, (uint32) ttl);
 			worker.renewed_deadline = t_send + ttl * 1000000;
 			return true;
 		}
@@ -603,14 +618,17 @@ renew_lease(void)
 		lose_leadership("lease expired");
 		t_send = pg_ha_monotonic_us();
 	}
-	st = etcd_lease_grant(worker.etcd, pg_ha_ttl, &worker.lease_id, &ttl);
+	st = etcd_lease_grant(worker.etcd, worker.dyn.ttl, &worker.lease_id, &ttl);
 	if (st != ETCD_OK)
 	{
 		worker.lease_id = 0;
 		remember_error("lease grant failed: %s", etcd_last_error(worker.etcd));
 		return false;
 	}
+	worker.lease_ttl_asked = worker.dyn.ttl;
 	worker.lease_ttl = ttl;
+	/* the margin (shmem.c) before any deadline from this lease is published */
+	pg_atomic_write_u32(&pg_ha_shared->lease_ttl_s, (uint32) ttl);
 	worker.renewed_deadline = t_send + ttl * 1000000;
 	return true;
 }
@@ -648,6 +666,251 @@ confirm_leader_key(void)
 	else
 		lose_leadership("the leader key no longer carries this node's name and lease");
 	return true;
+}
+
+/* ---------- the settings from the config key (ha_dynconf.c) ---------- */
+
+/*
+ * Each problem of the config key once, as long as it lasts: a WARNING
+ * naming the field and saying why, never quoting the value (it may be
+ * large, or anything at all).
+ */
+static void
+dyn_log_problems(void)
+{
+	for (int i = 0; i < worker.dyn.nproblems; i++)
+	{
+		const DynProblem *p = &worker.dyn.problems[i];
+		bool		logged = false;
+
+		for (int j = 0; j < worker.dyn_nlogged && !logged; j++)
+			logged = strcmp(worker.dyn_logged[j].field, p->field) == 0 &&
+				strcmp(worker.dyn_logged[j].why, p->why) == 0;
+		if (!logged)
+			ereport(WARNING,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("pg_ha: ignoring field \"%s\" of the config key", p->field),
+					 errdetail("%s.", p->why),
+					 errhint("Correct it with patronictl edit-config or PATCH /config; until then this node uses its own setting.")));
+	}
+	memcpy(worker.dyn_logged, worker.dyn.problems, sizeof(DynProblem) * worker.dyn.nproblems);
+	worker.dyn_nlogged = worker.dyn.nproblems;
+}
+
+/* One LOG line naming each field whose value or source changed. */
+static void
+dyn_log_changes(const DynSettings *before)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int f = 0; f < DYN_NUM_FIELDS; f++)
+	{
+		char		was[32];
+		char		now[32];
+
+		dynconf_value_text(before, f, was, sizeof(was));
+		dynconf_value_text(&worker.dyn, f, now, sizeof(now));
+		if (strcmp(was, now) == 0 && strcmp(dynconf_source(before, f), dynconf_source(&worker.dyn, f)) == 0)
+			continue;
+		appendStringInfo(&buf, "%s%s %s (%s)", buf.len ? ", " : "", dynconf_field_name(f), now,
+						 dynconf_source(&worker.dyn, f));
+	}
+	if (buf.len > 0)
+		ereport(LOG, (errmsg("pg_ha: settings now in effect: %s", buf.data)));
+	pfree(buf.data);
+}
+
+/*
+ * Failsafe mode on from the key with pg_ha.failsafe_mode off: a restart
+ * must count as a promise (shmem.c), so the marker is written, durably,
+ * before the listener can learn that failsafe mode is on.  It goes once
+ * failsafe mode has been off for longer than any promise lasts (pg_ha.ttl,
+ * http_failsafe.c).  False when the marker could not be written: then
+ * failsafe mode stays off.
+ */
+static bool
+failsafe_marker(bool on)
+{
+	char		path[MAXPGPATH];
+	int64		now = pg_ha_monotonic_us();
+	int			fd;
+
+	snprintf(path, sizeof(path), "%s/%s", DataDir, PG_HA_FAILSAFE_MARKER);
+	if (!on)
+	{
+		if (worker.failsafe_off_since == 0)
+			worker.failsafe_off_since = now;
+		if (now - worker.failsafe_off_since > (int64) pg_ha_ttl * 1000000 &&
+			pg_ha_failsafe_marker_exists())
+			(void) durable_unlink(path, LOG);
+		return true;
+	}
+	worker.failsafe_off_since = 0;
+	if (pg_ha_failsafe_mode || pg_ha_failsafe_marker_exists())
+		return true;
+	fd = OpenTransientFile(path, O_WRONLY | O_CREAT | PG_BINARY);
+	if (fd < 0 || pg_fsync(fd) != 0)
+	{
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("pg_ha: could not create file \"%s\": %m", path),
+				 errdetail("Failsafe mode from the config key stays off on this node.")));
+		if (fd >= 0)
+			CloseTransientFile(fd);
+		return false;
+	}
+	CloseTransientFile(fd);
+	fsync_fname(DataDir, true);
+	return true;
+}
+
+/*
+ * The settings this node runs on, from the GUCs and the config key as the
+ * view last showed it.  Without a view (etcd unreachable) the last key read
+ * stays in force: an outage does not bring back settings the operator
+ * replaced.
+ */
+static void
+dyn_refresh(void)
+{
+	static PatroniDynConfig *key = NULL;
+	static bool key_valid = false;
+	DynSettings before = worker.dyn;
+	DynLocal	local;
+
+	if (key == NULL)
+		key = MemoryContextAllocZero(TopMemoryContext, sizeof(PatroniDynConfig));
+	if (worker.view.loaded)
+	{
+		const EtcdKV *kv = cluster_get(&worker.view, "config");
+
+		key_valid = kv != NULL && kv->value != NULL &&
+			patroni_config_decode(kv->value, kv->value_len, key);
+	}
+	pg_ha_dyn_local(&local);
+	dynconf_merge(key_valid ? key : NULL, &local, &worker.dyn);
+	if (worker.dyn.failsafe_mode && !failsafe_marker(true))
+		worker.dyn.failsafe_mode = false;
+	else if (!worker.dyn.failsafe_mode)
+		(void) failsafe_marker(false);
+	dyn_log_problems();
+	if (before.ttl != 0)
+		dyn_log_changes(&before);
+	/* a new bound on etcd calls needs a new client: at the next cycle's start */
+	if (worker.etcd && worker.client_timeout_ms != worker.dyn.retry_timeout_ms)
+		soon(0);
+}
+
+/*
+ * A TTL change, applied live.  THE ARGUMENT (the lease rule at the top of
+ * the file, for a second lease):
+ *   1. t_send is read, then a new lease is granted with the new TTL: it
+ *      cannot expire before t_send + TTL_new.
+ *   2. One transaction moves the leader key and the member key onto it,
+ *      only if the leader key still holds this node's name AND the old
+ *      lease (what confirm_leader_key checks).  After it, the key lives as
+ *      long as the new lease, and only it.
+ *   3. Only then does the fence's deadline move to t_send + TTL_new,
+ *      earlier or later than before: it is a bound on the key's real
+ *      expiry, and the margin (shmem.c) grows with the larger TTL first.
+ *   4. The old lease is revoked; it carries nothing any more.
+ * If the grant fails, or the compare (the key is not ours: leadership is
+ * dropped, as after a failed confirmation), the old lease and deadline
+ * stay and the new lease, which carries nothing, is revoked.  If the
+ * transaction gets no answer, the deadline becomes the earlier of the two
+ * leases' bounds and neither is revoked (see there).  The old lease is
+ * revoked only once nothing is attached to it: a lease a key may still
+ * depend on is never cut short.
+ * Other nodes reason about this node's lease only through etcd (the key
+ * vanishes when its lease ends; previous_leader_gone compares lease IDs,
+ * which both keys change together, in one revision), and a failsafe
+ * promise is pg_ha.ttl long whatever the key says (http_failsafe.c), so
+ * nodes with old and new TTLs side by side never wait less than the lease
+ * that protects the writer.
+ * A standby moves its member key the same way, without the compare.  A
+ * primary without the key keeps its lease: it writes nothing either way.
+ */
+static void
+move_lease(void)
+{
+	int64		t_send;
+	int64		new_id = 0;
+	int64		ttl = 0;
+	int64		old_id = worker.lease_id;
+	bool		moved = false;
+	EtcdStatus	st;
+
+	if (worker.lease_id == 0 || worker.dyn.ttl == worker.lease_ttl_asked ||
+		worker.published_member == NULL || (!worker.is_leader && !RecoveryInProgress()))
+		return;
+	t_send = pg_ha_monotonic_us();
+	if (etcd_lease_grant(worker.etcd, worker.dyn.ttl, &new_id, &ttl) != ETCD_OK)
+	{
+		remember_error("could not grant a lease of %d s: %s", worker.dyn.ttl, etcd_last_error(worker.etcd));
+		return;
+	}
+	if (worker.is_leader)
+	{
+		EtcdCompare cmps[2] = {
+			{worker.leader_key, ETCD_CMP_VALUE, ETCD_CMP_EQUAL, worker.node, 0},
+			{worker.leader_key, ETCD_CMP_LEASE, ETCD_CMP_EQUAL, NULL, old_id},
+		};
+		EtcdOp		puts[2] = {
+			{ETCD_OP_PUT, worker.leader_key, worker.node, new_id, false},
+			{ETCD_OP_PUT, worker.member_key, worker.published_member, new_id, false},
+		};
+
+		st = etcd_txn(worker.etcd, cmps, 2, puts, 2, NULL, 0, &moved, NULL);
+	}
+	else
+	{
+		st = etcd_put(worker.etcd, worker.member_key, worker.published_member, new_id);
+		moved = st == ETCD_OK;
+	}
+	if (st == ETCD_OK && !moved)
+	{
+		/* the compare failed: nothing was put on the new lease */
+		(void) etcd_lease_revoke(worker.etcd, new_id);
+		lose_leadership("the leader key no longer carries this node's name and lease");
+		return;
+	}
+	if (!moved)
+	{
+		/*
+		 * No answer: the keys may be on either lease, and both live until
+		 * their own ends, so the earlier of the two bounds the key.  The new
+		 * lease is left to expire (revoking it could delete a key this
+		 * deadline still counts on); the next confirmation finds out which
+		 * lease the key is on, and the member key is written again.
+		 */
+		remember_error("could not move the keys to a lease of %d s: %s", worker.dyn.ttl,
+					   etcd_last_error(worker.etcd));
+		if (worker.is_leader)
+		{
+			worker.lease_deadline = Min(worker.lease_deadline, t_send + ttl * 1000000);
+			publish_lease_deadline();
+		}
+		pfree(worker.published_member);
+		worker.published_member = NULL;
+		return;
+	}
+	pg_atomic_write_u32(&pg_ha_shared->lease_ttl_s, (uint32) Max(ttl, worker.lease_ttl));
+	worker.lease_id = new_id;
+	worker.lease_ttl = ttl;
+	worker.lease_ttl_asked = worker.dyn.ttl;
+	worker.renewed_deadline = t_send + ttl * 1000000;
+	if (worker.is_leader)
+	{
+		worker.lease_deadline = worker.renewed_deadline;
+		publish_lease_deadline();
+	}
+	pg_atomic_write_u32(&pg_ha_shared->lease_ttl_s, (uint32) ttl);
+	(void) etcd_lease_revoke(worker.etcd, old_id);
+	ereport(LOG,
+			(errmsg("pg_ha: %s moved to lease %lld of %lld s (was lease %lld)",
+					worker.is_leader ? "leader and member keys" : "member key",
+					(long long) new_id, (long long) ttl, (long long) old_id)));
 }
 
 /* ---------- keys ---------- */
@@ -967,7 +1230,7 @@ sync_write_key(const SyncKey *key, const char *why)
 	EtcdOp		op = {key ? ETCD_OP_PUT : ETCD_OP_DELETE, worker.sync_key, value, 0, false};
 	bool		done = false;
 
-	if (key && sync_key_encode(key, pg_ha_synchronous_mode == SYNC_MODE_QUORUM, value, sizeof(value)) < 0)
+	if (key && sync_key_encode(key, worker.dyn.sync_mode == SYNC_MODE_QUORUM, value, sizeof(value)) < 0)
 		return false;
 	if (etcd_txn(worker.etcd, cmps, 2, &op, 1, NULL, 0, &done, NULL) != ETCD_OK || !done)
 	{
@@ -1055,7 +1318,7 @@ sync_note_waiting(const SyncStandbyNames *ssn, const SyncStandby *standbys, int 
 		sync_names_join(&ssn->names, list, sizeof(list));
 		snprintf(why, sizeof(why), "commits wait for %d synchronous standby(s) of \"%s\", %d connected%s",
 				 ssn->num, list, connected,
-				 pg_ha_synchronous_mode == SYNC_MODE_STRICT ? " (synchronous_mode strict)" : "");
+				 worker.dyn.sync_mode == SYNC_MODE_STRICT ? " (synchronous_mode strict)" : "");
 	}
 	if (strcmp(why, worker.sync.waiting) == 0)
 		return;
@@ -1080,7 +1343,7 @@ sync_leader_step(void)
 	int			n;
 
 	memset(&in, 0, sizeof(in));
-	in.mode = (SyncMode) pg_ha_synchronous_mode;
+	in.mode = (SyncMode) worker.dyn.sync_mode;
 	sync_current_key(&in.key);
 	sync_local_ssn(&in.ssn);
 	if (in.mode == SYNC_MODE_OFF && !in.key.present)
@@ -1102,7 +1365,7 @@ sync_leader_step(void)
 	in.in_effect = in.in_effect && sync_local_in_effect(&in.ssn, standbys, n);
 	if (in.in_effect)
 		sync_track_ready(&in.ssn, standbys, n);
-	in.node_count = pg_ha_synchronous_node_count;
+	in.node_count = worker.dyn.sync_node_count;
 	in.self = worker.node;
 	in.standbys = standbys;
 	in.nstandbys = n;
@@ -1214,10 +1477,10 @@ sync_ready_to_promote(void)
 	 * set it there; a clone copies it): as leader, every commit would wait
 	 * for a standby that cannot exist.
 	 */
-	if (pg_ha_synchronous_mode == SYNC_MODE_OFF && !key.present &&
+	if (worker.dyn.sync_mode == SYNC_MODE_OFF && !key.present &&
 		!sync_names_contains(&cur.names, worker.node))
 		return true;
-	want = sync_promotion_ssn((SyncMode) pg_ha_synchronous_mode, &key, worker.node);
+	want = sync_promotion_ssn((SyncMode) worker.dyn.sync_mode, &key, worker.node);
 	if (!sync_ssn_equal(&want, &cur))
 	{
 		sync_ssn_format(&want, text, sizeof(text));
@@ -1247,7 +1510,7 @@ sync_claim_or_release(void)
 	SyncKey		mine;
 
 	sync_current_key(&key);
-	if (pg_ha_synchronous_mode == SYNC_MODE_OFF && !key.present)
+	if (worker.dyn.sync_mode == SYNC_MODE_OFF && !key.present)
 		return true;
 	memset(&mine, 0, sizeof(mine));
 	mine.present = true;
@@ -1285,7 +1548,7 @@ sync_publish_locked(void)
 	worker.sync.seen = seen;
 	memcpy(worker.sync.seen_since, since, sizeof(since));
 
-	pg_ha_shared->sync_mode = pg_ha_synchronous_mode;
+	pg_ha_shared->sync_mode = worker.dyn.sync_mode;
 	strlcpy(pg_ha_shared->sync_leader, key.present ? key.leader : "", PG_HA_NAME_LEN);
 	pg_ha_shared->sync_quorum = key.quorum;
 	pg_ha_shared->sync_count = seen.n;
@@ -1528,7 +1791,7 @@ handover_begin(const char *member, int64 revision)
 		abort_handover("\"%s\" is not streaming from the leader", member);
 		return;
 	}
-	if (mine > theirs && mine - theirs > (uint64) pg_ha_maximum_lag_on_failover * 1024)
+	if (mine > theirs && mine - theirs > (uint64) worker.dyn.maximum_lag_bytes)
 	{
 		abort_handover("\"%s\" is %llu bytes behind, more than pg_ha.maximum_lag_on_failover",
 					   member, (unsigned long long) (mine - theirs));
@@ -1785,7 +2048,7 @@ leader_handle_request(void)
 		delete_request(revision, "it names the current leader as candidate");
 		return;
 	}
-	if (cluster_paused(&worker.view))
+	if (worker.dyn.pause)
 		return;
 	if (req.scheduled)
 	{
@@ -1819,7 +2082,7 @@ yield_to(const char *leader, const char *why)
 	MemberInfo	m;
 
 	raise_fence(why);
-	if (cluster_paused(&worker.view))
+	if (worker.dyn.pause)
 		return;					/* paused: stay fenced, do not demote */
 	memset(&worker.demote, 0, sizeof(worker.demote));
 	strlcpy(worker.demote.leader, leader, sizeof(worker.demote.leader));
@@ -2187,7 +2450,7 @@ failover_race(const NodeSnapshot *snap)
 	 * lets the member it names decide (as Patroni allows a failover to a
 	 * named candidate while paused); nobody else races.
 	 */
-	if (cluster_paused(&worker.view) &&
+	if (worker.dyn.pause &&
 		(preferred == NULL || strcmp(preferred, worker.node) != 0))
 		return;
 	if (!previous_leader_gone(why, sizeof(why)))
@@ -2243,7 +2506,7 @@ failover_race(const NodeSnapshot *snap)
 	in.npeers = npeers;
 	in.leader_optime = last_leader_position();
 	in.cluster_timeline = cluster_history_timeline(&worker.view, 0, NULL);
-	in.maximum_lag_bytes = (uint64) pg_ha_maximum_lag_on_failover * 1024;
+	in.maximum_lag_bytes = (uint64) worker.dyn.maximum_lag_bytes;
 	in.preferred = preferred;
 	in.forced = forced && strcmp(preferred, worker.node) == 0;
 
@@ -2414,7 +2677,7 @@ check_divergence(const NodeSnapshot *snap, const char *leader)
 	FILE	   *f;
 	bool		same_number;
 
-	if (!cluster_member(&worker.view, leader, &m) || cluster_paused(&worker.view) ||
+	if (!cluster_member(&worker.view, leader, &m) || worker.dyn.pause ||
 		(fork = divergence_point(snap, &m)) == InvalidXLogRecPtr)
 	{
 		worker.diverged_since = 0;
@@ -2621,7 +2884,7 @@ failsafe_usable(void)
 {
 	static bool warned = false;
 
-	if (!pg_ha_failsafe_mode)
+	if (!worker.dyn.failsafe_mode)
 		return false;
 	if (pg_ha_api_auth_file != NULL && pg_ha_api_auth_file[0] != '\0')
 	{
@@ -2798,6 +3061,21 @@ publish_replication_roles(void)
 	LWLockRelease(pg_ha_shared->lock);
 }
 
+/*
+ * loop_wait: ha_dynconf.c checked it against the TTL it decided.  Until
+ * the lease carries that TTL (move_lease retries each cycle), a third of
+ * the granted one at most, so that the lease in hand is renewed in time.
+ */
+static int64
+cycle_pace_us(void)
+{
+	int64		pace = (int64) worker.dyn.loop_wait_ms * 1000;
+
+	if (worker.lease_ttl != worker.dyn.ttl && worker.lease_ttl > 0)
+		pace = Min(pace, worker.lease_ttl * 1000000 / 3);
+	return pace;
+}
+
 static void
 ha_cycle(void)
 {
@@ -2808,11 +3086,16 @@ ha_cycle(void)
 	worker.last_error[0] = '\0';
 	worker.next_cycle = INT64_MAX;
 
+	/* retry_timeout changed (dyn_refresh): a client with the new bound */
+	if (worker.etcd && worker.client_timeout_ms != worker.dyn.retry_timeout_ms)
+		reset_client();
 	ok = ensure_client() && renew_lease() && confirm_leader_key() && load_view();
 	if (ok)
 	{
 		if (worker.is_leader)
 			publish_lease_deadline();
+		dyn_refresh();
+		move_lease();
 		ok = snap.in_recovery ? standby_cycle(&snap) : primary_cycle(&snap);
 	}
 	if (!ok)
@@ -2825,7 +3108,7 @@ ha_cycle(void)
 	}
 	publish_shared(&snap, ok);
 	publish_replication_roles();
-	soon(ok ? worker.lease_ttl * 1000000 / 3 : ETCD_RETRY_US);
+	soon(ok ? cycle_pace_us() : ETCD_RETRY_US);
 }
 
 /*
@@ -3011,6 +3294,7 @@ pg_ha_worker_main(Datum arg)
 	memset(&worker, 0, sizeof(worker));
 	worker.state = HA_STARTING;
 	strlcpy(worker.node, pg_ha_effective_node_name(), sizeof(worker.node));
+	dyn_refresh();				/* the GUCs until the config key is read */
 
 	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
 	pg_ha_shared->worker_pid = MyProcPid;
@@ -3083,6 +3367,7 @@ pg_ha_worker_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			reset_client();
+			dyn_refresh();
 			worker.next_cycle = 0;
 		}
 

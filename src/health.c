@@ -786,8 +786,12 @@ metrics_patroni(StringInfo out)
 	const char *scope;
 	bool		primary;
 	int			ver[3] = {0, 0, 0};
+	DynSettings dyn;
+	bool		failsafe;
 
 	take_view(&v);
+	pg_ha_dyn_current(&dyn);
+	failsafe = dyn.failsafe_mode;
 	scope = v.cluster;
 	primary = !v.in_recovery;
 	sscanf(PG_HA_VERSION, "%d.%d.%d", &ver[0], &ver[1], &ver[2]);
@@ -834,7 +838,7 @@ metrics_patroni(StringInfo out)
 				   scope, (v.lease_valid || (v.leader_known && v.leader[0] != '\0')) ? 0 : 1);
 	patroni_metric(out, "patroni_failsafe_mode_is_active", "gauge",
 				   "Value is 1 if failsafe mode is active, 0 if inactive.", scope,
-				   (pg_ha_failsafe_mode && v.lease_valid && !v.etcd_reachable) ? 1 : 0);
+				   (failsafe && v.lease_valid && !v.etcd_reachable) ? 1 : 0);
 	patroni_metric(out, "patroni_postgres_timeline", "counter",
 				   "Postgres timeline of this node (if running), 0 otherwise.", scope, v.pos.timeline);
 	patroni_metric(out, "patroni_dcs_last_seen", "gauge",

@@ -28,6 +28,21 @@
 
 #include "access/xlog.h"
 
+/*
+ * Failsafe mode as this node runs it: the config key's failsafe_mode when
+ * it sets one, else pg_ha.failsafe_mode.  The HA worker publishes a "true"
+ * from the key only after it left the marker that makes a restart count as
+ * a promise (shmem.c), so no promise given here outlives a restart unseen.
+ */
+static bool
+failsafe_on(void)
+{
+	DynSettings dyn;
+
+	pg_ha_dyn_current(&dyn);
+	return dyn.failsafe_mode;
+}
+
 static void
 answer(HttpResponse *resp, int status, const char *why, int64 promise_us)
 {
@@ -56,6 +71,12 @@ confirm(const char *leader, const char **why, int64 *promise_us)
 	int64		now;
 
 	memset(&ask, 0, sizeof(ask));
+	/*
+	 * pg_ha.ttl, not the config key's ttl: the promise a restart stands
+	 * for (shmem.c) is pg_ha.ttl long, so no promise may be longer.  The
+	 * leader extends by the smaller of this and its own TTL (ha_failsafe.c),
+	 * so a key with a longer ttl only makes the extensions shorter.
+	 */
 	*promise_us = (int64) pg_ha_ttl * 1000000;
 	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
 	pid = pg_ha_shared->worker_pid;
@@ -101,7 +122,7 @@ show_promise(HttpResponse *resp)
 	resp->status = 200;
 	resp->content_type = "application/json";
 	appendStringInfo(resp->body, "{\"failsafe_mode\":%s,\"leader\":\"%s\",\"promise_ms_left\":" INT64_FORMAT "}",
-					 pg_ha_failsafe_mode ? "true" : "false", leader, left / 1000);
+					 failsafe_on() ? "true" : "false", leader, left / 1000);
 }
 
 bool
@@ -124,7 +145,7 @@ failsafe_http_handle(const HttpRequest *req, HttpResponse *resp)
 		return false;
 	if (!http_api_auth_check(req, resp))
 		return true;
-	if (!pg_ha_failsafe_mode)
+	if (!failsafe_on())
 	{
 		answer(resp, 503, "failsafe_mode is off on this node", 0);
 		return true;

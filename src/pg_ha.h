@@ -16,6 +16,7 @@
 #include "storage/lwlock.h"
 
 #include "etcd.h"
+#include "ha_dynconf.h"
 
 #define PG_HA_VERSION "1.0.0"
 #define PG_HA_NAME_LEN 64		/* node and cluster names, including NUL */
@@ -188,6 +189,10 @@ typedef struct PgHaShared
 	pg_atomic_uint64 lease_deadline_us;
 	pg_atomic_uint32 state;		/* HaState */
 	pg_atomic_uint32 fence;		/* nonzero: worker-raised write fence (fence.c) */
+	/* TTL (s) of the lease the deadline counts from, for the margin; 0 = none yet */
+	pg_atomic_uint32 lease_ttl_s;
+	/* effective synchronous mode + 1 (the fence reads it at commit); 0 = not published */
+	pg_atomic_uint32 sync_mode_eff;
 
 	/* --- guarded by lock --- */
 	LWLock	   *lock;
@@ -253,6 +258,14 @@ typedef struct PgHaShared
 	char		sync_waiting[PG_HA_ERROR_LEN];
 
 	/*
+	 * The settings this node runs on: the GUCs merged with the config key
+	 * (ha_dynconf.c), as the HA worker last decided them; dyn_known false
+	 * until it did (readers then merge the GUCs alone: pg_ha_dyn_current).
+	 */
+	DynSettings dyn;
+	bool		dyn_known;
+
+	/*
 	 * Failsafe mode (ha_failsafe.c).  The HTTP listener records a promise
 	 * given to a leader; the HA worker reads it before it would race for the
 	 * leader key, and marks the key claimed (no more promises) in the same
@@ -278,6 +291,18 @@ extern int64 pg_ha_lease_margin_us(void);
  * Lock-free; safe to call on hot paths and from any process.
  */
 extern bool pg_ha_lease_valid(int64 now_us);
+/* The GUCs' side of the effective settings (ha_dynconf.h). */
+extern void pg_ha_dyn_local(DynLocal *out);
+/* The effective settings as the HA worker last published them, else the GUCs'. */
+extern void pg_ha_dyn_current(DynSettings *out);
+/* The effective synchronous mode (SyncMode), lock-free for the commit path. */
+extern int	pg_ha_effective_sync_mode(void);
+/*
+ * A file in the data directory while the config key turned failsafe mode
+ * on (the GUC off), and for one pg_ha.ttl after it turned it off again.
+ */
+#define PG_HA_FAILSAFE_MARKER "pg_ha.failsafe"
+extern bool pg_ha_failsafe_marker_exists(void);
 
 /* ---------- SQL functions (sql_status.c, sql_control.c) ---------- */
 

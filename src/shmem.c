@@ -7,6 +7,7 @@
  */
 #include "pg_ha.h"
 
+#include <sys/stat.h>
 #include <time.h>
 
 #include "miscadmin.h"
@@ -35,6 +36,8 @@ pg_ha_shmem_startup(void)
 		pg_atomic_init_u64(&pg_ha_shared->lease_deadline_us, 0);
 		pg_atomic_init_u32(&pg_ha_shared->state, HA_STARTING);
 		pg_atomic_init_u32(&pg_ha_shared->fence, 0);
+		pg_atomic_init_u32(&pg_ha_shared->lease_ttl_s, 0);
+		pg_atomic_init_u32(&pg_ha_shared->sync_mode_eff, 0);
 		pg_ha_shared->lock = &(GetNamedLWLockTranche("pg_ha"))->lock;
 
 		/*
@@ -42,9 +45,11 @@ pg_ha_shmem_startup(void)
 		 * so the restart itself counts as one to any leader, for the
 		 * longest a promise lasts (one TTL from its receipt, which came
 		 * before now).  ha_failsafe.c, point 2.  Off: no promise was
-		 * given (the listener refuses), none is recorded.
+		 * given (the listener refuses), none is recorded.  The config key
+		 * may have turned it on with the GUC off: the HA worker then left a
+		 * marker in the data directory (ha_worker.c, failsafe_marker).
 		 */
-		if (pg_ha_failsafe_mode)
+		if (pg_ha_failsafe_mode || pg_ha_failsafe_marker_exists())
 			pg_ha_shared->failsafe_until_us = pg_ha_monotonic_us() + (int64) pg_ha_ttl * 1000000;
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -84,11 +89,15 @@ pg_ha_monotonic_us(void)
  * TTL (ppm: microseconds), the time a commit that passed the check needs to
  * finish, and scheduling delay of the process that checks.  One second, or a
  * tenth of the TTL when that is larger, covers all three with room to spare.
+ * The TTL is the larger of pg_ha.ttl and the one the current lease was
+ * granted with (the config key may set a longer one).
  */
 int64
 pg_ha_lease_margin_us(void)
 {
-	int64		tenth = (int64) pg_ha_ttl * 100000;
+	int64		granted = pg_ha_shared ? pg_atomic_read_u32(&pg_ha_shared->lease_ttl_s) : 0;
+	int64		ttl = Max(pg_ha_ttl, granted);
+	int64		tenth = ttl * 100000;
 
 	return Max(1000000, tenth);
 }
@@ -102,4 +111,57 @@ pg_ha_lease_valid(int64 now_us)
 		return false;
 	deadline = pg_atomic_read_u64(&pg_ha_shared->lease_deadline_us);
 	return deadline != 0 && now_us < (int64) deadline - pg_ha_lease_margin_us();
+}
+
+void
+pg_ha_dyn_local(DynLocal *out)
+{
+	out->ttl = pg_ha_ttl;
+	out->etcd_timeout_ms = pg_ha_etcd_timeout_ms;
+	out->maximum_lag_bytes = (int64_t) pg_ha_maximum_lag_on_failover * 1024;
+	out->sync_mode = pg_ha_synchronous_mode;
+	out->sync_node_count = pg_ha_synchronous_node_count;
+	out->failsafe_mode = pg_ha_failsafe_mode;
+}
+
+void
+pg_ha_dyn_current(DynSettings *out)
+{
+	DynLocal	local;
+	bool		known = false;
+
+	if (pg_ha_shared != NULL)
+	{
+		LWLockAcquire(pg_ha_shared->lock, LW_SHARED);
+		known = pg_ha_shared->dyn_known;
+		if (known)
+			*out = pg_ha_shared->dyn;
+		LWLockRelease(pg_ha_shared->lock);
+	}
+	if (known)
+		return;
+	pg_ha_dyn_local(&local);
+	dynconf_merge(NULL, &local, out);
+}
+
+int
+pg_ha_effective_sync_mode(void)
+{
+	uint32		v = pg_ha_shared ? pg_atomic_read_u32(&pg_ha_shared->sync_mode_eff) : 0;
+
+	return v == 0 ? pg_ha_synchronous_mode : (int) v - 1;
+}
+
+/*
+ * Failsafe mode turned on by the config key while pg_ha.failsafe_mode is
+ * off: promises given then must bind after a restart too (shmem startup).
+ */
+bool
+pg_ha_failsafe_marker_exists(void)
+{
+	char		path[MAXPGPATH];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", DataDir, PG_HA_FAILSAFE_MARKER);
+	return stat(path, &st) == 0;
 }

@@ -184,13 +184,17 @@ describe_request(const HaControlView *view)
 static void
 target_input(const HaControlView *view, bool switchover, bool force, HaTargetInput *in)
 {
+	DynSettings dyn;
+
 	memset(in, 0, sizeof(*in));
 	in->members = view->members;
 	in->nmembers = view->nmembers;
 	in->leader = view->leader;
 	in->status_optime = view->status_optime;
 	in->history_timeline = view->history_timeline;
-	in->maximum_lag_bytes = (uint64) pg_ha_maximum_lag_on_failover * 1024;
+	/* the config key's value when it sets one (ha_dynconf.c) */
+	pg_ha_dyn_current(&dyn);
+	in->maximum_lag_bytes = (uint64) dyn.maximum_lag_bytes;
 	in->switchover = switchover;
 	in->force = force;
 }

@@ -76,12 +76,32 @@ sync_columns(const PgHaShared *copy, Datum *values, bool *nulls)
 	nulls[3] = copy->sync_waiting[0] == '\0';
 }
 
+/*
+ * The settings this node runs on, each with its source: "config" (the
+ * config key) or the GUC it fell back to; and the fields of the key that
+ * were ignored, with why (ha_dynconf.c).
+ */
+static void
+settings_column(const PgHaShared *copy, Datum *value, bool *isnull)
+{
+	DynSettings dyn;
+	char		json[4096];
+
+	if (copy->dyn_known)
+		dyn = copy->dyn;
+	else
+		pg_ha_dyn_current(&dyn);
+	*isnull = dynconf_json(&dyn, json, sizeof(json)) < 0;
+	if (!*isnull)
+		*value = DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
+}
+
 Datum
 pg_ha_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[20];
-	bool		nulls[20];
+	Datum		values[22];
+	bool		nulls[22];
 	PgHaShared	copy;
 	HaState		state;
 	int64		deadline;
@@ -141,6 +161,8 @@ pg_ha_status(PG_FUNCTION_ARGS)
 	/* fenced as a backend would see it at commit; a standby cannot commit anyway */
 	values[15] = BoolGetDatum(copy.role == PG_HA_ROLE_PRIMARY && pg_ha_fence_reason() != NULL);
 	sync_columns(&copy, values + 16, nulls + 16);
+	values[20] = BoolGetDatum(pg_ha_pending_restart());
+	settings_column(&copy, values + 21, nulls + 21);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
