@@ -19,6 +19,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "ha_dynconf.h"
 
@@ -294,3 +295,41 @@ dynconf_json(const DynSettings *s, char *buf, size_t len)
 	return (int) (used + n);
 }
 
+/*
+ * What pg_ha sets itself, and what its safety or identity rests on.  Names
+ * are compared case-insensitively, as PostgreSQL does.
+ */
+static const struct
+{
+	const char *name;
+	bool		prefix;
+	const char *why;
+}			refused_params[] = {
+	{"pg_ha.", true, "pg_ha's own settings belong in postgresql.conf"},
+	{"synchronous_standby_names", false, "pg_ha sets it (synchronous_mode)"},
+	{"primary_conninfo", false, "pg_ha sets it (the upstream a standby follows)"},
+	{"primary_slot_name", false, "pg_ha uses no replication slots"},
+	{"recovery_target", true, "a recovery target would stop a standby short of the leader"},
+	{"hot_standby", false, "pg_ha's worker needs hot_standby on a standby"},
+	{"restart_after_crash", false, "pg_ha demotes through a crash restart"},
+	{"cluster_name", false, "pg_ha may name the cluster after it"},
+	{"port", false, "the member key publishes this node's address"},
+	{"shared_preload_libraries", false, "pg_ha must stay loaded"},
+};
+
+const char *
+dynconf_param_refused(const char *name, const char *value)
+{
+	for (size_t i = 0; i < sizeof(refused_params) / sizeof(refused_params[0]); i++)
+	{
+		size_t		n = strlen(refused_params[i].name);
+
+		if (refused_params[i].prefix ? strncasecmp(name, refused_params[i].name, n) == 0 :
+			strcasecmp(name, refused_params[i].name) == 0)
+			return refused_params[i].why;
+	}
+	for (const char *c = value; *c; c++)
+		if ((unsigned char) *c < 0x20 || *c == 0x7f)
+			return "the value holds a control character";
+	return NULL;
+}

@@ -99,4 +99,14 @@ extern const char *dynconf_source(const DynSettings *s, DynField f);
  */
 extern int	dynconf_json(const DynSettings *s, char *buf, size_t len);
 
+/*
+ * postgresql.parameters: why pg_ha does not apply parameter name from the
+ * config key, or NULL when it may (PostgreSQL still validates the value).
+ * Refused: what pg_ha manages itself or relies on (pg_ha.*,
+ * synchronous_standby_names, primary_conninfo, primary_slot_name,
+ * recovery_target*, hot_standby, restart_after_crash, cluster_name, port,
+ * shared_preload_libraries), and values with control characters.
+ */
+extern const char *dynconf_param_refused(const char *name, const char *value);
+
 #endif							/* PG_HA_DYNCONF_H */

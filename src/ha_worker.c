@@ -787,6 +787,9 @@ dyn_refresh(void)
 
 		key_valid = kv != NULL && kv->value != NULL &&
 			patroni_config_decode(kv->value, kv->value_len, key);
+		/* an absent or broken key resets nothing: only a valid one speaks */
+		if (key_valid)
+			pg_ha_params_apply(key);
 	}
 	pg_ha_dyn_local(&local);
 	dynconf_merge(key_valid ? key : NULL, &local, &worker.dyn);

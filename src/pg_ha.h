@@ -395,6 +395,9 @@ extern const HaTransition *ha_transition_at(int i);
  */
 extern HaState ha_transition(HaState current, HaEvent event, const char *detail);
 
+/* ha_params.c: the config key's postgresql.parameters on this node */
+extern void pg_ha_params_apply(const PatroniDynConfig *key);
+
 extern void pg_ha_register_worker(void);
 extern PGDLLEXPORT void pg_ha_worker_main(Datum arg);
 

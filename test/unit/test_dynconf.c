@@ -194,9 +194,43 @@ check_params(void)
 	free(key);
 }
 
+static void
+check_refused(void)
+{
+	static const struct
+	{
+		const char *name;
+		const char *value;
+		bool		refused;
+	}			rows[] = {
+		{"work_mem", "8MB", false},
+		{"shared_buffers", "256MB", false},
+		{"max_connections", "200", false},
+		{"pg_ha.ttl", "30", true},
+		{"PG_HA.fencing", "off", true},
+		{"synchronous_standby_names", "*", true},
+		{"Primary_Conninfo", "host=x", true},
+		{"primary_slot_name", "s", true},
+		{"recovery_target_lsn", "0/0", true},
+		{"recovery_target", "immediate", true},
+		{"hot_standby", "off", true},
+		{"restart_after_crash", "off", true},
+		{"cluster_name", "x", true},
+		{"port", "5433", true},
+		{"shared_preload_libraries", "", true},
+		{"work_mem", "8MB\nfsync = off", true},
+		{"application_name", "a\tb", true},
+	};
+
+	for (size_t i = 0; i < lengthof(rows); i++)
+		UNIT_CHECK((dynconf_param_refused(rows[i].name, rows[i].value) != NULL) == rows[i].refused,
+				   "parameter %s refused: %d", rows[i].name, rows[i].refused);
+}
+
 void
 unit_dynconf(void)
 {
+	check_refused();
 	for (size_t i = 0; i < lengthof(cases); i++)
 		check_case(&cases[i]);
 	check_params();
