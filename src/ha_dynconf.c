@@ -119,6 +119,17 @@ merge_timing(const PatroniDynConfig *key, const DynLocal *local, DynSettings *ou
 
 	out->ttl = ttl_key ? (int) key->ttl.value : local->ttl;
 	out->loop_wait_ms = loop_key ? (int) key->loop_wait.value * 1000 : out->ttl * 1000 / 3;
+	/*
+	 * retry_timeout caps pg_ha.etcd_timeout rather than replacing it: the
+	 * key pg_ha writes rounds the GUC up to whole seconds, and Patroni's 10 s
+	 * is far longer than one etcd call needs to be.  A cap that does not cut
+	 * counts as the GUC's.
+	 */
+	if (retry_key && key->retry_timeout.value * 1000 >= local->etcd_timeout_ms)
+	{
+		retry_key = false;
+		out->from_key &= ~(1u << DYN_RETRY_TIMEOUT);
+	}
 	out->retry_timeout_ms = retry_key ? (int) key->retry_timeout.value * 1000 : local->etcd_timeout_ms;
 	if (pace_fits(out))
 		return;

@@ -66,7 +66,8 @@ typedef struct DynSettings
 {
 	int			ttl;			/* s: the TTL leases are granted with */
 	int			loop_wait_ms;	/* pace of the HA cycle */
-	int			retry_timeout_ms;	/* bound on one etcd call */
+	int			retry_timeout_ms;	/* bound on one etcd call: the key's
+									 * retry_timeout caps pg_ha.etcd_timeout */
 	int64_t		maximum_lag_bytes;
 	int			sync_mode;		/* DYN_SYNC_* */
 	int			sync_node_count;

@@ -35,11 +35,11 @@ static const DynCase cases[] = {
 	/* pg_ha's initial key: the same values from the key */
 	{"{\"ttl\":10,\"loop_wait\":3,\"retry_timeout\":2,\"maximum_lag_on_failover\":1048576}",
 	10, 3000, 2000, 1048576, DYN_SYNC_OFF, 1, false, false,
-	"ttl loop_wait retry_timeout maximum_lag_on_failover", ""},
-	/* Patroni's defaults */
+	"ttl loop_wait maximum_lag_on_failover", ""},
+	/* Patroni's defaults: retry_timeout caps pg_ha.etcd_timeout, 2 s stays */
 	{"{\"ttl\":30,\"loop_wait\":10,\"retry_timeout\":10,\"maximum_lag_on_failover\":1048576}",
-	30, 10000, 10000, 1048576, DYN_SYNC_OFF, 1, false, false,
-	"ttl loop_wait retry_timeout maximum_lag_on_failover", ""},
+	30, 10000, 2000, 1048576, DYN_SYNC_OFF, 1, false, false,
+	"ttl loop_wait maximum_lag_on_failover", ""},
 	/* ttl alone: the pace follows it */
 	{"{\"ttl\":30}", 30, 10000, 2000, 1048576, DYN_SYNC_OFF, 1, false, false, "ttl", ""},
 	{"{\"ttl\":\"20\"}", 20, 6666, 2000, 1048576, DYN_SYNC_OFF, 1, false, false, "ttl", ""},
@@ -56,10 +56,16 @@ static const DynCase cases[] = {
 	/* duplicate: the last one counts, as in Python */
 	{"{\"ttl\":1,\"ttl\":15}", 15, 5000, 2000, 1048576, DYN_SYNC_OFF, 1, false, false, "ttl", ""},
 	/* the pace rule: loop_wait + 2 * retry_timeout <= ttl */
-	{"{\"ttl\":10,\"loop_wait\":5,\"retry_timeout\":3}", 10, 3333, 2000, 1048576, DYN_SYNC_OFF, 1,
+	{"{\"ttl\":10,\"loop_wait\":7,\"retry_timeout\":3}", 10, 3333, 2000, 1048576, DYN_SYNC_OFF, 1,
 	false, false, "ttl", "loop_wait"},
-	{"{\"ttl\":10,\"loop_wait\":4,\"retry_timeout\":3}", 10, 4000, 3000, 1048576, DYN_SYNC_OFF, 1,
+	{"{\"ttl\":10,\"loop_wait\":5,\"retry_timeout\":3}", 10, 5000, 2000, 1048576, DYN_SYNC_OFF, 1,
+	false, false, "ttl loop_wait", ""},
+	{"{\"ttl\":10,\"loop_wait\":4,\"retry_timeout\":1}", 10, 4000, 1000, 1048576, DYN_SYNC_OFF, 1,
 	false, false, "ttl loop_wait retry_timeout", ""},
+	{"{\"ttl\":5,\"loop_wait\":3,\"retry_timeout\":1}", 5, 3000, 1000, 1048576, DYN_SYNC_OFF, 1,
+	false, false, "ttl loop_wait retry_timeout", ""},
+	{"{\"ttl\":5,\"loop_wait\":4,\"retry_timeout\":1}", 10, 3333, 2000, 1048576, DYN_SYNC_OFF, 1,
+	false, false, "", "loop_wait ttl"},
 	{"{\"loop_wait\":9}", 10, 3333, 2000, 1048576, DYN_SYNC_OFF, 1, false, false, "", "loop_wait"},
 	{"{\"loop_wait\":0}", 10, 3333, 2000, 1048576, DYN_SYNC_OFF, 1, false, false, "", "loop_wait"},
 	{"{\"retry_timeout\":61}", 10, 3333, 2000, 1048576, DYN_SYNC_OFF, 1, false, false, "",
@@ -67,7 +73,7 @@ static const DynCase cases[] = {
 	/* ttl 5 with the GUCs' pace (1.67 + 2 * 2 s) does not fit: ignored */
 	{"{\"ttl\":5}", 10, 3333, 2000, 1048576, DYN_SYNC_OFF, 1, false, false, "", "ttl"},
 	{"{\"ttl\":5,\"loop_wait\":1,\"retry_timeout\":2}", 5, 1000, 2000, 1048576, DYN_SYNC_OFF, 1,
-	false, false, "ttl loop_wait retry_timeout", ""},
+	false, false, "ttl loop_wait", ""},
 	/* maximum_lag_on_failover in bytes */
 	{"{\"maximum_lag_on_failover\":0}", 10, 3333, 2000, 0, DYN_SYNC_OFF, 1, false, false,
 	"maximum_lag_on_failover", ""},
