@@ -14,8 +14,9 @@ OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 # Command-line programs: one src/bin/<name>.c each, linked with the
 # backend-free parts of src/ (FRONTEND_OBJS must not use backend symbols).
 PROGRAMS      = $(patsubst src/bin/%.c,%,$(wildcard src/bin/*.c))
-FRONTEND_OBJS = src/etcd.o src/etcd_json.o src/archive_repo.o src/ha_request_store.o src/ha_request.o src/conn_url.o
-PROGRAM_LIBS  = -lcurl -lcjson -lpq -lzstd -llz4 -luring
+FRONTEND_OBJS = src/etcd.o src/etcd_json.o src/archive_repo.o src/ha_request_store.o src/ha_request.o src/conn_url.o \
+                src/patroni_codec.o src/ha_dynconf.o
+PROGRAM_LIBS  = -lcurl -lcjson -lpq -lzstd -llz4 -luring -lm
 ifneq ($(PROGRAMS),)
 SCRIPTS_built = $(PROGRAMS)
 endif

@@ -45,6 +45,7 @@
 #include "libpq-fe.h"
 
 #include "etcd.h"
+#include "ha_dynconf.h"
 #include "ha_request.h"
 
 #ifndef PGBINDIR
@@ -95,6 +96,7 @@ typedef struct Cluster
 	bool		paused;
 	char		failover[512];
 	int			history_timeline;	/* latest timeline by history, 0 = none */
+	int64_t		key_lag;		/* the config key's maximum_lag_on_failover, -1 = none */
 	HaControlView view;			/* what the control rules read (ha_request.h) */
 } Cluster;
 
@@ -298,6 +300,30 @@ split_conn_url(const char *url, char *host, size_t hlen, char *port, size_t plen
 	return true;
 }
 
+/*
+ * The config key as the nodes read it (ha_dynconf.c): pause, and
+ * maximum_lag_on_failover when it sets a valid one, which then wins over
+ * pg_ha.maximum_lag_on_failover as it does on the nodes.
+ */
+static void
+config_key_lag(Cluster *c, const char *value, size_t len)
+{
+	PatroniDynConfig *key = calloc(1, sizeof(PatroniDynConfig));
+	DynLocal	local = {DYN_TTL_MIN, 1000, 0, DYN_SYNC_OFF, 1, false};
+	DynSettings dyn;
+
+	if (key == NULL)
+		die("out of memory");
+	if (patroni_config_decode(value, len, key))
+	{
+		dynconf_merge(key, &local, &dyn);
+		c->paused = dyn.pause;
+		if (dyn.from_key & (1u << DYN_MAXIMUM_LAG))
+			c->key_lag = dyn.maximum_lag_bytes;
+	}
+	free(key);
+}
+
 static void
 load_cluster(const Settings *s, EtcdClient *client, Cluster *c)
 {
@@ -307,6 +333,7 @@ load_cluster(const Settings *s, EtcdClient *client, Cluster *c)
 	size_t		plen = strlen(prefix);
 
 	memset(c, 0, sizeof(*c));
+	c->key_lag = -1;
 	st = etcd_get(client, prefix, true, &kvs);
 	if (st != ETCD_OK && st != ETCD_NOT_FOUND)
 		die("cannot read %s from etcd: %s", prefix, etcd_last_error(client));
@@ -324,11 +351,7 @@ load_cluster(const Settings *s, EtcdClient *client, Cluster *c)
 		else if (strcmp(suffix, "failover") == 0)
 			snprintf(c->failover, sizeof(c->failover), "%s", kvs.kvs[i].value);
 		else if (strcmp(suffix, "config") == 0)
-		{
-			doc = cJSON_Parse(kvs.kvs[i].value);
-			c->paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "pause"));
-			cJSON_Delete(doc);
-		}
+			config_key_lag(c, kvs.kvs[i].value, kvs.kvs[i].value_len);
 		else if (strcmp(suffix, "history") == 0)
 		{
 			const cJSON *e;
@@ -566,7 +589,7 @@ cmd_switchover(const Settings *s, const char *candidate, int timeout_s)
 	in.leader = leader;
 	in.status_optime = c->view.status_optime;
 	in.history_timeline = c->view.history_timeline;
-	in.maximum_lag_bytes = (uint64_t) s->maximum_lag_kb * 1024;
+	in.maximum_lag_bytes = c->key_lag >= 0 ? (uint64_t) c->key_lag : (uint64_t) s->maximum_lag_kb * 1024;
 	in.switchover = true;
 	in.force = false;
 	v = ha_target_check(&in, candidate, chosen, sizeof(chosen), better, sizeof(better),
