@@ -279,7 +279,8 @@ sub results_table
 	my @out = ('| faults | runs | failed | write outage, all clients, s (median / worst) | write gap, pinned clients, s | '
 		  . 'write gap, multi-host client, s | converged after heal, s | lost acked commits (async, failsafe mode) |',
 		'|---|---:|---:|---:|---:|---:|---:|---:|');
-	for my $name (@order)
+	# alphabetical, the overlapping faults last
+	for my $name (sort { ($a eq 'two overlapping') <=> ($b eq 'two overlapping') || $a cmp $b } @order)
 	{
 		my $rs = $g{$name};
 		my @async = grep { $_->{async} } @$rs;
