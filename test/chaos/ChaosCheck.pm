@@ -263,7 +263,7 @@ sub _max { my $m; for (@_) { $m = $_ if !defined $m || $_ > $m } return $m; }
 # results_table(@rows): the published table (docs/testing.md), one line per
 # group.  Each row: {group, outage_s, pinned_gap_s, multi_gap_s,
 # converge_s, lost_on_failover, async (1 when losses are counted, not
-# failed), pass}.  Groups keep their first-seen order.
+# failed), pass}.  Groups are sorted by name, "two overlapping" last.
 sub results_table
 {
 	my (@rows) = @_;
