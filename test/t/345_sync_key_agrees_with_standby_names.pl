@@ -230,7 +230,10 @@ my $txns = 0;
 $txns += $_ for @progress;
 note sprintf('pgbench: %d progress lines, about %.0f transactions', scalar @progress, $txns);
 
-cmp_ok(scalar @stable, '>=', 150, 'enough samples were checked');
+# An idle machine checks about 220 samples; the floor leaves room for a
+# loaded one (the suite runs two files at once).  The key-value counts below
+# are what keeps the test from passing without changes to check.
+cmp_ok(scalar @stable, '>=', 80, 'enough samples were checked');
 cmp_ok(scalar keys %{ $seen{on} // {} },     '>=', 3, 'mode on: the checked samples saw at least 3 key values');
 cmp_ok(scalar keys %{ $seen{quorum} // {} }, '>=', 3, 'quorum mode: the checked samples saw at least 3 key values');
 cmp_ok(scalar keys %written, '>=', 8, 'the sync key took at least 8 distinct values');
