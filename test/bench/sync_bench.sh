@@ -257,9 +257,9 @@ lost_total() { echo "$1" | tr ' ' '\n' | awk -F/ 'NF==2 { l+=$1; a+=$2; n++ } EN
 line() { printf '%-50s %10s   %10s   %s\n' "$@"; }
 echo
 echo "=== sync_bench: medians (runs in brackets); load average at start $LOAD_START, at end $LOAD_END ==="
+[ -z "$SETTINGS_DIFF" ] || echo "postgres settings that differ (< pg_ha, > Patroni): $SETTINGS_DIFF"
 line "measurement" "pg_ha" "Patroni" "pg_ha/Patroni"
 if row pgbench; then
-	[ -z "$SETTINGS_DIFF" ] || echo "postgres settings that differ (< pg_ha, > Patroni): $SETTINGS_DIFF"
 	for mode in async sync; do
 		a=$(med "${RES[ha_${mode}_tps]:-}"); b=$(med "${RES[pat_${mode}_tps]:-}")
 		line "pgbench TPS, $mode ($PGB_CLIENTS clients)" "$a" "$b" "$(ratio "$a" "$b")"
