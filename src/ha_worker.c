@@ -168,6 +168,7 @@ typedef struct HaWorker
 		SyncKey		written;	/* our last write, until the watch shows it */
 		bool		written_valid;
 		char		waiting[PG_HA_ERROR_LEN];	/* why commits wait, "" if not */
+		bool		nudge_pending;	/* make the standbys reply (sync_nudge) */
 		int64		republished_at; /* last position republished in a refused race */
 		SyncNames	seen;		/* listed standbys and since when */
 		TimestampTz seen_since[SYNC_MAX_NAMES];
@@ -968,6 +969,7 @@ sync_track_ready(const SyncStandbyNames *ssn, const SyncStandby *standbys, int n
 		strlcpy(worker.sync.ready_for, text, sizeof(worker.sync.ready_for));
 		worker.sync.ready_lsn = GetFlushRecPtr(NULL);
 		worker.sync.ready_known = true;
+		worker.sync.nudge_pending = ssn->names.n > 0;
 	}
 	for (int i = 0; i < n; i++)
 		sync_update_ready(&worker.sync.ready, ssn, standbys[i].name, standbys[i].waited,
@@ -997,8 +999,26 @@ sync_note_waiting(const SyncStandbyNames *ssn, const SyncStandby *standbys, int 
 	if (why[0])
 		ereport(WARNING, (errmsg("pg_ha: %s", why)));
 	else
+	{
 		ereport(LOG, (errmsg("pg_ha: commits no longer wait for a missing synchronous standby")));
+		worker.sync.nudge_pending = true;
+	}
 	strlcpy(worker.sync.waiting, why, sizeof(worker.sync.waiting));
+}
+
+/*
+ * A new setting that lists standbys, or a listed standby back: commits
+ * that waited before may wait on until a standby happens to reply
+ * (sync_local_nudge_standbys says why).  Once the setting is in effect in
+ * every WAL sender, make the standbys reply.
+ */
+static void
+sync_nudge(bool in_effect)
+{
+	if (!in_effect || !worker.sync.nudge_pending)
+		return;
+	sync_local_nudge_standbys();
+	worker.sync.nudge_pending = false;
 }
 
 /*
@@ -1043,6 +1063,7 @@ sync_leader_step(void)
 	in.nstandbys = n;
 	in.ready = worker.sync.ready;
 	sync_note_waiting(&in.ssn, standbys, n);
+	sync_nudge(in.in_effect);
 
 	st = sync_next_step(&in);
 	switch (st.kind)
