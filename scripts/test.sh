@@ -29,7 +29,8 @@
 # a sanitizer report; docs/testing.md).
 # Environment: T (TAP files), PG_CONFIG, PG_HA_TEST_USER, PG_HA_TEST_TMPDIR
 # (parent of the work directory, default /tmp), PG_HA_TEST_LOG_LINES (lines of
-# each log to print, default 80), PG_HA_TEST_KEEP=1, PG_HA_TEST_NO_INSTALL=1,
+# each log to print, default 80), PG_HA_TEST_JOBS (TAP files run at once,
+# default 2; 1 under --asan), PG_HA_TEST_KEEP=1, PG_HA_TEST_NO_INSTALL=1,
 # and PostgreSQL's PG_TEST_TIMEOUT_DEFAULT, PG_TEST_NOCLEAN, PG_TEST_EXTRA.
 set -uo pipefail
 
@@ -220,8 +221,13 @@ if [ "$run_tap" = 1 ]; then
 	log "TAP suites${TESTS:+: $TESTS}"
 	# PROVE_FLAGS on the command line: PGXS's Makefile.global resets it
 	# after the project Makefile has set it.
+	# Two files at a time: most of a TAP file's time is spent waiting for
+	# leases and HA cycles (the sequential suite kept the two cores about a
+	# quarter busy), and every file has its own etcd, nodes and ports
+	# (PostgreSQL::Test::Cluster reserves ports across processes).
+	jobs=${PG_HA_TEST_JOBS:-$([ -n "$asan" ] && echo 1 || echo 2)}
 	as_user make -C "$SRC" installcheck REGRESS= PG_CONFIG="$PG_CONFIG" $MAKE_SAN \
-		PROVE_FLAGS="-I $SRC/test/perl --timer" \
+		PROVE_FLAGS="-I $SRC/test/perl --timer -j$jobs" \
 		${TESTS:+T="$TESTS"} </dev/null 2>&1 | tee "$WORK/tap.out"
 	tap_rc=${PIPESTATUS[0]}
 	[ "$tap_rc" = 0 ] || status=1

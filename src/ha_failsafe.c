@@ -68,11 +68,33 @@
  *
  * 3. etcd's word wins.  Failsafe applies only while etcd gives no answer
  *    about the key (unreachable, timeouts, "etcdserver: no leader" and other
- *    server errors).  An answer that the lease expired or the key no longer
- *    carries L's name and lease drops leadership at once (ha_worker.c),
- *    with or without failsafe.
+ *    server errors).  An answer that the key no longer carries L's name and
+ *    lease, or that another node holds it, drops leadership at once
+ *    (ha_worker.c), with or without failsafe.  The one answer that does not
+ *    is "lease expired" while the promises still cover L (4).
  *
- * The partial partitions the argument covers (test/t/350-353):
+ * 4. Taking the key back.  An outage longer than the TTL ends with etcd
+ *    revoking L's lease, and the leader key with it.  If L's last fully
+ *    confirmed round still covers it (failsafe_promises_cover: now before
+ *    its t_send + min(P_i, TTL_L), minus the margin), L grants a new lease
+ *    and creates the key with it, create-only (the key must not exist);
+ *    it fences as before if the create finds a key, if any call fails or
+ *    if the cover has run out.  Nobody else can have taken the key since
+ *    it vanished.  The key went no earlier than L's last etcd-backed
+ *    deadline (the lease rule); L's first round ran before that deadline,
+ *    each later one before the deadline the earlier ones gave, and none
+ *    runs once it has passed (ha_worker.c), so from before the key went
+ *    until now every member of M has been bound by a promise (1), and did
+ *    not race (2).  A node not in M does not race while the failsafe key
+ *    exists (2).  Should someone have taken the key anyway, the create
+ *    finds it and L fences.  Meanwhile L writes on the failsafe deadline,
+ *    which stays what the fence reads until the new lease gives t_send +
+ *    TTL (the lease rule) and the key carries that lease.
+ *
+ * The partial partitions the argument covers (test/t/350-354):
+ *   - etcd paused (or every node cut from it) past the TTL: L writes on the
+ *     promises; etcd then revokes the expired leases and L takes its key
+ *     back under them (4), without a fence;
  *   - all nodes cut from etcd: nobody can create the key; L writes while
  *     every member confirms each round, and fences within one TTL of the
  *     first round a member misses;
@@ -176,6 +198,12 @@ bool
 failsafe_promise_binding(int64 now, int64 until)
 {
 	return now < until;
+}
+
+bool
+failsafe_promises_cover(int64 now, int64 confirmed_until, int64 margin_us)
+{
+	return confirmed_until > 0 && now < confirmed_until - margin_us;
 }
 
 bool

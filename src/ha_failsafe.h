@@ -63,6 +63,13 @@ extern int	failsafe_answer(const FailsafeAsk *ask, const char **why);
 extern bool failsafe_promise_binding(int64 now, int64 until);
 
 /*
+ * The leader: do the promises of its last fully confirmed round, which
+ * back writes until confirmed_until (0: no such round), still cover `now`
+ * with the fence's margin to spare?  (ha_failsafe.c, point 4)
+ */
+extern bool failsafe_promises_cover(int64 now, int64 confirmed_until, int64 margin_us);
+
+/*
  * The failsafe key's value: {"<name>":"<api_url>",...}, as Patroni writes
  * it.  encode: palloc'd-free, into buf; false when it does not fit.
  * decode: false on anything but an object of strings (bounded).

@@ -27,9 +27,11 @@
 
 /*
  * The protocol.  In words: a primary leads while the leader key carries
- * its name and lease, and is fenced otherwise; it hands over only after the
- * candidate has all its WAL; a standby follows the leader, races when the
- * key is gone, and promotes only after it took the key.
+ * its name and lease, and is fenced otherwise (unless etcd expired its lease
+ * while every member's failsafe promise still holds: then it takes the key
+ * back, ha_failsafe.c point 4); it hands over only after the candidate has
+ * all its WAL; a standby follows the leader, races when the key is gone,
+ * and promotes only after it took the key.
  */
 static const HaTransition ha_transitions[] = {
 	/* start: the first cycle with etcd tells the node what it is */
@@ -44,6 +46,7 @@ static const HaTransition ha_transitions[] = {
 	{HA_ETCD_UNREACHABLE, HA_EV_ETCD_FAILED, HA_ETCD_UNREACHABLE, HA_ACT_NONE, "etcd still unreachable"},
 	{HA_ETCD_UNREACHABLE, HA_EV_GOT_LEADER_KEY, HA_LEADER, HA_ACT_LIFT_FENCE, "etcd back, leader key still ours"},
 	{HA_ETCD_UNREACHABLE, HA_EV_LEADER_KEY_TAKEN, HA_FENCED, HA_ACT_FENCE, "etcd back, the leader key is not ours"},
+	{HA_ETCD_UNREACHABLE, HA_EV_LEADER_KEY_RETAKEN, HA_LEADER, HA_ACT_LIFT_FENCE, "etcd back, lease expired: leader key retaken under the failsafe promises"},
 	{HA_ETCD_UNREACHABLE, HA_EV_FOLLOWING, HA_REPLICA, HA_ACT_NONE, "etcd back, following the leader"},
 	{HA_ETCD_UNREACHABLE, HA_EV_LEADER_GONE, HA_RACING, HA_ACT_NONE, "etcd back, no leader"},
 	{HA_ETCD_UNREACHABLE, HA_EV_WON_RACE, HA_PROMOTING, HA_ACT_PROMOTE, "etcd back, promotion under way"},
@@ -132,6 +135,7 @@ static const char *const ha_event_names[HA_NUM_EVENTS] = {
 	[HA_EV_RESTART] = "restart",
 	[HA_EV_GOT_LEADER_KEY] = "got leader key",
 	[HA_EV_LEADER_KEY_TAKEN] = "leader key taken",
+	[HA_EV_LEADER_KEY_RETAKEN] = "leader key retaken",
 	[HA_EV_SWITCHOVER_DUE] = "switchover due",
 	[HA_EV_HANDOVER_ABORTED] = "hand-over aborted",
 	[HA_EV_HANDED_OVER] = "handed over",

@@ -178,5 +178,6 @@ extern int	sync_local_standbys(SyncStandby *out, int max);
 extern bool sync_local_in_effect(const SyncStandbyNames *ssn, const SyncStandby *standbys, int n);
 extern bool sync_local_defined_matches(const SyncStandbyNames *ssn);
 extern void sync_local_set_ssn(const SyncStandbyNames *ssn);
+extern void sync_local_nudge_standbys(void);
 
 #endif							/* PG_HA_SYNC_H */

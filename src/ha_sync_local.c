@@ -9,7 +9,9 @@
 #include "pg_ha.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "executor/spi.h"
+#include "replication/message.h"
 #include "replication/syncrep.h"
 #include "replication/walsender_private.h"
 #include "storage/lwlock.h"
@@ -135,4 +137,31 @@ sync_local_set_ssn(const SyncStandbyNames *ssn)
 	CommitTransactionCommand();
 	reload_postmaster();
 	ereport(LOG, (errmsg("pg_ha: synchronous_standby_names = '%s'", value)));
+}
+
+/*
+ * Make every standby reply now, so that its WAL sender looks at the
+ * waiting commits again under the setting in effect.  PostgreSQL releases
+ * waiters only when a WAL sender processes a standby's reply
+ * (SyncRepReleaseWaiters); a standby replies when its write or flush
+ * position moves, or when wal_receiver_status_interval (10 s) has passed.
+ * A standby just listed has often flushed every waiting commit already,
+ * while it was not listed, and the waiting writers make no new WAL: the
+ * commits would wait for that interval.  A tiny record, flushed at once,
+ * moves every standby's position.  Nothing is acknowledged early: a waiter
+ * is still released only once enough listed standbys flushed past its
+ * commit.  A non-transactional logical message is logged at any wal_level
+ * and, with no transaction, does not itself wait for a standby.
+ */
+void
+sync_local_nudge_standbys(void)
+{
+	XLogRecPtr	lsn;
+
+	if (RecoveryInProgress())
+		return;
+	lsn = LogLogicalMessage("pg_ha", "", 0, false);
+	XLogFlush(lsn);
+	ereport(DEBUG1, (errmsg_internal("pg_ha: WAL flushed to %X/%X to make the standbys reply",
+									 LSN_FORMAT_ARGS(lsn))));
 }

@@ -179,6 +179,7 @@ typedef struct HaWorker
 		SyncKey		written;	/* our last write, until the watch shows it */
 		bool		written_valid;
 		char		waiting[PG_HA_ERROR_LEN];	/* why commits wait, "" if not */
+		bool		nudge_pending;	/* make the standbys reply (sync_nudge) */
 		int64		republished_at; /* last position republished in a refused race */
 		SyncNames	seen;		/* listed standbys and since when */
 		TimestampTz seen_since[SYNC_MAX_NAMES];
@@ -193,6 +194,9 @@ typedef struct HaWorker
 	int			fs_n;			/* without this node */
 	bool		fs_published;	/* the failsafe key holds exactly them */
 	bool		fs_held_back;	/* the last attempt on the key was refused */
+	int64		fs_confirmed_until; /* t_send + shortest promise of the last
+									 * round every member confirmed; 0 = none
+									 * since etcd last answered a whole cycle */
 	char		fs_outcome[128];	/* last round's outcome, logged on change */
 } HaWorker;
 
@@ -336,6 +340,7 @@ lose_leadership(const char *why)
 		return;
 	worker.is_leader = false;
 	worker.fs_published = false;	/* a next leadership publishes anew */
+	worker.fs_confirmed_until = 0;
 	publish_lease_deadline();
 	if (!RecoveryInProgress())
 		fire(HA_EV_LEADER_KEY_TAKEN, why);
@@ -579,6 +584,10 @@ service_watch(void)
 
 /* ---------- the lease ---------- */
 
+static bool failsafe_usable(void);
+static bool failsafe_may_retake(void);
+static void retake_leader_key(void);
+
 /*
  * Grant or renew this node's lease; see the lease rule at the top of the
  * file for why t_send is taken before the request.
@@ -588,6 +597,7 @@ renew_lease(void)
 {
 	int64		t_send = pg_ha_monotonic_us();
 	int64		ttl = 0;
+	bool		expired = false;
 	EtcdStatus	st;
 
 	if (worker.lease_id != 0)
@@ -611,11 +621,16 @@ renew_lease(void)
 						(long long) worker.lease_id)));
 		worker.lease_id = 0;
 		worker.renewed_deadline = 0;
-		worker.lease_deadline = 0;
 		if (worker.published_member)
 			pfree(worker.published_member);
 		worker.published_member = NULL;
-		lose_leadership("lease expired");
+		expired = true;
+		/* the failsafe deadline, if any, is what the fence reads meanwhile */
+		if (!failsafe_may_retake())
+		{
+			worker.lease_deadline = 0;
+			lose_leadership("lease expired");
+		}
 		t_send = pg_ha_monotonic_us();
 	}
 	st = etcd_lease_grant(worker.etcd, worker.dyn.ttl, &worker.lease_id, &ttl);
@@ -623,6 +638,8 @@ renew_lease(void)
 	{
 		worker.lease_id = 0;
 		remember_error("lease grant failed: %s", etcd_last_error(worker.etcd));
+		if (expired)
+			lose_leadership("lease expired, and no new one granted");
 		return false;
 	}
 	worker.lease_ttl_asked = worker.dyn.ttl;
@@ -630,7 +647,51 @@ renew_lease(void)
 	/* the margin (shmem.c) before any deadline from this lease is published */
 	pg_atomic_write_u32(&pg_ha_shared->lease_ttl_s, (uint32) ttl);
 	worker.renewed_deadline = t_send + ttl * 1000000;
+	if (expired && worker.is_leader)
+		retake_leader_key();
 	return true;
+}
+
+/*
+ * Failsafe mode, the leader's lease expired in etcd (an outage longer than
+ * the TTL): may it take the key back rather than fence?  Only while the
+ * promises of its last fully confirmed round still cover it, and only in
+ * the state the table allows it (ha_failsafe.c, point 4, argues why).
+ */
+static bool
+failsafe_may_retake(void)
+{
+	return worker.is_leader && worker.ho.step == HO_NONE && failsafe_usable() &&
+		failsafe_promises_cover(pg_ha_monotonic_us(), worker.fs_confirmed_until,
+								pg_ha_lease_margin_us()) &&
+		allowed(HA_EV_LEADER_KEY_RETAKEN, "lease expired in etcd");
+}
+
+/*
+ * ... and having granted a new lease, it creates the key with it, only if
+ * the key does not exist: nobody else may have taken it while the promises
+ * held, and if someone did anyway the create fails and this node fences.
+ * The new lease's t_send + TTL backs writes from here (the lease rule).
+ */
+static void
+retake_leader_key(void)
+{
+	EtcdStatus	st;
+
+	st = etcd_create(worker.etcd, worker.leader_key, worker.node, worker.lease_id, NULL);
+	if (st != ETCD_OK)
+	{
+		if (st != ETCD_NOT_FOUND)
+			remember_error("cannot retake the leader key: %s", etcd_last_error(worker.etcd));
+		worker.lease_deadline = 0;
+		lose_leadership(st == ETCD_NOT_FOUND ?
+						"lease expired, and the leader key exists again" :
+						"lease expired, and the leader key could not be retaken");
+		return;
+	}
+	worker.lease_deadline = Max(worker.lease_deadline, worker.renewed_deadline);
+	publish_lease_deadline();
+	fire(HA_EV_LEADER_KEY_RETAKEN, worker.leader_key);
 }
 
 /*
@@ -1299,6 +1360,7 @@ sync_track_ready(const SyncStandbyNames *ssn, const SyncStandby *standbys, int n
 		strlcpy(worker.sync.ready_for, text, sizeof(worker.sync.ready_for));
 		worker.sync.ready_lsn = GetFlushRecPtr(NULL);
 		worker.sync.ready_known = true;
+		worker.sync.nudge_pending = ssn->names.n > 0;
 	}
 	for (int i = 0; i < n; i++)
 		sync_update_ready(&worker.sync.ready, ssn, standbys[i].name, standbys[i].waited,
@@ -1328,8 +1390,26 @@ sync_note_waiting(const SyncStandbyNames *ssn, const SyncStandby *standbys, int 
 	if (why[0])
 		ereport(WARNING, (errmsg("pg_ha: %s", why)));
 	else
+	{
 		ereport(LOG, (errmsg("pg_ha: commits no longer wait for a missing synchronous standby")));
+		worker.sync.nudge_pending = true;
+	}
 	strlcpy(worker.sync.waiting, why, sizeof(worker.sync.waiting));
+}
+
+/*
+ * A new setting that lists standbys, or a listed standby back: commits
+ * that waited before may wait on until a standby happens to reply
+ * (sync_local_nudge_standbys says why).  Once the setting is in effect in
+ * every WAL sender, make the standbys reply.
+ */
+static void
+sync_nudge(bool in_effect)
+{
+	if (!in_effect || !worker.sync.nudge_pending)
+		return;
+	sync_local_nudge_standbys();
+	worker.sync.nudge_pending = false;
 }
 
 /*
@@ -1374,6 +1454,7 @@ sync_leader_step(void)
 	in.nstandbys = n;
 	in.ready = worker.sync.ready;
 	sync_note_waiting(&in.ssn, standbys, n);
+	sync_nudge(in.in_effect);
 
 	st = sync_next_step(&in);
 	switch (st.kind)
@@ -2969,7 +3050,8 @@ failsafe_publish_members(void)
 
 /*
  * Leader whose cycle failed without etcd saying the key is gone (is_leader
- * still set: an answer "lease expired" or "not your key" clears it first):
+ * still set: an answer "not your key", or "lease expired" with no cover to
+ * take the key back on, clears it first):
  * one round of POST /failsafe; the deadline moves only if every member
  * confirmed, and only as far as ha_failsafe.c allows.
  */
@@ -2980,6 +3062,7 @@ failsafe_round(void)
 	int64		ttl_us = worker.lease_ttl * 1000000;
 	int			timeout_ms = (int) Max(100, Min(2000, ttl_us / 1000 / 6));
 	int64		t_send;
+	int64		confirmed;
 	int64		deadline;
 	char		why[128];
 
@@ -2995,9 +3078,11 @@ failsafe_round(void)
 	if (!pg_ha_lease_valid(t_send))
 		return;
 	failsafe_call_members(worker.node, worker.fs_members, worker.fs_n, timeout_ms, answers);
-	deadline = failsafe_extended_deadline(worker.lease_deadline, t_send, ttl_us,
-										  worker.fs_members, answers, worker.fs_n,
-										  why, sizeof(why));
+	/* 0 unless every member confirmed; then what their promises cover */
+	confirmed = failsafe_extended_deadline(0, t_send, ttl_us, worker.fs_members, answers,
+										   worker.fs_n, why, sizeof(why));
+	worker.fs_confirmed_until = Max(worker.fs_confirmed_until, confirmed);
+	deadline = Max(worker.lease_deadline, confirmed);
 	if (deadline > worker.lease_deadline)
 	{
 		worker.lease_deadline = deadline;
@@ -3095,6 +3180,8 @@ ha_cycle(void)
 	ok = ensure_client() && renew_lease() && confirm_leader_key() && load_view();
 	if (ok)
 	{
+		/* etcd answers again: a later outage earns its own cover */
+		worker.fs_confirmed_until = 0;
 		if (worker.is_leader)
 			publish_lease_deadline();
 		dyn_refresh();

@@ -341,6 +341,8 @@ typedef enum HaEvent
 	HA_EV_RESTART,				/* shutting down for pg_ha.restart() */
 	HA_EV_GOT_LEADER_KEY,		/* primary: the key carries our name and lease */
 	HA_EV_LEADER_KEY_TAKEN,		/* primary: another node holds the key, or we may not */
+	HA_EV_LEADER_KEY_RETAKEN,	/* leader: lease expired in etcd, key re-created
+								 * while the failsafe promises hold */
 	HA_EV_SWITCHOVER_DUE,		/* leader: a switchover request came due */
 	HA_EV_HANDOVER_ABORTED,		/* leader: the candidate could not take over */
 	HA_EV_HANDED_OVER,			/* leader: the key went to the candidate */

@@ -263,7 +263,7 @@ sub _max { my $m; for (@_) { $m = $_ if !defined $m || $_ > $m } return $m; }
 # results_table(@rows): the published table (docs/testing.md), one line per
 # group.  Each row: {group, outage_s, pinned_gap_s, multi_gap_s,
 # converge_s, lost_on_failover, async (1 when losses are counted, not
-# failed), pass}.  Groups keep their first-seen order.
+# failed), pass}.  Groups are sorted by name, "two overlapping" last.
 sub results_table
 {
 	my (@rows) = @_;
@@ -279,7 +279,8 @@ sub results_table
 	my @out = ('| faults | runs | failed | write outage, all clients, s (median / worst) | write gap, pinned clients, s | '
 		  . 'write gap, multi-host client, s | converged after heal, s | lost acked commits (async, failsafe mode) |',
 		'|---|---:|---:|---:|---:|---:|---:|---:|');
-	for my $name (@order)
+	# alphabetical, the overlapping faults last
+	for my $name (sort { ($a eq 'two overlapping') <=> ($b eq 'two overlapping') || $a cmp $b } @order)
 	{
 		my $rs = $g{$name};
 		my @async = grep { $_->{async} } @$rs;

@@ -19,19 +19,8 @@ use PgHa::Failsafe;
 use PgHa::Proxy;
 use PgHa::Test;
 
-my $ttl   = 5;
-my $etcd  = PgHa::Etcd->new(members => 1);
-my $proxy = PgHa::Proxy->new(target => $etcd->member(0)->{client_port}, name => 'node1_etcd');
-my $direct = $etcd->endpoints;
-
-my ($n1, $n2, $n3) = ha_cluster(
-	etcd         => $etcd,
-	endpoints    => $proxy->url,
-	ttl          => $ttl,
-	extra_conf   => failsafe_conf(),
-	replica_conf => "pg_ha.etcd_endpoints = '$direct'\n");
-wait_failsafe_members($etcd, qw(node1 node2 node3));
-$n1->safe_psql('postgres', 'CREATE TABLE t (id serial PRIMARY KEY)');
+my $ttl = 5;
+my ($etcd, $proxy, $n1, $n2, $n3) = failsafe_cluster_leader_behind_proxy($ttl);
 my %offset = map { $_->name => -s $_->logfile } ($n1, $n2, $n3);
 
 $proxy->cut;

@@ -105,6 +105,10 @@ answer(void)
 	UNIT_CHECK(failsafe_promise_binding(5, 6), "binding before its end");
 	UNIT_CHECK(!failsafe_promise_binding(6, 6), "not binding at its end");
 	UNIT_CHECK(!failsafe_promise_binding(1, 0), "no promise recorded");
+	UNIT_CHECK(failsafe_promises_cover(5 * S, 10 * S, 1 * S), "covered well before the end");
+	UNIT_CHECK(!failsafe_promises_cover(9 * S, 10 * S, 1 * S), "not covered within the margin");
+	UNIT_CHECK(!failsafe_promises_cover(11 * S, 10 * S, 1 * S), "not covered after the end");
+	UNIT_CHECK(!failsafe_promises_cover(-5 * S, 0, 1 * S), "no confirmed round, no cover");
 }
 
 typedef struct DecodeCase

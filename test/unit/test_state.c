@@ -122,6 +122,14 @@ table_rules(void)
 		{HA_LEADER, HA_EV_ETCD_FAILED, HA_ETCD_UNREACHABLE, "leader loses etcd"},
 		{HA_ETCD_UNREACHABLE, HA_EV_GOT_LEADER_KEY, HA_LEADER, "etcd back, key confirmed"},
 		{HA_ETCD_UNREACHABLE, HA_EV_LEADER_KEY_TAKEN, HA_FENCED, "etcd back, key gone"},
+		/* failsafe: a lease etcd expired is taken back only on the way back from an outage */
+		{HA_ETCD_UNREACHABLE, HA_EV_LEADER_KEY_RETAKEN, HA_LEADER, "etcd back, key retaken under the promises"},
+		{HA_LEADER, HA_EV_LEADER_KEY_RETAKEN, HA_NUM_STATES, "no retake outside an outage"},
+		{HA_HANDING_OVER, HA_EV_LEADER_KEY_RETAKEN, HA_NUM_STATES, "no retake during a switchover"},
+		{HA_FENCED, HA_EV_LEADER_KEY_RETAKEN, HA_NUM_STATES, "a fenced primary takes the key as usual"},
+		{HA_REPLICA, HA_EV_LEADER_KEY_RETAKEN, HA_NUM_STATES, "a replica never retakes"},
+		{HA_RACING, HA_EV_LEADER_KEY_RETAKEN, HA_NUM_STATES, "racing never retakes"},
+		{HA_PROMOTING, HA_EV_LEADER_KEY_RETAKEN, HA_NUM_STATES, "promoting never retakes"},
 	};
 
 	for (size_t i = 0; i < lengthof(steps); i++)
@@ -141,14 +149,18 @@ table_rules(void)
 		UNIT_CHECK(next((HaState) s, HA_EV_ETCD_FAILED) == HA_ETCD_UNREACHABLE,
 				   "%s + etcd failed -> etcd unreachable", ha_state_name((HaState) s));
 	}
-	/* leader is entered only from states of a primary that holds the key or just promoted */
+	/*
+	 * leader is entered only from states of a primary that holds the key
+	 * or just promoted, or (failsafe) that took it back after an outage
+	 */
 	for (int i = 0; i < ha_transition_count(); i++)
 	{
 		const HaTransition *t = ha_transition_at(i);
 
 		if (t->to == HA_LEADER)
-			UNIT_CHECK(t->event == HA_EV_GOT_LEADER_KEY || t->event == HA_EV_HANDOVER_ABORTED,
-					   "leader entered only by getting the key or abandoning a hand-over (row %d: %s)",
+			UNIT_CHECK(t->event == HA_EV_GOT_LEADER_KEY || t->event == HA_EV_HANDOVER_ABORTED ||
+					   (t->event == HA_EV_LEADER_KEY_RETAKEN && t->from == HA_ETCD_UNREACHABLE),
+					   "leader entered only by getting the key, abandoning a hand-over or retaking it after an outage (row %d: %s)",
 					   i, ha_event_name(t->event));
 		if (t->to == HA_PROMOTING)
 			UNIT_CHECK(t->event == HA_EV_WON_RACE, "promoting entered only by winning (row %d)", i);

@@ -11,9 +11,12 @@ use IPC::Run ();
 use JSON::PP ();
 use PostgreSQL::Test::Utils ();
 use PgHa::Test;
+use PgHa::Etcd;
+use PgHa::Proxy;
+use PgHa::Failover ();
 
 our @EXPORT = qw(failsafe_conf post_failsafe failsafe_key wait_failsafe_members
-  promise_ms);
+  promise_ms failsafe_cluster_leader_behind_proxy);
 
 our $USER     = 'pg_ha_peer';
 our $PASSWORD = 'fail:safe"pass';
@@ -75,6 +78,27 @@ sub promise_ms
 	my ($r) = @_;
 	my $j = eval { JSON::PP::decode_json($r->{body}) };
 	return $j ? $j->{promise_ms} : undef;
+}
+
+# Three failsafe nodes (ttl seconds) where node1, the leader, reaches etcd
+# through a TCP proxy (so a test can cut it alone) and the replicas reach it
+# directly; waits until every member is in the failsafe key and creates
+# table t.  Returns ($etcd, $proxy, $n1, $n2, $n3).
+sub failsafe_cluster_leader_behind_proxy
+{
+	my ($ttl) = @_;
+	my $etcd  = PgHa::Etcd->new(members => 1);
+	my $proxy = PgHa::Proxy->new(target => $etcd->member(0)->{client_port}, name => 'node1_etcd');
+	my $direct = $etcd->endpoints;
+	my ($n1, $n2, $n3) = PgHa::Failover::ha_cluster(
+		etcd         => $etcd,
+		endpoints    => $proxy->url,
+		ttl          => $ttl,
+		extra_conf   => failsafe_conf(),
+		replica_conf => "pg_ha.etcd_endpoints = '$direct'\n");
+	wait_failsafe_members($etcd, qw(node1 node2 node3));
+	$n1->safe_psql('postgres', 'CREATE TABLE t (id serial PRIMARY KEY)');
+	return ($etcd, $proxy, $n1, $n2, $n3);
 }
 
 1;
