@@ -270,6 +270,31 @@ dynconf_source(const DynSettings *s, DynField f)
 	return (s->from_key & (1u << f)) ? "config" : local_sources[f];
 }
 
+const char *
+dynconf_local_name(DynField f)
+{
+	return f >= 0 && f < DYN_NUM_FIELDS ? local_sources[f] : "?";
+}
+
+unsigned
+dynconf_shadowed(const DynLocal *was, const DynLocal *now, const DynSettings *s)
+{
+	unsigned	changed = 0;
+
+	if (was->ttl != now->ttl)
+		changed |= 1u << DYN_TTL;
+	if (was->maximum_lag_bytes != now->maximum_lag_bytes)
+		changed |= 1u << DYN_MAXIMUM_LAG;
+	if (was->sync_mode != now->sync_mode)
+		changed |= 1u << DYN_SYNC_MODE;
+	if (was->sync_node_count != now->sync_node_count)
+		changed |= 1u << DYN_SYNC_NODE_COUNT;
+	if (was->failsafe_mode != now->failsafe_mode)
+		changed |= 1u << DYN_FAILSAFE_MODE;
+	/* pg_ha.etcd_timeout is capped by the key, never replaced: not here */
+	return changed & s->from_key;
+}
+
 int
 dynconf_json(const DynSettings *s, char *buf, size_t len)
 {

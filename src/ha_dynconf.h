@@ -93,6 +93,16 @@ extern void dynconf_merge(const PatroniDynConfig *key, const DynLocal *local, Dy
 extern void dynconf_value_text(const DynSettings *s, DynField f, char *buf, size_t len);
 extern const char *dynconf_source(const DynSettings *s, DynField f);
 
+/* The GUC a field falls back to ("pg_ha.ttl"), or what it derives from. */
+extern const char *dynconf_local_name(DynField f);
+
+/*
+ * The fields (bit 1 << DynField) whose GUC changed from was to now while
+ * the key decides them in s: the new GUC value has no effect, and an
+ * operator who just reloaded it should be told so.
+ */
+extern unsigned dynconf_shadowed(const DynLocal *was, const DynLocal *now, const DynSettings *s);
+
 /*
  * out as JSON for pg_ha.status() and /patroni:
  * {"ttl":{"value":10,"source":"pg_ha.ttl"},...,"problems":[...]}.

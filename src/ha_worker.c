@@ -783,6 +783,31 @@ dyn_log_changes(const DynSettings *before)
 }
 
 /*
+ * A GUC the operator just changed has no effect while the config key sets
+ * its field (the key's initial value carries ttl and
+ * maximum_lag_on_failover, so this is the usual case for those two): say
+ * so once, at the reload, rather than leave a silent no-op.
+ */
+static void
+dyn_log_shadowed(unsigned fields)
+{
+	for (int f = 0; f < DYN_NUM_FIELDS; f++)
+	{
+		char		value[32];
+
+		if (!(fields & (1u << f)))
+			continue;
+		dynconf_value_text(&worker.dyn, f, value, sizeof(value));
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("pg_ha: the new value of %s has no effect", dynconf_local_name(f)),
+				 errdetail("The config key sets %s to %s, and the config key takes precedence.",
+						   dynconf_field_name(f), value),
+				 errhint("Change it with patronictl edit-config or PATCH /config, or remove the field from the config key.")));
+	}
+}
+
+/*
  * Failsafe mode on from the key with pg_ha.failsafe_mode off: a restart
  * must count as a promise (shmem.c), so the marker is written, durably,
  * before the listener can learn that failsafe mode is on.  It goes once
@@ -837,6 +862,8 @@ dyn_refresh(void)
 {
 	static PatroniDynConfig *key = NULL;
 	static bool key_valid = false;
+	static DynLocal last_local;
+	static bool have_local = false;
 	DynSettings before = worker.dyn;
 	DynLocal	local;
 
@@ -861,6 +888,10 @@ dyn_refresh(void)
 	dyn_log_problems();
 	if (before.ttl != 0)
 		dyn_log_changes(&before);
+	if (have_local)
+		dyn_log_shadowed(dynconf_shadowed(&last_local, &local, &worker.dyn));
+	last_local = local;
+	have_local = true;
 	/* a new bound on etcd calls needs a new client: at the next cycle's start */
 	if (worker.etcd && worker.client_timeout_ms != worker.dyn.retry_timeout_ms)
 		soon(0);
@@ -983,8 +1014,8 @@ move_lease(void)
  * The `config` key, Patroni's dynamic configuration, as the node that
  * initializes the cluster writes it: this node's settings in Patroni's
  * layout, created only when absent (an operator's edits, or a pause set
- * before, stay).  pg_ha honours only "pause" from it so far.  A failure is
- * retried on the next cycle; nothing waits for it.
+ * before, stay).  Every node honours it from then on (dyn_refresh).  A
+ * failure is retried on the next cycle; nothing waits for it.
  */
 static void
 ensure_config_key(void)

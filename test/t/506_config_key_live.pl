@@ -14,7 +14,9 @@
 #     back to the old TTL, the deadline shrinks with it;
 #   - ttl "abc", ttl 1, a 5000-byte ttl and synchronous_mode "maybe" are
 #     logged and ignored: the GUC's value is back in force, the worker keeps
-#     its PID and the leader keeps writing.
+#     its PID and the leader keeps writing;
+#   - pg_ha.maximum_lag_on_failover reloaded on a node while the key sets
+#     it: a WARNING says the new value has no effect, the key's stays.
 
 use strict;
 use warnings;
@@ -176,6 +178,21 @@ ok(grep({ $_->{field} eq 'synchronous_mode' } @{ $status->{settings}{problems} /
 	'pg_ha.status() lists the ignored field');
 $n1->safe_psql('postgres', 'INSERT INTO t_ttl VALUES (2)');
 pass('the leader still writes');
+
+# ---- a GUC the key overrides: changing it warns instead of doing nothing quietly ----
+%off = map { $_->name => -s $_->logfile } @nodes;
+$n2->append_conf('postgresql.conf', "pg_ha.maximum_lag_on_failover = '64MB'\n");
+$n2->reload;
+my $log2;
+ok(wait_for(sub { $log2 = log_since($n2, $off{node2}); $log2 =~ /new value of pg_ha\.maximum_lag_on_failover/ },
+		timeout => 20, what => 'the shadowed pg_ha.maximum_lag_on_failover warning'),
+	'node2: reloading pg_ha.maximum_lag_on_failover while the key sets it is a WARNING')
+  or diag $log2;
+like($log2,
+	qr/DETAIL:  The config key sets maximum_lag_on_failover to 33554432, and the config key takes precedence/,
+	'node2: it says which value stays in force');
+setting_is('maximum_lag_on_failover', 33554432, 'config', 'the key\'s value still in force after the reload');
+unlike(log_since($n3, $off{node3}), qr/has no effect/, 'node3, not reloaded, says nothing');
 
 # ---- no failover throughout ----
 is(leader_of($etcd), 'node1', 'node1 leads throughout');

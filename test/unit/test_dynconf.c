@@ -233,10 +233,36 @@ check_refused(void)
 				   "parameter %s refused: %d", rows[i].name, rows[i].refused);
 }
 
+/* A GUC reloaded while the key decides its field: reported, and only then. */
+static void
+check_shadowed(void)
+{
+	const char *text = "{\"ttl\":30,\"loop_wait\":10,\"retry_timeout\":10,\"synchronous_mode\":true}";
+	PatroniDynConfig *key = calloc(1, sizeof(PatroniDynConfig));
+	DynLocal	now = guc;
+	DynSettings s;
+
+	UNIT_CHECK(patroni_config_decode(text, strlen(text), key), "shadowed: decoded");
+	now.ttl = 20;
+	now.maximum_lag_bytes = 1;
+	now.sync_mode = DYN_SYNC_QUORUM;
+	now.etcd_timeout_ms = 1000;
+	dynconf_merge(key, &now, &s);
+	UNIT_CHECK(dynconf_shadowed(&guc, &now, &s) == ((1u << DYN_TTL) | (1u << DYN_SYNC_MODE)),
+			   "shadowed: ttl and synchronous_mode (the key's), not the lag (the GUC's): %x",
+			   dynconf_shadowed(&guc, &now, &s));
+	UNIT_CHECK(dynconf_shadowed(&now, &now, &s) == 0, "shadowed: nothing changed, nothing reported");
+	dynconf_merge(NULL, &now, &s);
+	UNIT_CHECK(dynconf_shadowed(&guc, &now, &s) == 0, "shadowed: no key, every GUC counts");
+	UNIT_CHECK(strcmp(dynconf_local_name(DYN_TTL), "pg_ha.ttl") == 0, "shadowed: the GUC's name");
+	free(key);
+}
+
 void
 unit_dynconf(void)
 {
 	check_refused();
+	check_shadowed();
 	for (size_t i = 0; i < lengthof(cases); i++)
 		check_case(&cases[i]);
 	check_params();
