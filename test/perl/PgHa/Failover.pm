@@ -471,8 +471,10 @@ etcd does not answer.
 
 =item wait_lease_renewed($etcd, $lease_hex, timeout => 10)
 
-Wait until the remaining time of the lease goes up, i.e. its holder has
-just renewed it; returns the remaining seconds then (undef on timeout).
+Wait until the lease's remaining time proves a renewal: it goes up, or
+holds for 1.2 s, which whole seconds cannot do without one (a holder
+renewing every second, as with loop_wait 1, may never show a rise).
+Returns the remaining seconds then (undef on timeout).
 A test that must act right after a renewal (to have a whole TTL before the
 lease can expire) starts from here.
 
@@ -490,13 +492,20 @@ sub lease_remaining
 sub wait_lease_renewed
 {
 	my ($etcd, $id, %p) = @_;
-	my $last;
+	my @seen;    # [time, remaining] of each reading
+
+	# etcd reports whole seconds, so with a renewal every second the
+	# reading may never go up.  Without a renewal it must drop by at least
+	# one within 1.2 s (rounded either way), so a reading that is no lower
+	# than one taken 1.2 s or more before proves a renewal between them.
 	return wait_for(
 		sub {
 			my $r = lease_remaining($etcd, $id);
 			return undef unless defined $r && $r >= 0;
-			my $renewed = defined $last && $r > $last;
-			$last = $r;
+			my $t = Time::HiRes::time();
+			my $renewed = @seen && $r > $seen[-1][1];
+			$renewed ||= grep { $t - $_->[0] >= 1.2 && $r >= $_->[1] } @seen;
+			push @seen, [ $t, $r ];
 			return $renewed ? "$r" : undef;
 		},
 		timeout  => $p{timeout} // 10,
