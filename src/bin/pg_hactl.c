@@ -1139,11 +1139,7 @@ cmd_rejoin(Settings *s, bool if_needed, bool reclone_asked)
 			s->pgdata);
 		clone_afresh = true;
 	}
-	if (reinit)
-	{
-		say("reinitialize %s: cloning %s afresh", reason, s->pgdata);
-		clone_afresh = true;
-	}
+	clone_afresh |= reinit;
 
 	/* nobody else leads: postgres starts as it is, pg_ha takes it from there */
 	if (if_needed && !marked && !clone_afresh &&
@@ -1154,6 +1150,8 @@ cmd_rejoin(Settings *s, bool if_needed, bool reclone_asked)
 	}
 	require_other_leader(&c, s, reinit);
 	leader = require_leader(&c);
+	if (reinit)
+		say("reinitialize %s: \"%s\" leads, cloning %s afresh", reason, leader->name, s->pgdata);
 
 	if (!marked && !clone_afresh)
 	{

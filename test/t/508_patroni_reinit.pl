@@ -29,7 +29,7 @@ $n1->safe_psql('postgres', 'INSERT INTO t SELECT generate_series(1, 100)');
 
 # A file only this node's data directory holds: a fresh base backup does
 # not bring it.
-sub probe { return $_[0]->data_dir . '/reinit_probe'; }
+sub probe { return $_[0]->data_dir . '/reinit_probe_' . $_[0]->name; }
 append_to_file(probe($_), $_->name . "\n") for ($n1, $n2);
 
 sub wait_down
@@ -87,6 +87,7 @@ $n3->reload;
 wait_for(sub { my $m = member_json($etcd, 'node3'); $m && ($m->{tags} // {})->{clonefrom} },
 	timeout => 15, what => 'tags.clonefrom on node3', fatal => 1);
 my $off = -s $n2->logfile;
+my $svc;
 SKIP:
 {
 	skip 'patronictl not installed', 14 unless patronictl_available();
@@ -97,7 +98,7 @@ SKIP:
 	like(log_since($n2, $off), qr/reinitialize requested over the API/, 'node2 logs why it shut down');
 	$n1->safe_psql('postgres', 'INSERT INTO t SELECT generate_series(101, 200)');
 
-	my $svc = supervise($n2);
+	$svc = supervise($n2);
 	ok($svc && $svc->{started}, 'the service manager started node2 again');
 	like($svc->{rejoin_output}, qr/cloning from "node3" \(tag clonefrom\)/,
 		'pg_hactl took the base backup from the clonefrom member');
@@ -116,13 +117,29 @@ SKIP:
 	ok(-e probe($n1), "node1's data directory is untouched");
 }
 
+# --- pg_ha.reinitialize(from_leader => true) on the replica: from the leader
+append_to_file(probe($n2), "node2 again\n");
+$off = -s $n2->logfile;
+try_sql($n2, 'SELECT pg_ha.reinitialize(from_leader => true)');
+ok(wait_down($n2), 'pg_ha.reinitialize() shut node2 down');
+like(log_since($n2, $off), qr/reinitialize requested by pg_ha\.reinitialize\(\)/, 'node2 logs why');
+$svc = supervise($n2);
+ok($svc && $svc->{started}, 'node2 started again');
+like($svc && $svc->{rejoin_output}, qr/re-cloned \S+ from "node1"/, 'from_leader: cloned from the leader');
+ok(!-e probe($n2), "node2's data directory was re-cloned again");
+like(slurp_file($n2->data_dir . '/backup_label.old'), qr/BACKUP FROM: primary/,
+	'this time from a base backup of the primary');
+$n1->safe_psql('postgres', 'INSERT INTO t SELECT generate_series(301, 400)');
+my $rows = $n1->safe_psql('postgres', 'SELECT count(*) FROM t');
+ok(rows_on($n2, $rows), "node2 follows the leader with every row ($rows)");
+
 # --- no other leader: pg_hactl refuses and leaves the data directory as it is
 # A request left in the leader's data directory (written by hand here: the
 # API refuses on the leader) meets a restart that keeps the leader key.
 append_to_file($n1->data_dir . '/pg_ha.reinitialize', "reason=left over\n");
 try_sql($n1, "SELECT pg_ha.restart('reinit test')");
 ok(wait_down($n1), 'node1 shut down for a restart');
-my $svc = supervise($n1);
+$svc = supervise($n1);
 is($svc && $svc->{rejoin_rc}, 1, 'pg_hactl rejoin refuses the re-clone while the leader key names this node');
 like($svc && $svc->{rejoin_output}, qr/no other node holds the leader key/, 'and says why');
 ok(!($svc && $svc->{started}), 'postgres was not started');
@@ -134,6 +151,6 @@ $svc = supervise($n1);
 ok($svc && $svc->{started}, 'without the request, node1 starts');
 ok(wait_for(sub { my $l = leader_of($etcd); $l && grep { (in_recovery($_) // 1) == 0 } $n1, $n2, $n3 },
 		timeout => 60, what => 'a leader'), 'the cluster has a leader');
-ok(rows_on($n1, 300), 'node1 kept its rows');
+ok(rows_on($n1, $rows), "node1 kept its rows ($rows)");
 
 done_testing();
