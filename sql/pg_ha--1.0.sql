@@ -104,6 +104,11 @@ LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'pg_ha_resume';
 CREATE FUNCTION pg_ha.restart(reason text DEFAULT 'requested', pending_only boolean DEFAULT false)
 RETURNS text
 LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'pg_ha_restart';
+-- re-clone this replica from the cluster at its next start, through the
+-- service manager and pg_hactl rejoin (ha_reinit.c); refused on the leader
+CREATE FUNCTION pg_ha.reinitialize(force boolean DEFAULT false, from_leader boolean DEFAULT false)
+RETURNS text
+LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'pg_ha_reinitialize';
 
 REVOKE ALL ON FUNCTION pg_ha.switchover(text, timestamptz, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ha.failover(text, boolean) FROM PUBLIC;
@@ -111,6 +116,7 @@ REVOKE ALL ON FUNCTION pg_ha.cancel_switchover() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ha.pause() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ha.resume() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ha.restart(text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ha.reinitialize(boolean, boolean) FROM PUBLIC;
 
 -- Control and status functions are not for PUBLIC; monitoring roles may
 -- read status.

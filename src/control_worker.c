@@ -11,7 +11,9 @@
  * raised before the request was written it is a refusal (412), after it a
  * failure (503).  PATCH and PUT /config write the config key, PATCH with a
  * compare-and-swap on the key's mod_revision (409 when it changed
- * meanwhile), as Patroni does.
+ * meanwhile), as Patroni does.  POST /restart and POST /reinitialize end
+ * in a fast shutdown (ha_restart.c, ha_reinit.c), started only after the
+ * answer has been posted.
  *
  * The worker has no database connection: nothing here needs the catalog.
  */
@@ -429,6 +431,69 @@ serve_restart(const char *body, ControlAnswer *a)
 	PG_END_TRY();
 }
 
+/* ---------- reinitialize ---------- */
+
+/* Patroni's words for each refusal (ha.py reinitialize), 503 as it answers them. */
+static const char *
+reinit_refusal(ReinitVerdict v)
+{
+	switch (v)
+	{
+		case REINIT_CLUSTER_UNKNOWN:
+			return "etcd cannot be reached, can not reinitialize";
+		case REINIT_NO_LEADER:
+			return "Cluster has no leader, can not reinitialize";
+		case REINIT_IS_LEADER:
+			return "I am the leader, can not reinitialize";
+		case REINIT_MAY_PROMOTE:
+			return "I may be promoted, can not reinitialize";
+		case REINIT_IN_PROGRESS:
+			return "reinitialize already in progress";
+		case REINIT_ACCEPTED:
+			break;
+	}
+	return "reinitialize started";
+}
+
+/*
+ * POST /reinitialize: ha_reinit.c decides and records it; then the restart
+ * path, as for POST /restart: the answer goes out before the shutdown.
+ * Patroni answers 200 "reinitialize started" before its clone runs too.
+ */
+static void
+serve_reinitialize(const char *body, ControlAnswer *a)
+{
+	PatroniReinitBody b;
+	char		err[256] = "";
+	int			st = patroni_reinit_body_decode(body, strlen(body), &b, err, sizeof(err));
+	MemoryContext ctx = CurrentMemoryContext;
+
+	if (st != 0)
+	{
+		reply(a, st, err);
+		return;
+	}
+	PG_TRY();
+	{
+		ReinitVerdict v = pg_ha_reinitialize_accept(b.force, b.from_leader, "requested over the API");
+
+		reply(a, v == REINIT_ACCEPTED ? 200 : 503, reinit_refusal(v));
+		restart_after_answer = v == REINIT_ACCEPTED;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(ctx);
+		e = CopyErrorData();
+		FlushErrorState();
+		LWLockReleaseAll();
+		reply(a, 500, e->message ? e->message : "reinitialize failed");
+		FreeErrorData(e);
+	}
+	PG_END_TRY();
+}
+
 /* ---------- the worker ---------- */
 
 static void
@@ -453,6 +518,9 @@ serve(ControlKind kind, const char *body, ControlAnswer *a)
 			break;
 		case CONTROL_RESTART:
 			serve_restart(body, a);
+			break;
+		case CONTROL_REINITIALIZE:
+			serve_reinitialize(body, a);
 			break;
 	}
 }

@@ -57,10 +57,34 @@ pg_ha_pending_restart(void)
 	return false;
 }
 
-static void
-marker_path(char *path, size_t len)
+/*
+ * A marker file in the data directory: "pid=<postmaster>" and
+ * "reason=<text>" lines (and others its reader may look for).  False when
+ * it is absent or unreadable; *pid is -1 when it names no PID.
+ */
+bool
+pg_ha_marker_read(const char *name, long *pid, char *reason, size_t len)
 {
-	snprintf(path, len, "%s/%s", DataDir, RESTART_MARKER);
+	char		path[MAXPGPATH];
+	char		line[RESTART_REASON_MAX + 16];
+	FILE	   *f;
+
+	snprintf(path, sizeof(path), "%s/%s", DataDir, name);
+	*pid = -1;
+	reason[0] = '\0';
+	f = AllocateFile(path, "r");
+	if (f == NULL)
+		return false;
+	while (fgets(line, sizeof(line), f))
+	{
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "pid=", 4) == 0)
+			*pid = strtol(line + 4, NULL, 10);
+		else if (strncmp(line, "reason=", 7) == 0)
+			strlcpy(reason, line + 7, len);
+	}
+	FreeFile(f);
+	return true;
 }
 
 /*
@@ -70,26 +94,9 @@ marker_path(char *path, size_t len)
 bool
 pg_ha_restart_requested(char *reason, size_t len)
 {
-	char		path[MAXPGPATH];
-	char		line[RESTART_REASON_MAX + 16];
-	FILE	   *f;
-	long		pid = -1;
+	long		pid;
 
-	marker_path(path, sizeof(path));
-	reason[0] = '\0';
-	f = AllocateFile(path, "r");
-	if (f == NULL)
-		return false;
-	while (fgets(line, sizeof(line), f))
-	{
-		line[strcspn(line, "\n")] = '\0';
-		if (strncmp(line, "pid=", 4) == 0)
-			pid = strtol(line + 4, NULL, 10);
-		else if (strncmp(line, "reason=", 7) == 0)
-			strlcpy(reason, line + 7, len);
-	}
-	FreeFile(f);
-	return pid == (long) PostmasterPid;
+	return pg_ha_marker_read(RESTART_MARKER, &pid, reason, len) && pid == (long) PostmasterPid;
 }
 
 /* The new HA worker: say why postgres restarted, and forget the request. */
@@ -97,20 +104,14 @@ void
 pg_ha_restart_done(void)
 {
 	char		path[MAXPGPATH];
-	char		line[RESTART_REASON_MAX + 16];
-	FILE	   *f;
+	char		reason[RESTART_REASON_MAX + 1];
+	long		pid;
 
-	marker_path(path, sizeof(path));
-	f = AllocateFile(path, "r");
-	if (f == NULL)
+	if (!pg_ha_marker_read(RESTART_MARKER, &pid, reason, sizeof(reason)))
 		return;
-	while (fgets(line, sizeof(line), f))
-	{
-		line[strcspn(line, "\n")] = '\0';
-		if (strncmp(line, "reason=", 7) == 0)
-			ereport(LOG, (errmsg("pg_ha: postgres was restarted on request: %s", line + 7)));
-	}
-	FreeFile(f);
+	if (reason[0])
+		ereport(LOG, (errmsg("pg_ha: postgres was restarted on request: %s", reason)));
+	snprintf(path, sizeof(path), "%s/%s", DataDir, RESTART_MARKER);
 	if (unlink(path) != 0 && errno != ENOENT)
 		ereport(WARNING,
 				(errcode_for_file_access(),
@@ -128,17 +129,20 @@ clean_reason(const char *in, char *out, size_t len)
 	out[n] = '\0';
 }
 
-static void
-write_marker(const char *reason)
+/*
+ * Writes the marker name in the data directory, durably (a temporary file,
+ * fsync'ed, renamed): a reader finds the whole text or nothing.  ERROR if
+ * it cannot.
+ */
+void
+pg_ha_marker_write(const char *name, const char *text)
 {
 	char		path[MAXPGPATH];
 	char		tmp[MAXPGPATH];
-	char	   *text;
 	int			fd;
 
-	marker_path(path, sizeof(path));
+	snprintf(path, sizeof(path), "%s/%s", DataDir, name);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	text = psprintf("pid=%d\nreason=%s\n", (int) PostmasterPid, reason);
 	fd = OpenTransientFile(tmp, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
 	if (fd < 0)
 		ereport(ERROR,
@@ -187,7 +191,8 @@ pg_ha_restart_mark(const char *reason)
 	char		clean[RESTART_REASON_MAX + 1];
 
 	clean_reason(reason, clean, sizeof(clean));
-	write_marker(clean[0] ? clean : "requested");
+	pg_ha_marker_write(RESTART_MARKER, psprintf("pid=%d\nreason=%s\n", (int) PostmasterPid,
+											   clean[0] ? clean : "requested"));
 	ereport(LOG,
 			(errmsg("pg_ha: restarting postgres: %s", clean[0] ? clean : "requested"),
 			 errdetail("The service manager starts postgres again (pg_ha@.service: Restart=always).")));

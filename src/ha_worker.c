@@ -1081,6 +1081,11 @@ check_initialize_key(void)
  * that the failsafe key (present only while the leader runs failsafe
  * mode) does not list.  Passing marks the key claimed in the same locked
  * section, so the listener gives no promise from then on.
+ *
+ * The same section refuses while a reinitialize of this node is accepted
+ * (reinit_pending, ha_reinit.c): that node is about to be wiped and must
+ * never become the leader.  The control side sets the flag only while the
+ * key is not claimed, under the same lock, so exactly one of the two wins.
  */
 static bool
 failsafe_may_take_key(void)
@@ -1091,6 +1096,7 @@ failsafe_may_take_key(void)
 	int64		until;
 	char		leader[PG_HA_NAME_LEN];
 	bool		bound;
+	bool		reinit;
 
 	if (kv != NULL && kv->value != NULL &&
 		(!failsafe_members_decode(kv->value, listed, FAILSAFE_MAX_MEMBERS, &n) ||
@@ -1102,6 +1108,7 @@ failsafe_may_take_key(void)
 	}
 	pfree(listed);
 	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	reinit = pg_ha_shared->reinit_pending;
 	until = pg_ha_shared->failsafe_until_us;
 	strlcpy(leader, pg_ha_shared->failsafe_leader, sizeof(leader));
 	bound = failsafe_promise_binding(pg_ha_monotonic_us(), until);
@@ -1113,9 +1120,14 @@ failsafe_may_take_key(void)
 	 */
 	if (bound && leader[0] == '\0' && !RecoveryInProgress())
 		bound = false;
-	if (!bound)
+	if (!bound && !reinit)
 		pg_ha_shared->failsafe_key_claimed = true;
 	LWLockRelease(pg_ha_shared->lock);
+	if (reinit)
+	{
+		refuse_race("this node is being reinitialized");
+		return false;
+	}
 	if (bound)
 	{
 		/* no countdown in the text: refuse_race logs when it changes */
@@ -3474,6 +3486,7 @@ pg_ha_worker_main(Datum arg)
 			(errmsg("pg_ha: worker started for node \"%s\" in cluster \"%s\" (leader key %s)",
 					worker.node, pg_ha_effective_cluster(), worker.leader_key)));
 	pg_ha_restart_done();
+	pg_ha_reinitialize_forget();
 
 	while (!ShutdownRequestPending)
 	{

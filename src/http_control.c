@@ -24,7 +24,7 @@
  *   POST    /reload         SIGHUP to the postmaster     here
  *   POST    /restart        restart (ha_restart.c)       control worker
  *   DELETE  /restart        no scheduled restarts: 404   here
- *   POST    /reinitialize                                501: not built yet
+ *   POST    /reinitialize   re-clone (ha_reinit.c)       control worker
  */
 #include "pg_ha.h"
 
@@ -68,7 +68,7 @@ static const ControlRoute control_routes[] = {
 	{"POST", "/reload", ACT_RELOAD, 0, false},
 	{"POST", "/restart", ACT_WORKER, CONTROL_RESTART, false},
 	{"DELETE", "/restart", ACT_NO_SCHEDULED_RESTART, 0, false},
-	{"POST", "/reinitialize", ACT_NOT_BUILT, 0, false},
+	{"POST", "/reinitialize", ACT_WORKER, CONTROL_REINITIALIZE, false},
 	{"POST", "/sigterm", ACT_NOT_BUILT, 0, false},
 	{"POST", "/citus", ACT_NOT_BUILT, 0, false},
 };

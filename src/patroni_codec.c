@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 
@@ -476,6 +477,55 @@ patroni_restart_body_decode(const char *text, size_t len, PatroniRestartBody *ou
 	}
 	cJSON_Delete(doc);
 	return status;
+}
+
+/*
+ * Patroni's parse_bool: Python's str(value).lower() in ('on', 'true',
+ * 'yes', '1').  cJSON cannot tell 1 from 1.0 (which Python prints "1.0"):
+ * both count as 1.
+ */
+static bool
+parse_bool(const cJSON *v)
+{
+	static const char *const yes[] = {"on", "true", "yes", "1"};
+
+	if (cJSON_IsTrue(v))
+		return true;
+	if (cJSON_IsNumber(v))
+		return v->valuedouble == 1;
+	if (!cJSON_IsString(v))
+		return false;
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+		if (strcasecmp(v->valuestring, yes[i]) == 0)
+			return true;
+	return false;
+}
+
+int
+patroni_reinit_body_decode(const char *text, size_t len, PatroniReinitBody *out,
+						   char *err, size_t errlen)
+{
+	cJSON	   *doc;
+
+	memset(out, 0, sizeof(*out));
+	if (len == 0)
+		return 0;
+	if (len > PATRONI_BODY_MAX)
+	{
+		set_err(err, errlen, "The body is too large.");
+		return 400;
+	}
+	doc = cJSON_ParseWithLength(text, len);
+	if (!cJSON_IsObject(doc))
+	{
+		cJSON_Delete(doc);
+		set_err(err, errlen, "The body must be a JSON object.");
+		return 400;
+	}
+	out->force = parse_bool(cJSON_GetObjectItemCaseSensitive(doc, "force"));
+	out->from_leader = parse_bool(cJSON_GetObjectItemCaseSensitive(doc, "from_leader"));
+	cJSON_Delete(doc);
+	return 0;
 }
 
 bool

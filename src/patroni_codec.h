@@ -1,8 +1,8 @@
 /*
  * patroni_codec.h - the JSON that Patroni's operators hand to pg_ha
  * (patroni_codec.c): user tags (pg_ha.tags), the `config` key with
- * Patroni's merge rules, and the bodies of POST /switchover and
- * POST /failover.
+ * Patroni's merge rules, and the bodies of POST /switchover,
+ * POST /failover, POST /restart and POST /reinitialize.
  *
  * Plain C on cJSON with no backend symbols, so the unit tests and the fuzz
  * target (test/fuzz/fuzz_patroni.c) link it as it is.  Every decoder is
@@ -179,6 +179,23 @@ typedef struct PatroniRestartBody
  */
 extern int	patroni_restart_body_decode(const char *text, size_t len, PatroniRestartBody *out,
 										char *err, size_t errlen);
+
+/* The body of POST /reinitialize. */
+typedef struct PatroniReinitBody
+{
+	bool		force;			/* request it again while one is under way */
+	bool		from_leader;	/* base backup from the leader, not a clonefrom member */
+} PatroniReinitBody;
+
+/*
+ * Decodes the body of POST /reinitialize ("" or {} is no option).  Each
+ * option is read as Patroni's parse_bool does: true, 1, "true", "on",
+ * "yes" or "1" (any case) turn it on, any other value leaves it off, and
+ * other keys are ignored.  Returns 0, or 400 with a sentence in err when
+ * the body is not a JSON object.
+ */
+extern int	patroni_reinit_body_decode(const char *text, size_t len, PatroniReinitBody *out,
+									   char *err, size_t errlen);
 
 /* Is text a JSON array (the history key's value)? */
 extern bool patroni_is_json_array(const char *text, size_t len);

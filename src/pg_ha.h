@@ -152,7 +152,8 @@ typedef enum ControlKind
 	CONTROL_CANCEL_SWITCHOVER,
 	CONTROL_PATCH_CONFIG,
 	CONTROL_PUT_CONFIG,
-	CONTROL_RESTART
+	CONTROL_RESTART,
+	CONTROL_REINITIALIZE
 } ControlKind;
 
 #define PG_HA_CONTROL_TEXT_LEN 16400	/* body in, answer out, NUL included */
@@ -275,6 +276,13 @@ typedef struct PgHaShared
 	int64		failsafe_until_us;	/* no race for the key before this */
 	bool		failsafe_key_claimed;	/* worker is taking the key */
 
+	/*
+	 * A reinitialize of this node was accepted (ha_reinit.c): the worker
+	 * takes no leader key from then on (checked in the section that marks
+	 * the key claimed).  Cleared only by the postmaster's exit.
+	 */
+	bool		reinit_pending;
+
 	ControlSlot control;		/* the control API's request (see above) */
 } PgHaShared;
 
@@ -330,6 +338,27 @@ extern bool pg_ha_restart_requested(char *reason, size_t len);
 extern void pg_ha_restart_done(void);
 extern void pg_ha_restart_mark(const char *reason);
 extern void pg_ha_restart_now(void);
+/* Marker files in the data directory ("pid=" and "reason=" lines). */
+extern bool pg_ha_marker_read(const char *name, long *pid, char *reason, size_t len);
+extern void pg_ha_marker_write(const char *name, const char *text);
+
+/* ---------- reinitialize: re-clone at the next start (ha_reinit.c) ---------- */
+
+/* Why a reinitialize of this node is refused (or REINIT_ACCEPTED). */
+typedef enum ReinitVerdict
+{
+	REINIT_ACCEPTED = 0,
+	REINIT_CLUSTER_UNKNOWN,		/* etcd not read, or not reachable now */
+	REINIT_NO_LEADER,			/* nobody to clone from */
+	REINIT_IS_LEADER,			/* holds the leader key, or runs as a primary */
+	REINIT_MAY_PROMOTE,			/* racing for the key, or promoting */
+	REINIT_IN_PROGRESS			/* accepted already; force asks again */
+} ReinitVerdict;
+
+#define PG_HA_REINIT_MARKER "pg_ha.reinitialize"
+
+extern ReinitVerdict pg_ha_reinitialize_accept(bool force, bool from_leader, const char *reason);
+extern void pg_ha_reinitialize_forget(void);
 
 /* ---------- HA worker (ha_worker.c, ha_state.c) ---------- */
 

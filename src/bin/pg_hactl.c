@@ -37,6 +37,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <ftw.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -858,17 +859,36 @@ require_leader(const Cluster *c)
  * the leader's history and then streams from the leader.
  */
 static const Member *
-clone_source(const Cluster *c, const Member *leader)
+clone_source(const Cluster *c, const Member *leader, const char *self)
 {
 	for (int i = 0; i < c->nmembers; i++)
 	{
 		const Member *m = &c->members[i];
 
 		if (m->clonefrom && m != leader && strcmp(m->role, "replica") == 0 && m->streaming &&
-			m->timeline == leader->timeline && m->host[0] != '\0')
+			m->timeline == leader->timeline && m->host[0] != '\0' && strcmp(m->name, self) != 0)
 			return m;
 	}
 	return leader;
+}
+
+/*
+ * Files in a data directory that are requests to this node (pg_ha's
+ * markers), not data: a base backup copies the source's, which are not
+ * ours.
+ */
+static void
+drop_copied_requests(const char *pgdata)
+{
+	static const char *const markers[] = {"pg_ha.rejoin", "pg_ha.reinitialize", "pg_ha.restart"};
+	char		path[PATH_MAX];
+
+	for (size_t i = 0; i < sizeof(markers) / sizeof(markers[0]); i++)
+	{
+		snprintf(path, sizeof(path), "%s/%s", pgdata, markers[i]);
+		if (unlink(path) != 0 && errno != ENOENT)
+			die("cannot remove %s: %s", path, strerror(errno));
+	}
 }
 
 static int
@@ -884,7 +904,7 @@ cmd_clone(Settings *s, const char *node_name, const char *port, const char *conn
 	load_cluster(s, client, &c);
 	etcd_client_free(client);
 	leader = require_leader(&c);
-	source = clone_source(&c, leader);
+	source = clone_source(&c, leader, node_name);
 	if (file_exists(s->pgdata))
 	{
 		snprintf(path, sizeof(path), "%s/PG_VERSION", s->pgdata);
@@ -895,6 +915,7 @@ cmd_clone(Settings *s, const char *node_name, const char *port, const char *conn
 		say("cloning from \"%s\" (tag clonefrom) instead of the leader \"%s\"", source->name, leader->name);
 	if (clone_from(s, source, s->pgdata) != 0)
 		die("pg_basebackup from \"%s\" failed", source->name);
+	drop_copied_requests(s->pgdata);
 	snprintf(s->node_name, sizeof(s->node_name), "%s", node_name);
 	snprintf(path, sizeof(path), "%s/postgresql.conf", s->pgdata);
 	f = fopen(path, "a");
@@ -930,8 +951,166 @@ marker_asks_reclone(const char *path)
 	return reclone;
 }
 
+/*
+ * A reinitialize request (pg_ha.reinitialize in the data directory, left
+ * by POST /reinitialize or pg_ha.reinitialize(), src/ha_reinit.c): true
+ * when there is one, with its options.
+ */
+static bool
+reinit_requested(const char *pgdata, bool *from_leader, char *reason, size_t len)
+{
+	char		path[PATH_MAX];
+	char		line[256];
+	FILE	   *f;
+
+	snprintf(path, sizeof(path), "%s/pg_ha.reinitialize", pgdata);
+	*from_leader = false;
+	snprintf(reason, len, "requested");
+	f = fopen(path, "r");
+	if (f == NULL)
+	{
+		if (errno != ENOENT)
+			die("cannot read %s: %s", path, strerror(errno));
+		return false;
+	}
+	while (fgets(line, sizeof(line), f))
+	{
+		line[strcspn(line, "\n")] = '\0';
+		if (strcmp(line, "from_leader=1") == 0)
+			*from_leader = true;
+		else if (strncmp(line, "reason=", 7) == 0)
+			snprintf(reason, len, "%s", line + 7);
+	}
+	fclose(f);
+	return true;
+}
+
+/* nftw callback: remove what it is given (depth first, not following links) */
 static int
-cmd_rejoin(Settings *s, bool if_needed, bool reclone)
+remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	return remove(path) == 0 ? 0 : -1;
+}
+
+/* Removes the directory tree at path; false (errno set) when it could not. */
+static bool
+remove_tree(const char *path)
+{
+	return nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0;
+}
+
+/*
+ * Replaces pgdata with a fresh base backup from source and makes it a
+ * standby of leader.  The old directory is moved aside first and put back
+ * when the backup fails, so a failure leaves the node as it was (its
+ * markers included: the next start tries again).  After a success it is
+ * removed when discard_old (a reinitialize asked to throw it away), kept
+ * in DIR.pg_hactl-old otherwise (a diverged node's WAL may be wanted).
+ */
+static void
+reclone(Settings *s, const Member *source, const Member *leader, const char *saved, bool discard_old)
+{
+	char		aside[PATH_MAX];
+
+	snprintf(aside, sizeof(aside), "%s.pg_hactl-old", s->pgdata);
+	if (file_exists(aside))
+		die("%s exists from an earlier attempt: remove it first; %s is left as it is", aside, s->pgdata);
+	if (rename(s->pgdata, aside) != 0)
+		die("cannot move %s aside: %s", s->pgdata, strerror(errno));
+	if (source != leader)
+		say("cloning from \"%s\" (tag clonefrom) instead of the leader \"%s\"", source->name, leader->name);
+	if (clone_from(s, source, s->pgdata) != 0)
+	{
+		/* pg_basebackup removes what it wrote, unless it was killed */
+		if (file_exists(s->pgdata) && !remove_tree(s->pgdata))
+			die("pg_basebackup from \"%s\" failed, and its partial copy %s could not be removed (%s); the old data directory is %s",
+				source->name, s->pgdata, strerror(errno), aside);
+		if (rename(aside, s->pgdata) != 0)
+			die("pg_basebackup from \"%s\" failed, and %s could not be moved back to %s: %s",
+				source->name, aside, s->pgdata, strerror(errno));
+		die("pg_basebackup from \"%s\" failed; %s is left as it was", source->name, s->pgdata);
+	}
+	drop_copied_requests(s->pgdata);
+	restore_local_config(s->pgdata, saved);
+	configure_standby(s, s->pgdata, leader);
+	if (!discard_old)
+	{
+		say("re-cloned %s from \"%s\"; the old data directory is kept in %s", s->pgdata,
+			source->name, aside);
+		return;
+	}
+	if (!remove_tree(aside))
+		say("re-cloned %s from \"%s\", but could not remove the old data directory %s: %s",
+			s->pgdata, source->name, aside, strerror(errno));
+	else
+		say("re-cloned %s from \"%s\"; the old data directory was removed", s->pgdata, source->name);
+}
+
+/*
+ * The check every rewind and re-clone passes first, on what etcd says now:
+ * another node holds the leader key.  Nothing has been touched yet, so a
+ * refusal leaves the data directory as it is.  A node the key names is the
+ * leader (or was, and its lease still runs): its data may be the only copy
+ * of what it acknowledged.  With no leader at all there is nothing to
+ * follow or clone, and this node may be the one that must take over.
+ */
+static void
+require_other_leader(const Cluster *c, const Settings *s, bool reinit)
+{
+	const char *why = c->leader[0] == '\0' ? "the cluster has no leader" :
+		"the leader key names this node";
+
+	if (c->leader[0] != '\0' && strcmp(c->leader, s->node_name) != 0)
+		return;
+	if (reinit)
+		die("reinitialize refused: no other node holds the leader key (%s); %s is left as it is.\n"
+			"It is re-cloned once another node leads; to start this node with its data as it is, remove %s/pg_ha.reinitialize.",
+			why, s->pgdata, s->pgdata);
+	if (c->leader[0] == '\0')
+		die("the cluster has no leader to rejoin; start postgres and let pg_ha elect one");
+	die("no other node holds the leader key (%s): %s is not rewound or re-cloned", why, s->pgdata);
+}
+
+/* pg_rewind to leader; true when it worked (and the node follows it). */
+static bool
+rewind_to(Settings *s, const Member *leader, const char *saved, const char *marker)
+{
+	char		conninfo[1024];
+	PGconn	   *conn;
+	char	   *argv[] = {PGBINDIR "/pg_rewind", "--target-pgdata", s->pgdata,
+		"--source-server", conninfo, "--progress", NULL};
+
+	member_conninfo(s, leader, conninfo, sizeof(conninfo));
+
+	/*
+	 * pg_rewind reads the source's timeline from its control file, which a
+	 * fresh leader updates only at its first checkpoint after the promotion
+	 * (a spread one): force it, or pg_rewind sees "the same timeline" and
+	 * rewinds nothing.
+	 */
+	conn = PQconnectdb(conninfo);
+	if (PQstatus(conn) != CONNECTION_OK)
+		say("cannot connect to \"%s\" for a checkpoint: %s", leader->name, PQerrorMessage(conn));
+	else
+	{
+		PGresult   *res = PQexec(conn, "CHECKPOINT");
+
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+			say("CHECKPOINT on \"%s\" failed: %s", leader->name, PQerrorMessage(conn));
+		PQclear(res);
+	}
+	PQfinish(conn);
+	if (run(argv) != 0)
+		return false;
+	restore_local_config(s->pgdata, saved);
+	configure_standby(s, s->pgdata, leader);
+	unlink(marker);
+	say("rewound %s to \"%s\"", s->pgdata, leader->name);
+	return true;
+}
+
+static int
+cmd_rejoin(Settings *s, bool if_needed, bool reclone_asked)
 {
 	EtcdClient *client = connect_etcd(s);
 	Cluster		c;
@@ -939,9 +1118,12 @@ cmd_rejoin(Settings *s, bool if_needed, bool reclone)
 	char		marker[PATH_MAX];
 	char		signal_file[PATH_MAX];
 	char		saved[PATH_MAX];
-	char		conninfo[1024];
+	char		reason[256];
 	bool		marked;
 	bool		primary;
+	bool		reinit;
+	bool		from_leader;
+	bool		clone_afresh = reclone_asked;
 
 	load_cluster(s, client, &c);
 	etcd_client_free(client);
@@ -949,28 +1131,29 @@ cmd_rejoin(Settings *s, bool if_needed, bool reclone)
 	snprintf(signal_file, sizeof(signal_file), "%s/standby.signal", s->pgdata);
 	marked = file_exists(marker);
 	primary = !file_exists(signal_file);
+	reinit = reinit_requested(s->pgdata, &from_leader, reason, sizeof(reason));
 	if (marked && marker_asks_reclone(marker))
 	{
 		/* a fork on the leader's own timeline number: pg_rewind cannot see it */
 		say("%s diverged on the leader's timeline number: pg_rewind cannot repair that, cloning afresh",
 			s->pgdata);
-		reclone = true;
+		clone_afresh = true;
 	}
+	clone_afresh |= reinit;
 
-	if (c.leader[0] == '\0' || strcmp(c.leader, s->node_name) == 0)
+	/* nobody else leads: postgres starts as it is, pg_ha takes it from there */
+	if (if_needed && !marked && !clone_afresh &&
+		(c.leader[0] == '\0' || strcmp(c.leader, s->node_name) == 0))
 	{
-		/* nobody else leads: postgres starts as it is, pg_ha takes it from there */
-		if (!marked && if_needed)
-		{
-			say("no other leader: nothing to do");
-			return 0;
-		}
-		if (c.leader[0] == '\0')
-			die("the cluster has no leader to rejoin; start postgres and let pg_ha elect one");
+		say("no other leader: nothing to do");
+		return 0;
 	}
+	require_other_leader(&c, s, reinit);
 	leader = require_leader(&c);
+	if (reinit)
+		say("reinitialize %s: \"%s\" leads, cloning %s afresh", reason, leader->name, s->pgdata);
 
-	if (!marked && !reclone)
+	if (!marked && !clone_afresh)
 	{
 		if (primary)
 		{
@@ -988,59 +1171,12 @@ cmd_rejoin(Settings *s, bool if_needed, bool reclone)
 
 	snprintf(saved, sizeof(saved), "%s.pg_hactl-config", s->pgdata);
 	save_local_config(s->pgdata, saved);
-	member_conninfo(s, leader, conninfo, sizeof(conninfo));
-	if (!reclone)
-	{
-		/*
-		 * pg_rewind reads the source's timeline from its control file, which
-		 * a fresh leader updates only at its first checkpoint after the
-		 * promotion (a spread one): force it, or pg_rewind sees "the same
-		 * timeline" and rewinds nothing.
-		 */
-		PGconn	   *conn = PQconnectdb(conninfo);
-
-		if (PQstatus(conn) != CONNECTION_OK)
-			say("cannot connect to \"%s\" for a checkpoint: %s", leader->name, PQerrorMessage(conn));
-		else
-		{
-			PGresult   *res = PQexec(conn, "CHECKPOINT");
-
-			if (PQresultStatus(res) != PGRES_COMMAND_OK)
-				say("CHECKPOINT on \"%s\" failed: %s", leader->name, PQerrorMessage(conn));
-			PQclear(res);
-		}
-		PQfinish(conn);
-	}
-	if (!reclone)
-	{
-		char	   *argv[] = {PGBINDIR "/pg_rewind", "--target-pgdata", s->pgdata,
-			"--source-server", conninfo, "--progress", NULL};
-
-		if (run(argv) == 0)
-		{
-			restore_local_config(s->pgdata, saved);
-			configure_standby(s, s->pgdata, leader);
-			unlink(marker);
-			say("rewound %s to \"%s\"", s->pgdata, leader->name);
-			return 0;
-		}
+	if (!clone_afresh && rewind_to(s, leader, saved, marker))
+		return 0;
+	if (!clone_afresh)
 		say("pg_rewind failed: cloning afresh from \"%s\"", leader->name);
-	}
-	{
-		char		aside[PATH_MAX];
-
-		snprintf(aside, sizeof(aside), "%s.pg_hactl-old", s->pgdata);
-		if (file_exists(aside))
-			die("%s exists from an earlier attempt: remove it first", aside);
-		if (rename(s->pgdata, aside) != 0)
-			die("cannot move %s aside: %s", s->pgdata, strerror(errno));
-		if (clone_from(s, leader, s->pgdata) != 0)
-			die("pg_basebackup from \"%s\" failed; the old data directory is %s", leader->name, aside);
-		restore_local_config(s->pgdata, saved);
-		configure_standby(s, s->pgdata, leader);
-		say("re-cloned %s from \"%s\"; the old data directory is kept in %s", s->pgdata,
-			leader->name, aside);
-	}
+	reclone(s, reinit && !from_leader ? clone_source(&c, leader, s->node_name) : leader, leader, saved,
+			reinit);
 	return 0;
 }
 

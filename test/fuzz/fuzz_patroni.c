@@ -28,6 +28,11 @@ check_body(const char *text, size_t len)
 			strlen(b.scheduled_at) >= sizeof(b.scheduled_at))
 			abort();
 	}
+	{
+		PatroniReinitBody r;
+
+		(void) patroni_reinit_body_decode(text, len, &r, err, sizeof(err));
+	}
 	(void) patroni_is_json_array(text, len);
 	(void) patroni_config_check_object(text, len, err, sizeof(err));
 }

@@ -241,6 +241,56 @@ unit_restart_body(void)
 	}
 }
 
+typedef struct ReinitCase
+{
+	const char *body;
+	int			status;
+	bool		force;
+	bool		from_leader;
+} ReinitCase;
+
+static const ReinitCase reinit_cases[] = {
+	{"", 0, false, false},
+	{"{}", 0, false, false},
+	{"{\"force\":true}", 0, true, false},	/* what patronictl reinit --force sends */
+	{"{\"force\":false}", 0, false, false},
+	{"{\"force\":null}", 0, false, false},
+	{"{\"force\":1}", 0, true, false},
+	{"{\"force\":2}", 0, false, false},
+	{"{\"force\":\"on\"}", 0, true, false},
+	{"{\"force\":\"YES\"}", 0, true, false},
+	{"{\"force\":\"1\"}", 0, true, false},
+	{"{\"force\":\"off\"}", 0, false, false},
+	{"{\"force\":\"maybe\"}", 0, false, false},
+	{"{\"force\":[true]}", 0, false, false},
+	{"{\"from_leader\":true}", 0, false, true},
+	{"{\"force\":true,\"from_leader\":\"true\",\"other\":1}", 0, true, true},
+	{"[]", 400},
+	{"true", 400},
+	{"not json", 400},
+	{"{\"force\":true", 400},
+};
+
+static void
+unit_reinit_body(void)
+{
+	for (size_t i = 0; i < lengthof(reinit_cases); i++)
+	{
+		const ReinitCase *c = &reinit_cases[i];
+		PatroniReinitBody b;
+		char		err[256] = "";
+		int			st = patroni_reinit_body_decode(c->body, strlen(c->body), &b, err, sizeof(err));
+
+		UNIT_CHECK(st == c->status, "reinitialize body %s: status %d (%s)", c->body, st, err);
+		if (st == 0 && c->status == 0)
+			UNIT_CHECK(b.force == c->force && b.from_leader == c->from_leader,
+					   "reinitialize body %s: force=%d from_leader=%d", c->body, b.force, b.from_leader);
+		if (st != 0)
+			UNIT_CHECK(err[0] != '\0' && !b.force && !b.from_leader,
+					   "reinitialize body %s: refusal says why and sets nothing", c->body);
+	}
+}
+
 void
 unit_patroni(void)
 {
@@ -248,4 +298,5 @@ unit_patroni(void)
 	unit_config_patch();
 	unit_failover_body();
 	unit_restart_body();
+	unit_reinit_body();
 }
