@@ -23,6 +23,7 @@
 use strict;
 use warnings;
 
+use HTTP::Tiny ();
 use IO::Socket::UNIX ();
 use IPC::Run ();
 use Socket qw(SOCK_STREAM);
@@ -281,6 +282,8 @@ expect_up('after the switchover to node2',
 	fresh   => 'node1 node2 node3',
 	east    => 'node1 node2');
 is(via('primary'), 'node2', 'the primary service reaches node2');
+note 'GET /history (node2): ' . HTTP::Tiny->new(timeout => 5)
+  ->get('http://127.0.0.1:' . $n2->api_port . '/history')->{content};
 is(via('default'), 'node2', 'the default service reaches node2');
 is(via('offline'), 'node3', 'the offline service falls back to node3, its backup');
 

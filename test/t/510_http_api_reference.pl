@@ -78,10 +78,11 @@ is(code($n1, 'GET', '/read-only-sync?lag=0'), '200', 'primary: /read-only-sync?l
 is(code($n2, 'GET', '/replica?lag=notasize'), '200',
 	'an unparsable ?lag= counts as no limit (Patroni: parse_int gives None, so sys.maxsize)');
 
-# Not yet: Patroni 4.1's ?replication_state= on /replica and ?lag=/?mode=
-# on /readiness are ignored (docs/http-api.md lists them as differences).
+# Not yet: ?lag= and ?mode= on /readiness (Patroni 4.1) and
+# ?replication_state= on /replica (Patroni's main branch after 4.1) are
+# ignored; docs/http-api.md lists them as differences.
 is(code($n2, 'GET', '/replica?replication_state=in%20archive%20recovery'), '200',
-	'?replication_state= is ignored (a difference from Patroni 4.1)');
+	'?replication_state= is ignored (a difference from newer Patroni)');
 is(code($n2, 'GET', '/readiness?lag=0&mode=write'), '200',
 	'/readiness ignores ?lag= and ?mode= (Patroni 3.0.2 behaviour)');
 
@@ -139,6 +140,28 @@ is(code($n1, 'PATCH', '/config', auth => 1, body => '{}'), '400', 'PATCH /config
 is(code($n1, 'PUT', '/config', auth => 1, body => '[1]'), '400', 'PUT /config with an array: 400');
 is(code($n1, 'POST', '/failover', auth => 1, body => { leader => 'node1' }), '400',
 	'POST /failover without a candidate: 400');
+$r = api_request($n1, 'POST', '/switchover', auth => 1, body => { leader => 'node1', candidate => 'node1' });
+is($r->{code}, '412', 'a switchover to the leader itself: 412 (Patroni: 400)');
+note "POST /switchover to the leader itself: $r->{body}";
+
+# A scheduled failover is accepted, as Patroni 3.0.2 does (3.2 and later
+# answer 400 "Failover can't be scheduled"), stored like a scheduled
+# switchover, and cancelled by DELETE /switchover.
+my @t = gmtime(time + 3600);
+my $at = sprintf('%04d-%02d-%02dT%02d:%02d:%02dZ', $t[5] + 1900, $t[4] + 1, @t[ 3, 2, 1, 0 ]);
+$r = api_request($n1, 'POST', '/failover', auth => 1,
+	body => { leader => 'node1', candidate => 'node2', scheduled_at => $at });
+is("$r->{code} $r->{body}", '202 Failover scheduled', 'a scheduled failover: 202 (Patroni 3.0.2 too; 3.2 and later: 400)');
+$r = api_request($n1, 'DELETE', '/switchover', auth => 1);
+is("$r->{code} $r->{body}", '200 scheduled switchover deleted', 'DELETE /switchover cancels it');
+
+# PATCH /config answers the merged document (the example of docs/http-api.md)
+$r = api_request($n1, 'PATCH', '/config', auth => 1,
+	body => { maximum_lag_on_failover => 2097152, postgresql => { parameters => { work_mem => '8MB' } } });
+is($r->{code}, '200', 'PATCH /config: 200');
+is_deeply([ $r->{json}{maximum_lag_on_failover}, $r->{json}{postgresql} ],
+	[ 2097152, { parameters => { work_mem => '8MB' }, use_pg_rewind => JSON::PP::true } ],
+	'and the merged document');
 
 # --- the metrics port
 my $http = $tiny;
