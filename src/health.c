@@ -446,9 +446,11 @@ replication_role_name(Oid roleid, char *name)
  * Patroni's "replication": one entry per WAL sender, from the walsender
  * slots and the backend status array, both in shared memory.  "usename"
  * needs the catalog, which the listener cannot read: the HA worker resolves
- * the role names each cycle (null until it has).  pg_ha
- * has no synchronous mode: sync_state is "async", or "potential" for a
- * standby named in synchronous_standby_names.
+ * the role names each cycle (null until it has).  sync_state is "async",
+ * or "potential" for a standby named in synchronous_standby_names; the
+ * listener does not work out postgres's "sync"/"quorum" (that needs the
+ * WAL senders' positions ranked as SyncRepGetCandidateStandbys does): who
+ * is synchronous is what the sync key, /sync and pg_ha.status() say.
  */
 static void
 replication_json(StringInfo out)
