@@ -76,7 +76,9 @@ note "$samples samples over " . (2 * $ttl) . " s; endpoints seen: "
   . join(', ', map { "$_ x$seen_endpoints{$_}" } sort keys %seen_endpoints);
 note sprintf("node1 moved to another endpoint after %.2f s", $moved_after)
   if defined $moved_after;
-cmp_ok($samples, '>=', 2 * $ttl * 2, 'leader key sampled throughout the window');
+# at least once a second on average (each sample waits on etcdctl and the
+# status query, which a loaded machine slows to about half a second)
+cmp_ok($samples, '>=', 2 * $ttl, 'leader key sampled throughout the window');
 is($missing, 0, 'leader key never disappeared while the etcd member was down');
 is($wrong,   0, 'leader key always held node1');
 is($not_held, 0, 'status: lease_held stayed true');

@@ -54,6 +54,13 @@ sub new_node
 	my $name = $p{name} // 'node1';
 	my $node = PgHa::Node->new($name);
 	$node->init(allows_streaming => 1);
+	# Keep two segments for standbys: the harness takes one base backup per
+	# replica in turn, and the fast checkpoint of a later one may remove a
+	# segment an earlier replica is still fetching (its WAL receiver had
+	# just reconnected with pg_ha's primary_conninfo): "requested WAL
+	# segment ... has already been removed", and it never streams.
+	# extra_conf may set its own.
+	$node->append_conf('postgresql.conf', "wal_keep_size = '32MB'\n");
 	$node->setup_pg_ha(%p);
 	if ($p{start})
 	{
