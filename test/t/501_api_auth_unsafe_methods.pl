@@ -54,9 +54,10 @@ is(api_request($n1, 'GET', '/patroni')->{code}, '200', 'GET /patroni needs no cr
 is(api_request($n1, 'GET', '/history')->{code}, '200', 'GET /history needs no credentials');
 
 # with the credentials the request is served (the endpoints not built yet
-# say so with 501 instead of pretending)
-my $r = api_request($n1, 'POST', '/restart', body => {}, auth => 1);
-is($r->{code}, '501', 'POST /restart with credentials: 501, not implemented yet');
+# say so with 501 instead of pretending; POST /restart, built since, is
+# test 505's)
+my $r = api_request($n1, 'POST', '/sigterm', body => {}, auth => 1);
+is($r->{code}, '501', 'POST /sigterm with credentials: 501, not implemented');
 
 # without pg_ha.api_auth_file: 403 for everyone, credentials or not
 $n2->append_conf('postgresql.conf', "pg_ha.api_auth_file = ''\n");
