@@ -7,6 +7,7 @@
 #   - topology: the replicas under the leader;
 #   - version: patronictl's own, and every member's from GET /patroni;
 #   - history -f json: the switchover just made, with the new leader;
+#   - switchover --scheduled, shown by list, and flush switchover;
 #   - pause --wait / resume --wait: patronictl polls the member keys for
 #     Patroni's "pause" field, so pg_ha publishes it while paused;
 #   - remove: refused on a wrong confirmation, and with every node
@@ -115,6 +116,23 @@ ok(($hist->[0]{LSN} // 0) > 0, 'history: the switch LSN');
 wait_streaming($etcd, 'node1', 'node3');
 wait_ok(sub { my $r = list_json(); ($r->{node2}{TL} // 0) == 2 && ($r->{node2}{Role} // '') eq 'Leader' },
 	'list -f json: node2 leads on timeline 2', timeout => 20);
+
+# --- switchover --scheduled, and flush
+my @t = gmtime(time + 3600);
+my $at = sprintf('%04d-%02d-%02dT%02d:%02d:%02d+00:00', $t[5] + 1900, $t[4] + 1, @t[ 3, 2, 1, 0 ]);
+($rc, $out) = patronictl($etcd, 'switchover', '--leader', 'node2', '--candidate', 'node1',
+	'--scheduled', $at, '--force');
+note $out;
+like($out, qr/Switchover scheduled/, 'switchover --scheduled in an hour: scheduled');
+my $fkey = eval { JSON::PP::decode_json($etcd->get(ha_key('failover')) // '') } // {};
+is($fkey->{member}, 'node1', 'the failover key names the candidate');
+ok($fkey->{scheduled_at}, 'and the time');
+like((patronictl($etcd, 'list'))[1], qr/Switchover scheduled at: /, 'list: the scheduled switchover');
+($rc, $out) = patronictl($etcd, 'flush', 'pgtest', 'switchover', '--force');
+note $out;
+like($out, qr/^Success: /m, 'flush switchover: success');
+is($etcd->get(ha_key('failover')), undef, 'the failover key is gone');
+is(leader_of($etcd), 'node2', 'node2 still leads');
 
 # --- pause --wait / resume --wait
 ($rc, $out) = patronictl($etcd, 'pause', '--wait');
