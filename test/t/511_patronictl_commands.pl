@@ -8,6 +8,7 @@
 #   - version: patronictl's own, and every member's from GET /patroni;
 #   - history -f json: the switchover just made, with the new leader;
 #   - switchover --scheduled, shown by list, and flush switchover;
+#   - restart --pending: the member with a restart pending, no other;
 #   - pause --wait / resume --wait: patronictl polls the member keys for
 #     Patroni's "pause" field, so pg_ha publishes it while paused;
 #   - remove: refused on a wrong confirmation, and with every node
@@ -133,6 +134,30 @@ note $out;
 like($out, qr/^Success: /m, 'flush switchover: success');
 is($etcd->get(ha_key('failover')), undef, 'the failover key is gone');
 is(leader_of($etcd), 'node2', 'node2 still leads');
+
+# --- restart --pending: only the member with a restart pending (4.x picks
+# it from the member keys; 3.0.2 asks every member, and the others refuse)
+$n3->safe_psql('postgres', 'ALTER SYSTEM SET max_connections = 150');
+$n3->reload;
+wait_ok(sub { (member_json($etcd, 'node3') // {})->{pending_restart} },
+	'the member key of node3 says a restart is pending', timeout => 20);
+my %started = map { $_->name => $_->safe_psql('postgres', 'SELECT pg_postmaster_start_time()') } ($n1, $n2);
+($rc, $out) = patronictl($etcd, 'restart', 'pgtest', '--pending', '--force');
+note $out;
+like($out, qr/Success: restart on member node3/, 'restart --pending: node3 restarts');
+unlike($out, qr/Success: restart on member node[12]/, 'and no other member');
+ok(wait_for(sub { postmaster_running($n3) ? undef : 1 }, timeout => 60, what => 'node3 down'), 'node3 shut down');
+my $svc = supervise($n3);
+ok($svc && $svc->{started}, 'the service manager started node3 again');
+is($n3->safe_psql('postgres', 'SHOW max_connections'), '150', 'node3 runs with the new max_connections');
+wait_ok(sub { my $m = member_json($etcd, 'node3'); $m && !$m->{pending_restart} },
+	'node3 no longer has a restart pending', timeout => 20);
+for my $node ($n1, $n2)
+{
+	is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $started{ $node->name },
+		$node->name . ' was not restarted');
+}
+wait_streaming($etcd, 'node3');
 
 # --- pause --wait / resume --wait
 ($rc, $out) = patronictl($etcd, 'pause', '--wait');
