@@ -31,7 +31,9 @@
 # (parent of the work directory, default /tmp), PG_HA_TEST_LOG_LINES (lines of
 # each log to print, default 80), PG_HA_TEST_JOBS (TAP files run at once,
 # default 2; 1 under --asan), PG_HA_TEST_KEEP=1, PG_HA_TEST_NO_INSTALL=1,
-# and PostgreSQL's PG_TEST_TIMEOUT_DEFAULT, PG_TEST_NOCLEAN, PG_TEST_EXTRA.
+# PG_HA_PATRONICTL_ROOT (a Debian tree whose patronictl the patronictl tests
+# run instead of the host's: test/compat/patronictl4.sh), and PostgreSQL's
+# PG_TEST_TIMEOUT_DEFAULT, PG_TEST_NOCLEAN, PG_TEST_EXTRA.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -55,7 +57,7 @@ for arg in "$@"; do
 		--keep) PG_HA_TEST_KEEP=1 ;;
 		--no-install) PG_HA_TEST_NO_INSTALL=1 ;;
 		--asan) asan=1 ;;
-		-h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+		-h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 		*.pl) TESTS="$TESTS $arg" ;;
 		*) die "unknown argument: $arg (see --help)" ;;
 	esac

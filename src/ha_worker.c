@@ -1197,7 +1197,7 @@ acquire_leader_key(void)
 static char *
 member_document_with_tags(const NodeSnapshot *snap)
 {
-	char	   *doc = member_document(snap);
+	char	   *doc = member_document(snap, worker.view.loaded && worker.dyn.pause);
 	StringInfoData buf;
 	bool		nofailover = pg_ha_nofailover || pg_ha_failover_priority == 0;
 	bool		nosync = pg_ha_nosync || pg_ha_sync_priority == 0;

@@ -53,7 +53,7 @@ split_host_port(const char *addr, char *host, size_t hostlen, char *port, size_t
 }
 
 char *
-member_document(const NodeSnapshot *snap)
+member_document(const NodeSnapshot *snap, bool paused)
 {
 	char		connect[300];
 	char		host[256];
@@ -86,6 +86,12 @@ member_document(const NodeSnapshot *snap)
 	/* Patroni's field: patronictl list marks such members, restart --pending acts on them */
 	if (pg_ha_pending_restart())
 		cJSON_AddBoolToObject(doc, "pending_restart", true);
+	/*
+	 * Patroni's field while the cluster is paused: "patronictl pause --wait"
+	 * polls the member keys for it (and gives up after loop_wait + 1 s)
+	 */
+	if (paused)
+		cJSON_AddBoolToObject(doc, "pause", true);
 	cJSON_AddNumberToObject(doc, "xlog_location", (double) snap->lsn);
 	cJSON_AddNumberToObject(doc, "timeline", (double) snap->timeline);
 	if (snap->in_recovery)

@@ -446,6 +446,6 @@ typedef struct NodeSnapshot
 
 extern void node_take_snapshot(NodeSnapshot *snap);
 /* Patroni-compatible compact JSON for members/<name>, palloc'd. */
-extern char *member_document(const NodeSnapshot *snap);
+extern char *member_document(const NodeSnapshot *snap, bool paused);
 
 #endif							/* PG_HA_H */

@@ -15,7 +15,7 @@ use HTTP::Tiny ();
 use PgHa::Etcd;
 use PgHa::Cluster;
 use PgHa::Failover;
-use PgHa::Patroni qw(patronictl patronictl_available);
+use PgHa::Patroni qw(patronictl patronictl_available patronictl_at_least);
 use PgHa::Test;
 
 my $ttl  = 5;
@@ -88,13 +88,30 @@ like($metrics, qr/^pg_ha_sync_standby_since_timestamp_seconds\{member="node2"\} 
 	'metrics: node2 synchronous since');
 like($metrics, qr/^pg_ha_sync_standbys 1$/m, 'metrics: one synchronous standby');
 
-# patronictl (Debian's patroni) reads the keys and shows the role
+# patronictl reads the sync key and shows the role.  From Patroni 3.3.2
+# on (Debian 13's 4.0.7) it does so only when the config key sets
+# synchronous_mode (patroni/utils.py cluster_as_json): a mode that comes
+# from pg_ha.synchronous_mode alone shows as "Replica" there.  Setting it
+# in the key (the same mode) shows "Sync Standby" with every version.
 SKIP:
 {
-	skip 'patronictl not installed', 1 unless patronictl_available();
+	skip 'patronictl not installed', 3 unless patronictl_available();
 	my (undef, $out) = patronictl($etcd, 'list');
 	note $out;
-	like($out, qr/node2\s*\|[^\n]*Sync Standby/, 'patronictl list shows node2 as Sync Standby');
+	if (patronictl_at_least('3.3.2'))
+	{
+		like($out, qr/node2\s*\|[^\n]*\|\s*Replica\s*\|/,
+			'patronictl list (3.3.2 or later): node2 is a Replica while the config key has no synchronous_mode');
+	}
+	else
+	{
+		like($out, qr/node2\s*\|[^\n]*Sync Standby/, 'patronictl list shows node2 as Sync Standby');
+	}
+	my ($rc, $o) = patronictl($etcd, 'edit-config', '--force', '--set', 'synchronous_mode=true');
+	is($rc, 0, 'patronictl edit-config --set synchronous_mode=true') or diag $o;
+	wait_ok(sub { (patronictl($etcd, 'list'))[1] =~ /node2\s*\|[^\n]*Sync Standby/ },
+		'with synchronous_mode in the config key, patronictl list shows node2 as Sync Standby',
+		timeout => 10);
 }
 
 done_testing();

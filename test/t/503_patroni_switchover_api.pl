@@ -65,7 +65,7 @@ is(leader_of($etcd), 'node1', 'node1 still leads');
 
 SKIP:
 {
-	skip 'patronictl not installed', 6 unless patronictl_available();
+	skip 'patronictl not installed', 7 unless patronictl_available();
 
 	my ($rc, $out) = patronictl($etcd, 'switchover', '--leader', 'node1', '--candidate', 'node2', '--force');
 	note $out;
@@ -73,6 +73,10 @@ SKIP:
 	wait_ok(sub { (leader_of($etcd) // '') eq 'node2' && !in_recovery($n2) }, 'node2 leads',
 		timeout => 30);
 	wait_streaming($etcd, {}, 'node1', 'node3');
+	# node3 streams from node2 before it replays past the switch: pg_ha
+	# refuses a candidate whose member key shows the old timeline (412)
+	wait_ok(sub { ((member_json($etcd, 'node3') // {})->{timeline} // 0) == 2 },
+		'the member key of node3 shows timeline 2', timeout => 30);
 
 	($rc, $out) = patronictl($etcd, 'failover', '--candidate', 'node3', '--force');
 	note $out;

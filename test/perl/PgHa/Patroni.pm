@@ -1,10 +1,17 @@
 # Helpers for the Patroni drop-in tests (test/t/5xx): the API credentials,
 # requests to a node's API port with or without them, and the real
-# patronictl (Debian's 3.0.2) pointed at the test cluster.
+# patronictl pointed at the test cluster: Debian 12's 3.0.2 by default, or
+# the one installed in the Debian tree PG_HA_PATRONICTL_ROOT names (Debian
+# 13's 4.0.7 in a debootstrap chroot: test/compat/patronictl4.sh).  The
+# chroot shares the host's network, so it reaches the test etcd and API
+# ports on the loopback; a non-root test user enters it with "unshare -r"
+# (a user namespace of its own, where it may chroot).
 #
 #   my ($n1, $n2) = ha_cluster(etcd => $etcd, extra_conf => api_auth_conf());
 #   my $r = api_request($n1, 'POST', '/switchover', body => {...}, auth => 1);
 #   my ($rc, $out) = patronictl($etcd, 'switchover', '--force', ...);
+#   ($rc, $out) = patronictl_input($etcd, "pgtest\n...", 'remove', 'pgtest');  # answers its prompts
+#   patronictl_at_least('3.2.0')   # branch on a behaviour of some versions
 
 package PgHa::Patroni;
 
@@ -17,7 +24,9 @@ use IPC::Run ();
 use JSON::PP ();
 use PostgreSQL::Test::Utils ();
 
-our @EXPORT = qw(api_auth_conf api_request patronictl patronictl_available config_key);
+our @EXPORT =
+  qw(api_auth_conf api_request patronictl patronictl_input patronictl_available patronictl_version
+  patronictl_at_least config_key);
 
 our $USER     = 'patroni_ops';
 our $PASSWORD = 'ops:"secret';
@@ -58,23 +67,70 @@ sub api_request
 	return { code => $code // '000', body => $content // '', headers => $head // '', json => $json };
 }
 
-sub patronictl_available { return -x '/usr/bin/patronictl'; }
+# The tree patronictl runs in ('' for the host's).
+sub patronictl_root { return $ENV{PG_HA_PATRONICTL_ROOT} // ''; }
 
-# Runs Debian's patronictl against the test cluster with the operators'
-# credentials (restapi.authentication, as Patroni's own config has them):
-# (exit code, stdout + stderr).
-sub patronictl
+sub patronictl_available { return -x patronictl_root() . '/usr/bin/patronictl'; }
+
+# The command that runs patronictl: the host's, or the one in the tree,
+# chrooted into (root may chroot; another user in a user namespace of its
+# own, mapped to root there).
+sub patronictl_command
 {
-	my ($etcd, @args) = @_;
-	my $cfg = File::Temp->new(SUFFIX => '.yml');
+	my $root = patronictl_root();
+	return ('/usr/bin/python3', '/usr/bin/patronictl') if $root eq '';
+	return ($> == 0 ? () : ('unshare', '-r'), 'chroot', $root, '/usr/bin/patronictl');
+}
+
+# patronictl's own version ("3.0.2", "4.0.7"), for the tests that check a
+# behaviour only one version has.
+my $version;
+sub patronictl_version
+{
+	return $version if defined $version;
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ patronictl_command(), 'version' ], '>', \$out, '2>', \$err, '<', \undef);
+	($version) = $out =~ /patronictl version (\S+)/;
+	die "could not read the version of patronictl: $out$err" unless defined $version;
+	return $version;
+}
+
+# Is patronictl's version $v or later ("3.0.4": 3.0.4, 4.0.7, ...)?
+sub patronictl_at_least
+{
+	my ($v) = @_;
+	my @have = split /\./, patronictl_version();
+	my @want = split /\./, $v;
+	for my $i (0 .. $#want)
+	{
+		my $h = $have[$i] // 0;
+		return $h > $want[$i] if $h != $want[$i];
+	}
+	return 1;
+}
+
+# Runs patronictl against the test cluster with the operators' credentials
+# (restapi.authentication, as Patroni's own config has them): (exit code,
+# stdout + stderr).  The config file goes under the tree's /tmp (mode 1777
+# in a debootstrap tree) when patronictl runs in one, so it can read it.
+sub patronictl { my ($etcd, @args) = @_; return patronictl_input($etcd, undef, @args); }
+
+# patronictl with $input (text, or undef for none) on its standard input,
+# for the commands that prompt.
+sub patronictl_input
+{
+	my ($etcd, $input, @args) = @_;
+	my $root = patronictl_root();
+	my $cfg = File::Temp->new(SUFFIX => '.yml', $root eq '' ? () : (DIR => "$root/tmp"));
 	my ($host) = ($etcd->endpoints =~ m{^https?://([^,]+)});
 	my $pw = $PASSWORD =~ s/'/''/gr;
 	print $cfg "scope: pgtest\nnamespace: /service/\netcd3:\n  hosts: $host\n"
 	  . "restapi:\n  authentication:\n    username: $USER\n    password: '$pw'\n";
 	close $cfg;
+	my $path = substr("$cfg", length $root);
 	my ($out, $err) = ('', '');
-	IPC::Run::run([ '/usr/bin/python3', '/usr/bin/patronictl', '-c', "$cfg", @args ],
-		'>', \$out, '2>', \$err, '<', \undef);
+	IPC::Run::run([ patronictl_command(), '-c', $path, @args ],
+		'>', \$out, '2>', \$err, '<', \$input);
 	return ($? >> 8, $out . $err);
 }
 
