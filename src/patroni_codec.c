@@ -346,6 +346,30 @@ get_text(const cJSON *doc, const char *field, char *out, size_t outlen,
 	return true;
 }
 
+/*
+ * A request body that must be a JSON object of at most PATRONI_BODY_MAX
+ * bytes: the parsed object (the caller deletes it), or NULL with err set.
+ */
+static cJSON *
+parse_body(const char *text, size_t len, char *err, size_t errlen)
+{
+	cJSON	   *doc;
+
+	if (len > PATRONI_BODY_MAX)
+	{
+		set_err(err, errlen, "The body is too large.");
+		return NULL;
+	}
+	doc = cJSON_ParseWithLength(text, len);
+	if (!cJSON_IsObject(doc))
+	{
+		cJSON_Delete(doc);
+		set_err(err, errlen, "The body must be a JSON object.");
+		return NULL;
+	}
+	return doc;
+}
+
 bool
 patroni_failover_body_decode(const char *text, size_t len, PatroniFailoverBody *out,
 							 char *err, size_t errlen)
@@ -354,18 +378,9 @@ patroni_failover_body_decode(const char *text, size_t len, PatroniFailoverBody *
 	bool		ok;
 
 	memset(out, 0, sizeof(*out));
-	if (len > PATRONI_BODY_MAX)
-	{
-		set_err(err, errlen, "The body is too large.");
+	doc = parse_body(text, len, err, errlen);
+	if (doc == NULL)
 		return false;
-	}
-	doc = cJSON_ParseWithLength(text, len);
-	if (!cJSON_IsObject(doc))
-	{
-		cJSON_Delete(doc);
-		set_err(err, errlen, "The body must be a JSON object.");
-		return false;
-	}
 	ok = get_text(doc, "leader", out->leader, sizeof(out->leader), err, errlen) &&
 		get_text(doc, "candidate", out->candidate, sizeof(out->candidate), err, errlen) &&
 		get_text(doc, "scheduled_at", out->scheduled_at, sizeof(out->scheduled_at), err, errlen);
@@ -455,18 +470,9 @@ patroni_restart_body_decode(const char *text, size_t len, PatroniRestartBody *ou
 	memset(out, 0, sizeof(*out));
 	if (len == 0)
 		return 0;
-	if (len > PATRONI_BODY_MAX)
-	{
-		set_err(err, errlen, "The body is too large.");
+	doc = parse_body(text, len, err, errlen);
+	if (doc == NULL)
 		return 400;
-	}
-	doc = cJSON_ParseWithLength(text, len);
-	if (!cJSON_IsObject(doc))
-	{
-		cJSON_Delete(doc);
-		set_err(err, errlen, "The body must be a JSON object.");
-		return 400;
-	}
 	cJSON_ArrayForEach(item, doc)
 	{
 		if (!restart_key(item, out, err, errlen))
@@ -510,18 +516,9 @@ patroni_reinit_body_decode(const char *text, size_t len, PatroniReinitBody *out,
 	memset(out, 0, sizeof(*out));
 	if (len == 0)
 		return 0;
-	if (len > PATRONI_BODY_MAX)
-	{
-		set_err(err, errlen, "The body is too large.");
+	doc = parse_body(text, len, err, errlen);
+	if (doc == NULL)
 		return 400;
-	}
-	doc = cJSON_ParseWithLength(text, len);
-	if (!cJSON_IsObject(doc))
-	{
-		cJSON_Delete(doc);
-		set_err(err, errlen, "The body must be a JSON object.");
-		return 400;
-	}
 	out->force = parse_bool(cJSON_GetObjectItemCaseSensitive(doc, "force"));
 	out->from_leader = parse_bool(cJSON_GetObjectItemCaseSensitive(doc, "from_leader"));
 	cJSON_Delete(doc);
