@@ -62,6 +62,23 @@ refuse_with(ControlAnswer *a, int status, const char *text)
 	return false;
 }
 
+/*
+ * In a PG_CATCH of the worker: the error, copied into ctx, with the error
+ * state cleared and any lightweight lock the failed call held released,
+ * so the worker can answer and serve the next request.
+ */
+static ErrorData *
+caught_error(MemoryContext ctx)
+{
+	ErrorData  *e;
+
+	MemoryContextSwitchTo(ctx);
+	e = CopyErrorData();
+	FlushErrorState();
+	LWLockReleaseAll();
+	return e;
+}
+
 /* ---------- switchover and failover ---------- */
 
 /* The cluster as the HA worker last read it: leader and member names. */
@@ -182,12 +199,8 @@ call_sql(bool switchover, const char *candidate, int64 at_us, ControlAnswer *a)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *e;
+		ErrorData  *e = caught_error(ctx);
 
-		MemoryContextSwitchTo(ctx);
-		e = CopyErrorData();
-		FlushErrorState();
-		LWLockReleaseAll();
 		reply(a, pg_ha_control_request_written ? 503 : 412, e->message ? e->message : "failed");
 		if (e->detail)
 			appendStringInfo(&a->text, "\n%s", e->detail);
@@ -253,12 +266,8 @@ serve_cancel(ControlAnswer *a)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *e;
+		ErrorData  *e = caught_error(ctx);
 
-		MemoryContextSwitchTo(ctx);
-		e = CopyErrorData();
-		FlushErrorState();
-		LWLockReleaseAll();
 		if (e->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
 			reply(a, 404, "no switchover is scheduled");
 		else if (e->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE)
@@ -420,11 +429,8 @@ serve_restart(const char *body, ControlAnswer *a)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *e;
+		ErrorData  *e = caught_error(ctx);
 
-		MemoryContextSwitchTo(ctx);
-		e = CopyErrorData();
-		FlushErrorState();
 		reply(a, 500, e->message ? e->message : "restart failed");
 		FreeErrorData(e);
 	}
@@ -482,12 +488,8 @@ serve_reinitialize(const char *body, ControlAnswer *a)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *e;
+		ErrorData  *e = caught_error(ctx);
 
-		MemoryContextSwitchTo(ctx);
-		e = CopyErrorData();
-		FlushErrorState();
-		LWLockReleaseAll();
 		reply(a, 500, e->message ? e->message : "reinitialize failed");
 		FreeErrorData(e);
 	}
