@@ -452,6 +452,7 @@ reinit_refusal(ReinitVerdict v)
 		case REINIT_IS_LEADER:
 			return "I am the leader, can not reinitialize";
 		case REINIT_MAY_PROMOTE:
+		case REINIT_CANDIDATE:
 			return "I may be promoted, can not reinitialize";
 		case REINIT_IN_PROGRESS:
 			return "reinitialize already in progress";

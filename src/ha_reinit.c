@@ -21,6 +21,12 @@
  *     holding the leader key or running as a primary, not one racing for
  *     the key or promoting, and not while this node's view of etcd is
  *     missing or stale (etcd unreachable).
+ *   - Not a replica that a switchover or failover under way names as its
+ *     candidate (named_candidate, from the failover key).  The request
+ *     would hand it the leader key, which a node being reinitialized
+ *     declines: the cluster would wait a TTL with no leader.  This check
+ *     is for availability only; the one above keeps safety even if the
+ *     key changes between the worker's read and the acceptance.
  *   - Acceptance sets reinit_pending under the shared lock, and only while
  *     the HA worker has not claimed the leader key; the worker claims it
  *     only while the flag is clear, in a section under the same lock
@@ -70,6 +76,8 @@ verdict(bool replica, bool force)
 		return REINIT_IS_LEADER;
 	if (sh->failsafe_key_claimed || state == HA_RACING || state == HA_PROMOTING)
 		return REINIT_MAY_PROMOTE;
+	if (sh->named_candidate)
+		return REINIT_CANDIDATE;
 	if (sh->reinit_pending && !force)
 		return REINIT_IN_PROGRESS;
 	return REINIT_ACCEPTED;
@@ -185,6 +193,12 @@ refuse(ReinitVerdict v)
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("pg_ha: could not reinitialize this node: it may be promoted"),
 					 errdetail("The node is racing for the leader key or promoting.")));
+			break;
+		case REINIT_CANDIDATE:
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("pg_ha: could not reinitialize this node: a switchover or failover names it as the candidate"),
+					 errhint("Cancel the request first with pg_ha.cancel_switchover(), DELETE /switchover or \"patronictl flush <cluster> switchover\".")));
 			break;
 		case REINIT_IN_PROGRESS:
 			ereport(ERROR,

@@ -364,14 +364,34 @@ publish_key_locked(const EtcdKV *kv, char *buf, size_t len)
 	buf[kv->value_len] = '\0';
 }
 
+/*
+ * Does the failover key name this node as the candidate of a switchover or
+ * failover that is not over?  (A reinitialize is refused then: ha_reinit.c.)
+ */
+static bool
+view_names_candidate(void)
+{
+	HaRequest	req;
+	int64		rev;
+
+	if (!worker.view.loaded ||
+		cluster_request(&worker.view, &req, &rev, NULL, 0) != CLUSTER_REQUEST_VALID)
+		return false;
+	return strcmp(req.member, worker.node) == 0 &&
+		(req.phase == HA_REQ_REQUESTED || req.phase == HA_REQ_HANDED_OVER ||
+		 req.phase == HA_REQ_FINAL_CONFIRMED);
+}
+
 static void
 publish_shared(const NodeSnapshot *snap, bool etcd_ok)
 {
 	/* our own key may not be back through the watch yet */
 	const char *leader = worker.is_leader ? worker.node :
 		worker.view.loaded ? cluster_leader(&worker.view) : "";
+	bool		candidate = view_names_candidate();
 
 	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	pg_ha_shared->named_candidate = candidate;
 	if (snap)
 	{
 		pg_ha_shared->role = snap->in_recovery ? PG_HA_ROLE_REPLICA : PG_HA_ROLE_PRIMARY;

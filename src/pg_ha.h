@@ -283,6 +283,13 @@ typedef struct PgHaShared
 	 */
 	bool		reinit_pending;
 
+	/*
+	 * The failover key, as the worker last read it, names this node as the
+	 * candidate of a switchover or failover that is not over: a reinitialize
+	 * is refused (ha_reinit.c), since the node is about to be asked to lead.
+	 */
+	bool		named_candidate;
+
 	ControlSlot control;		/* the control API's request (see above) */
 } PgHaShared;
 
@@ -352,6 +359,7 @@ typedef enum ReinitVerdict
 	REINIT_NO_LEADER,			/* nobody to clone from */
 	REINIT_IS_LEADER,			/* holds the leader key, or runs as a primary */
 	REINIT_MAY_PROMOTE,			/* racing for the key, or promoting */
+	REINIT_CANDIDATE,			/* the failover key names this node */
 	REINIT_IN_PROGRESS			/* accepted already; force asks again */
 } ReinitVerdict;
 

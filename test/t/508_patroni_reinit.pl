@@ -81,6 +81,25 @@ is(in_recovery($n1), 0, 'node1 is still the primary');
 ok(-e probe($n1), "node1's data directory is untouched");
 ok(!-e $n1->data_dir . '/pg_ha.reinitialize', 'no reinitialize was recorded on node1');
 
+# --- a switchover that names the replica: the replica may be promoted, so
+# it refuses to be wiped.  Accepting would leave the switchover waiting on a
+# node that declines the leader key (one TTL without a leader).
+my @t = gmtime(time + 3600);
+my $at = sprintf('%04d-%02d-%02dT%02d:%02d:%02d+00:00', $t[5] + 1900, $t[4] + 1, @t[ 3, 2, 1, 0 ]);
+$r = api_request($n1, 'POST', '/switchover', auth => 1,
+	body => { leader => 'node1', candidate => 'node2', scheduled_at => $at });
+is($r->{code}, '202', 'a switchover to node2 is scheduled');
+sleep 3;    # node2's HA worker sees the failover key through its watch
+$r = api_request($n2, 'POST', '/reinitialize', auth => 1);
+is($r->{code}, '503', 'POST /reinitialize on the candidate of a pending switchover: 503');
+like($r->{body}, qr/I may be promoted, can not reinitialize/, 'it may be promoted');
+($ok, undef, $stderr) = try_sql($n2, 'SELECT pg_ha.reinitialize()');
+ok(!$ok, 'pg_ha.reinitialize() on the candidate fails');
+like($stderr // '', qr/names it as the candidate/, 'and names the switchover as the reason');
+ok(postmaster_running($n2), 'node2 still runs');
+ok(!-e $n2->data_dir . '/pg_ha.reinitialize', 'no reinitialize was recorded on node2');
+is(api_request($n1, 'DELETE', '/switchover', auth => 1)->{code}, '200', 'the switchover is cancelled');
+
 # --- patronictl reinit of a replica: re-cloned, from the clonefrom member
 $n3->safe_psql('postgres', 'ALTER SYSTEM SET pg_ha.clonefrom = on');
 $n3->reload;
