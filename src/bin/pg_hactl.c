@@ -45,6 +45,7 @@
 
 #include "libpq-fe.h"
 
+#include "conn_url.h"
 #include "etcd.h"
 #include "ha_dynconf.h"
 #include "ha_request.h"
@@ -280,27 +281,6 @@ json_str(const cJSON *o, const char *name, char *out, size_t len)
 		strcpy(out, it->valuestring);
 }
 
-static bool
-split_conn_url(const char *url, char *host, size_t hlen, char *port, size_t plen)
-{
-	const char *p = strstr(url, "://");
-	const char *colon;
-	const char *end;
-
-	if (p == NULL)
-		return false;
-	p += 3;
-	end = strchr(p, '/');
-	if (end == NULL)
-		end = p + strlen(p);
-	colon = memchr(p, ':', (size_t) (end - p));
-	if (colon == NULL || (size_t) (colon - p) >= hlen || (size_t) (end - colon - 1) >= plen)
-		return false;
-	snprintf(host, hlen, "%.*s", (int) (colon - p), p);
-	snprintf(port, plen, "%.*s", (int) (end - colon - 1), colon + 1);
-	return true;
-}
-
 /*
  * The config key as the nodes read it (ha_dynconf.c): pause, and
  * maximum_lag_on_failover when it sets a valid one, which then wins over
@@ -390,7 +370,18 @@ load_cluster(const Settings *s, EtcdClient *client, Cluster *c)
 			json_str(doc, "role", m->role, sizeof(m->role));
 			json_str(doc, "state", m->state, sizeof(m->state));
 			json_str(doc, "conn_url", m->conn_url, sizeof(m->conn_url));
-			split_conn_url(m->conn_url, m->host, sizeof(m->host), m->port, sizeof(m->port));
+			/*
+			 * The one conn_url codec the HA worker uses too: a host that
+			 * could carry libpq options or break a quoted conninfo value
+			 * is refused, and the member is not connected to.
+			 */
+			if (m->conn_url[0] != '\0' &&
+				!conn_url_host_port(m->conn_url, m->host, sizeof(m->host), m->port, sizeof(m->port)))
+			{
+				m->host[0] = m->port[0] = '\0';
+				fprintf(stderr, "pg_hactl: ignoring member \"%s\": its conn_url is not postgres://host:port\n",
+						m->name);
+			}
 			num = cJSON_GetObjectItemCaseSensitive(doc, "xlog_location");
 			m->lsn = cJSON_IsNumber(num) ? num->valuedouble : -1;
 			num = cJSON_GetObjectItemCaseSensitive(doc, "timeline");

@@ -8,6 +8,8 @@ use strict;
 use warnings;
 
 use Test::More;
+use File::Path qw(rmtree);
+use JSON::PP ();
 use PostgreSQL::Test::Utils;
 use PgHa::Etcd;
 use PgHa::Cluster;
@@ -79,6 +81,30 @@ is($m4->{conn_url}, "postgres://127.0.0.1:$port4/postgres", 'with its own connec
 is($rc, 1, 'clone into an existing data directory exits 1');
 like($err, qr/already holds a database cluster/, 'and says why');
 $n4->stop('fast');
+
+# --- a member key whose conn_url is not host:port is not a place to clone
+# from.  Its host here smuggles a libpq option (and a quote, which would
+# break the quoting of primary_conninfo): pg_hactl ignores the member, says
+# so, and clones from the leader.
+my $lport = $n2->port;
+my $tl = member_json($etcd, 'node2')->{timeline};
+$etcd->put(ha_key('members/evil'), JSON::PP::encode_json({
+	conn_url => "postgres://127.0.0.1 application_name=x':$lport/postgres",
+	api_url => 'http://127.0.0.1:1/patroni', role => 'replica', state => 'running',
+	replication_state => 'streaming', timeline => $tl, tags => { clonefrom => JSON::PP::true } }));
+my $n5 = PostgreSQL::Test::Cluster->new('node5');
+my $dir5 = $n5->data_dir;
+rmdir $dir5;
+($rc, $out, $err) = hactl(@conn, 'clone', '--pgdata', $dir5, '--node-name', 'node5',
+	'--port', $n5->port, '--host', '127.0.0.1');
+is($rc, 0, 'clone exits 0 with a bad member key in the cluster') or diag "$out$err";
+note "pg_hactl clone: $out$err";
+unlike("$out$err", qr/cloning from "evil"/, 'the member with the bad conn_url is not cloned from');
+like($err, qr/ignoring member "evil": its conn_url is not/, 'pg_hactl says why it ignores it');
+like($out, qr/cloned "node5" from "node2"/, 'the clone comes from the leader');
+unlike(slurp_file("$dir5/postgresql.auto.conf"), qr/application_name=x'/, 'nothing of the bad value reached primary_conninfo');
+$etcd->del(ha_key('members/evil'));
+rmtree($dir5);
 
 forget_if_stopped($n1, $n2, $n3);
 done_testing();
