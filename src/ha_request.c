@@ -59,6 +59,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 
@@ -1013,6 +1014,14 @@ ha_control_view_add(HaControlView *view, const char *suffix, const char *value, 
 			cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "pause"));
 		cJSON_Delete(doc);
 	}
+	else if (strcmp(suffix, "sync") == 0)
+	{
+		if (value && len < sizeof(view->sync_value) && memchr(value, '\0', len) == NULL)
+		{
+			memcpy(view->sync_value, value, len);
+			view->sync_value[len] = '\0';
+		}
+	}
 	else if (strcmp(suffix, "failover") == 0)
 	{
 		view->has_request = true;
@@ -1078,6 +1087,8 @@ ha_target_verdict_name(HaTargetVerdict v)
 			return "lagging";
 		case HA_TARGET_NOT_BEST:
 			return "not_best";
+		case HA_TARGET_NOT_SYNC:
+			return "not_sync";
 		case HA_TARGET_NONE:
 			return "no_candidate";
 	}
@@ -1122,6 +1133,25 @@ eligible(const HaTargetInput *in, const TargetFacts *f, const HaCandidate *m)
 	if (in->switchover)
 		return m->streaming && strcmp(m->name, in->leader) != 0;
 	return !lagging(f, m, in->maximum_lag_bytes);
+}
+
+/* Is name in list, comma-separated, case-insensitively (as ha_sync.c compares)? */
+static bool
+name_listed(const char *list, const char *name)
+{
+	size_t		n = strlen(name);
+
+	for (const char *p = list ? list : ""; *p;)
+	{
+		size_t		len = strcspn(p, ",");
+
+		if (len == n && strncasecmp(p, name, n) == 0)
+			return true;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return false;
 }
 
 HaTargetVerdict
@@ -1241,6 +1271,20 @@ ha_target_check(const HaTargetInput *in, const char *candidate,
 		}
 		WHY("It is a streaming replica.");
 		return HA_TARGET_OK;
+	}
+	/*
+	 * Synchronous mode: a standby the lost leader did not list may miss
+	 * commits it acknowledged, however small its lag.  It would not take
+	 * the key either (sync_race_check): refused here, with the reason,
+	 * rather than left to time out.  force is the operator's way out, as
+	 * in the race.
+	 */
+	if (!in->force && in->sync_leader && in->sync_leader[0] &&
+		!name_listed(in->sync_standbys, cand->name))
+	{
+		WHY("It is not a synchronous standby when \"%s\" was lost (sync key lists \"%s\"); it may miss commits that were acknowledged.",
+			in->sync_leader, in->sync_standbys ? in->sync_standbys : "");
+		return HA_TARGET_NOT_SYNC;
 	}
 	if (!in->force)
 	{

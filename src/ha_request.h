@@ -136,6 +136,14 @@ typedef struct HaTargetInput
 	uint64_t	maximum_lag_bytes;	/* pg_ha.maximum_lag_on_failover */
 	bool		switchover;		/* false: failover (the leader is gone) */
 	bool		force;			/* failover: accept lag and a better peer */
+
+	/*
+	 * The sync key as the lost leader left it (ha_sync.c's codec decodes
+	 * it): sync_leader "" when there is none, else the standbys it listed,
+	 * comma-separated ("" = none).  A failover may name only a listed one.
+	 */
+	const char *sync_leader;
+	const char *sync_standbys;
 } HaTargetInput;
 
 typedef enum HaTargetVerdict
@@ -150,6 +158,8 @@ typedef enum HaTargetVerdict
 	HA_TARGET_LAGGING,			/* beyond maximum_lag_on_failover (force: ok) */
 	HA_TARGET_NOT_BEST,			/* failover: a more advanced eligible replica
 								 * exists, named in better (force: ok) */
+	HA_TARGET_NOT_SYNC,			/* failover: not listed in the sync key the
+								 * lost leader left (force: ok) */
 	HA_TARGET_NONE				/* no candidate named and none eligible */
 } HaTargetVerdict;
 
@@ -199,6 +209,7 @@ typedef struct HaControlView
 	HaRequest	request;
 	char		request_error[HA_REQUEST_REASON_LEN];	/* when not valid */
 	int64_t		request_mod_revision;
+	char		sync_value[2048];	/* the sync key's value, "" = absent */
 } HaControlView;
 
 extern void ha_control_view_add(HaControlView *view, const char *suffix,

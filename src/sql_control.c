@@ -30,6 +30,7 @@
 #include "utils/timestamp.h"
 
 #include "ha_request.h"
+#include "ha_sync.h"
 
 PG_FUNCTION_INFO_V1(pg_ha_switchover);
 PG_FUNCTION_INFO_V1(pg_ha_failover);
@@ -197,6 +198,20 @@ target_input(const HaControlView *view, bool switchover, bool force, HaTargetInp
 	in->maximum_lag_bytes = (uint64) dyn.maximum_lag_bytes;
 	in->switchover = switchover;
 	in->force = force;
+	in->sync_leader = "";
+	in->sync_standbys = "";
+	if (view->sync_value[0] != '\0')
+	{
+		SyncKey		key;
+		char	   *list = palloc(SYNC_MAX_NAMES * PG_HA_NAME_LEN);
+
+		if (sync_key_parse(view->sync_value, strlen(view->sync_value), &key))
+		{
+			sync_names_join(&key.voters, list, SYNC_MAX_NAMES * PG_HA_NAME_LEN);
+			in->sync_leader = pstrdup(key.leader);
+			in->sync_standbys = list;
+		}
+	}
 }
 
 /*
@@ -257,6 +272,11 @@ check_target(EtcdClient *client, const HaControlView *view, const char *candidat
 				   why,
 				   psprintf("Name \"%s\" instead, or call pg_ha.failover('%s', force => true) to accept losing the WAL only \"%s\" has.",
 							better, chosen, better));
+		case HA_TARGET_NOT_SYNC:
+			refuse(client, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+				   psprintf("%s refused: \"%s\" is not a synchronous standby", what, chosen), why,
+				   psprintf("Name a standby the sync key lists, or call pg_ha.failover('%s', force => true) to promote it all the same and accept losing acknowledged commits.",
+							chosen));
 		case HA_TARGET_NONE:
 			refuse(client, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
 				   psprintf("%s refused: no replica can take over", what), why, NULL);

@@ -66,6 +66,15 @@ ok(in_recovery($n3), 'node3 stays a replica');
 like(substr(slurp_file($n3->logfile), $log3), qr/not taking over: not a synchronous standby when "node1" was lost/,
 	'node3 says why it does not take over');
 
+# A manual failover to node3 is refused up front, with the reason: it may
+# miss commits node1 acknowledged.  (node3 would not take the key anyway;
+# the refusal saves the operator a request that cannot succeed.)
+my ($fok, undef, $ferr) = try_sql($n3, "SELECT pg_ha.failover('node3')", timeout => 120);
+ok(!$fok, 'pg_ha.failover() to the asynchronous node3 is refused');
+like($ferr // '', qr/failover refused: "node3" is not a synchronous standby/, 'it says node3 is not synchronous');
+like($ferr // '', qr/sync key lists "node2"/, 'and names the synchronous standby');
+is($etcd->get(ha_key('failover')), undef, 'no failover request was written');
+
 kill 'CONT', @frozen;
 @frozen = ();
 my ($leader) = wait_leader_not($etcd, 'node1', timeout => 60);

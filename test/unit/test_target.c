@@ -113,6 +113,51 @@ static const TargetCase cases[] = {
 	{"failover to a far replica (not-best first)", false, false, "", "n8", 0, 0, MB, HA_TARGET_NOT_BEST, "n8", "n2"},
 };
 
+/*
+ * Synchronous mode: a failover names only a standby the sync key lists
+ * (the key the lost leader left); force opens the way, a switchover is
+ * not concerned (the leader hands over its final position).
+ */
+static void
+sync_rule(void)
+{
+	static const struct
+	{
+		const char *name;
+		bool		switchover;
+		bool		force;
+		const char *sync_leader;
+		const char *standbys;
+		const char *candidate;
+		HaTargetVerdict want;
+	}			sc[] = {
+		{"listed", false, false, "n1", "n2", "n2", HA_TARGET_OK},
+		{"listed among several", false, false, "n1", "n7,n2,n3", "n2", HA_TARGET_OK},
+		{"listed, another case", false, false, "n1", "N2", "n2", HA_TARGET_OK},
+		{"not listed", false, false, "n1", "n2", "n3", HA_TARGET_NOT_SYNC},
+		{"a prefix of a listed name", false, false, "n1", "n22,n2x", "n2", HA_TARGET_NOT_SYNC},
+		{"nobody listed", false, false, "n1", "", "n2", HA_TARGET_NOT_SYNC},
+		{"not listed, forced", false, true, "n1", "n2", "n3", HA_TARGET_OK},
+		{"no sync key", false, false, "", "", "n2", HA_TARGET_OK},
+		{"no sync key (NULL)", false, false, NULL, NULL, "n2", HA_TARGET_OK},
+		{"switchover to an unlisted standby", true, false, "n1", "n2", "n3", HA_TARGET_OK},
+	};
+
+	for (size_t i = 0; i < lengthof(sc); i++)
+	{
+		HaTargetInput in = {cluster, lengthof(cluster), sc[i].switchover ? "n1" : "", 0, 0, 64 * MB,
+		sc[i].switchover, sc[i].force, sc[i].sync_leader, sc[i].standbys};
+		char		why[256];
+		HaTargetVerdict v = ha_target_check(&in, sc[i].candidate, NULL, 0, NULL, 0, why, sizeof(why));
+
+		UNIT_CHECK(v == sc[i].want, "sync rule, %s: %s (want %s): %s", sc[i].name,
+				   ha_target_verdict_name(v), ha_target_verdict_name(sc[i].want), why);
+		if (v == HA_TARGET_NOT_SYNC)
+			UNIT_CHECK(strstr(why, "sync key lists") != NULL, "sync rule, %s: why names the list: %s",
+					   sc[i].name, why);
+	}
+}
+
 static void
 target_table(void)
 {
@@ -166,6 +211,7 @@ target_table(void)
 				   "failover to a replica that is not streaming");
 	}
 	UNIT_CHECK(strcmp(ha_target_verdict_name(HA_TARGET_NOT_BEST), "not_best") == 0, "verdict names");
+	sync_rule();
 }
 
 static void
