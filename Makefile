@@ -151,9 +151,10 @@ test/fuzz/build/fuzz_member: test/fuzz/fuzz_member.c src/ha_cluster.c src/ha_req
 		-o $@ test/fuzz/fuzz_member.c src/ha_cluster.c src/ha_request.c src/etcd_json.c \
 		-L$(shell $(PG_CONFIG) --pkglibdir) -L$(shell $(PG_CONFIG) --libdir) -lpgcommon -lpgport -lcjson -lm
 
-test/fuzz/build/fuzz_patroni: test/fuzz/fuzz_patroni.c src/patroni_codec.c src/patroni_codec.h src/ha_dynconf.c src/ha_dynconf.h
+test/fuzz/build/fuzz_patroni: test/fuzz/fuzz_patroni.c src/patroni_codec.c src/patroni_codec.h src/ha_dynconf.c src/ha_dynconf.h \
+		src/ha_request.c src/ha_request.h
 	@mkdir -p test/fuzz/build
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ test/fuzz/fuzz_patroni.c src/patroni_codec.c src/ha_dynconf.c -lcjson -lm
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ test/fuzz/fuzz_patroni.c src/patroni_codec.c src/ha_dynconf.c src/ha_request.c -lcjson -lm
 
 # `make fuzz-patroni FUZZ_SECONDS=600`: control API bodies, the config merge, pg_ha.tags
 .PHONY: fuzz-patroni

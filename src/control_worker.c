@@ -13,7 +13,9 @@
  * compare-and-swap on the key's mod_revision (409 when it changed
  * meanwhile), as Patroni does.  POST /restart and POST /reinitialize end
  * in a fast shutdown (ha_restart.c, ha_reinit.c), started only after the
- * answer has been posted.
+ * answer has been posted; POST /restart with a schedule and DELETE
+ * /restart change the scheduled restart in shared memory, which the HA
+ * worker runs when due.
  *
  * The worker has no database connection: nothing here needs the catalog.
  */
@@ -110,18 +112,6 @@ facts_have_member(const ClusterFacts *f, const char *name)
 	return ha_valid_member_name(name) && strstr(f->members, needle) != NULL;
 }
 
-/* Patroni's ISO 8601 time must carry a zone: "Z" or an offset after the time. */
-static bool
-has_zone(const char *t)
-{
-	const char *time_part = strpbrk(t, "Tt ");
-	size_t		len = strlen(t);
-
-	if (len > 0 && (t[len - 1] == 'Z' || t[len - 1] == 'z'))
-		return true;
-	return time_part != NULL && strpbrk(time_part, "+-") != NULL;
-}
-
 /*
  * Patroni's checks on the body, in its order and words (api.py
  * do_POST_failover); true when the request may go on.  *at_us: the
@@ -143,10 +133,11 @@ check_body(const PatroniFailoverBody *b, bool switchover, const ClusterFacts *f,
 	{
 		if (b->leader[0] == '\0')
 			return refuse_with(a, 400, psprintf("Scheduled %s is possible only from a specific leader", action));
-		if (!has_zone(b->scheduled_at))
-			return refuse_with(a, 400, psprintf("Timezone information is mandatory for the scheduled %s", action));
+		/* Patroni parses first: an unparsable time is 422 even without a zone */
 		if (!ha_time_parse(b->scheduled_at, at_us, err, sizeof(err)))
 			return refuse_with(a, 422, "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601");
+		if (!ha_time_has_zone(b->scheduled_at))
+			return refuse_with(a, 400, psprintf("Timezone information is mandatory for the scheduled %s", action));
 		if (*at_us <= (int64) time(NULL) * 1000000)
 			return refuse_with(a, 422, psprintf("Cannot schedule %s in the past", action));
 	}
@@ -387,6 +378,31 @@ serve_put_config(const char *body, ControlAnswer *a)
 /* set by serve_restart: shut down once the answer is posted */
 static bool restart_after_answer = false;
 
+/* how long an answer about a schedule waits for the member key to show it */
+#define SCHEDULE_PUBLISH_WAIT_MS 2000
+
+/*
+ * POST /restart with "schedule": recorded for the HA worker, which runs it
+ * when due (ha_restart.c, ha_worker.c).  Patroni refuses it while paused
+ * (its status, 500: the initial value of its answer); the conditions are
+ * checked when the time comes, not now.
+ */
+static void
+schedule_restart(const PatroniRestartBody *b, ControlAnswer *a)
+{
+	char		at[HA_TIME_LEN];
+
+	if (!pg_ha_restart_schedule_add(b))
+	{
+		reply(a, 409, "Another restart is already scheduled");
+		return;
+	}
+	ha_time_format(b->schedule_us, at, sizeof(at));
+	ereport(LOG, (errmsg("pg_ha: restart scheduled over the API for %s", at)));
+	(void) pg_ha_restart_schedule_wait_published(SCHEDULE_PUBLISH_WAIT_MS);
+	reply(a, 202, "Restart scheduled");
+}
+
 /*
  * POST /restart: Patroni's conditions (role, restart_pending,
  * postgres_version), then pg_ha.restart()'s path (ha_restart.c): the
@@ -400,10 +416,19 @@ serve_restart(const char *body, ControlAnswer *a)
 {
 	PatroniRestartBody b;
 	char		err[256] = "";
-	int			st = patroni_restart_body_decode(body, strlen(body), &b, err, sizeof(err));
-	bool		replica = RecoveryInProgress();
+	int			st = patroni_restart_body_decode(body, strlen(body), (int64) time(NULL) * 1000000,
+												 &b, err, sizeof(err));
+	bool		paused;
 	MemoryContext ctx = CurrentMemoryContext;
 
+	LWLockAcquire(pg_ha_shared->lock, LW_SHARED);
+	paused = pg_ha_shared->paused;
+	LWLockRelease(pg_ha_shared->lock);
+	if (b.scheduled && paused)
+	{
+		reply(a, 500, "Can't schedule restart in the paused state");
+		return;
+	}
 	if (st != 0)
 	{
 		reply(a, st, err);
@@ -411,12 +436,10 @@ serve_restart(const char *body, ControlAnswer *a)
 	}
 	if (b.scheduled)
 	{
-		reply(a, 501, "pg_ha does not schedule restarts; restart now, or from a timer");
+		schedule_restart(&b, a);
 		return;
 	}
-	if ((b.role == 1 && replica) || (b.role == 2 && !replica) ||
-		(b.restart_pending && !pg_ha_pending_restart()) ||
-		(b.postgres_version != 0 && b.postgres_version <= PG_VERSION_NUM))
+	if (patroni_restart_unmet(&b, !RecoveryInProgress(), pg_ha_pending_restart(), PG_VERSION_NUM))
 	{
 		reply(a, 503, "restart conditions are not satisfied");
 		return;
@@ -435,6 +458,20 @@ serve_restart(const char *body, ControlAnswer *a)
 		FreeErrorData(e);
 	}
 	PG_END_TRY();
+}
+
+/* DELETE /restart: the scheduled restart, if any, is forgotten. */
+static void
+serve_cancel_restart(ControlAnswer *a)
+{
+	if (!pg_ha_restart_schedule_delete())
+	{
+		reply(a, 404, "no restarts are scheduled");
+		return;
+	}
+	ereport(LOG, (errmsg("pg_ha: scheduled restart deleted over the API")));
+	(void) pg_ha_restart_schedule_wait_published(SCHEDULE_PUBLISH_WAIT_MS);
+	reply(a, 200, "scheduled restart deleted");
 }
 
 /* ---------- reinitialize ---------- */
@@ -521,6 +558,9 @@ serve(ControlKind kind, const char *body, ControlAnswer *a)
 			break;
 		case CONTROL_RESTART:
 			serve_restart(body, a);
+			break;
+		case CONTROL_CANCEL_RESTART:
+			serve_cancel_restart(a);
 			break;
 		case CONTROL_REINITIALIZE:
 			serve_reinitialize(body, a);

@@ -207,6 +207,17 @@ take_digits(const char **p, int n, int *val)
 }
 
 bool
+ha_time_has_zone(const char *text)
+{
+	const char *time_part = strpbrk(text, "Tt ");
+	size_t		len = strlen(text);
+
+	if (len > 0 && (text[len - 1] == 'Z' || text[len - 1] == 'z'))
+		return true;
+	return time_part != NULL && strpbrk(time_part, "+-") != NULL;
+}
+
+bool
 ha_time_parse(const char *text, int64_t *epoch_us, char *err, size_t errlen)
 {
 	const char *p = text;

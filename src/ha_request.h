@@ -94,6 +94,11 @@ extern bool ha_valid_member_name(const char *name);
  * outside 1970-9999.
  */
 extern bool ha_time_parse(const char *text, int64_t *epoch_us, char *err, size_t errlen);
+/*
+ * Does an ISO 8601 time carry its zone ("Z" or an offset after the time)?
+ * Patroni refuses a scheduled time without one; ha_time_parse reads UTC.
+ */
+extern bool ha_time_has_zone(const char *text);
 /* "YYYY-MM-DDTHH:MM:SS.ffffff+00:00" (buf of HA_TIME_LEN bytes) */
 #define HA_TIME_LEN 40
 extern void ha_time_format(int64_t epoch_us, char *buf, size_t len);

@@ -26,6 +26,16 @@
  * holding the key and comes back as its standby (pg_hactl rejoin, the
  * stale-primary rules).  A marker left from an earlier postmaster never
  * keeps a key: it must name the running postmaster's PID.
+ *
+ * A scheduled restart (POST /restart with "schedule", as Patroni's) is the
+ * same restart at a later time: the control worker records it in shared
+ * memory, the HA worker runs it when it is due (ha_worker.c,
+ * scheduled_restart_step) through pg_ha_restart_mark and
+ * pg_ha_restart_now, with the reason "scheduled restart".  Shared memory
+ * is made anew whenever the postmaster starts, or restarts after a crash,
+ * so a restart of postgres drops the schedule - what Patroni does when it
+ * finds the postmaster start time changed - and the postmaster start time
+ * the member key shows with it is always the running one's.
  */
 #include "pg_ha.h"
 
@@ -38,6 +48,9 @@
 #include "storage/fd.h"
 #include "utils/builtins.h"
 #include "utils/guc_tables.h"
+#include "utils/timestamp.h"
+
+#include "patroni_codec.h"
 
 PG_FUNCTION_INFO_V1(pg_ha_restart);
 
@@ -205,4 +218,140 @@ pg_ha_restart_now(void)
 	if (kill(PostmasterPid, SIGINT) != 0)
 		ereport(ERROR,
 				(errmsg("pg_ha: could not signal the postmaster to shut down: %m")));
+}
+
+/* ---------- the scheduled restart ---------- */
+
+/* After a change, under the lock: count it; the HA worker's latch, to set. */
+static Latch *
+schedule_changed(void)
+{
+	pg_ha_shared->restart_gen++;
+	return pg_ha_shared->worker_latch;
+}
+
+bool
+pg_ha_restart_schedule_add(const PatroniRestartBody *b)
+{
+	Latch	   *wake = NULL;
+	bool		added = false;
+
+	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	if (!pg_ha_shared->restart_scheduled)
+	{
+		pg_ha_shared->restart_schedule = *b;
+		pg_ha_shared->restart_scheduled = true;
+		wake = schedule_changed();
+		added = true;
+	}
+	LWLockRelease(pg_ha_shared->lock);
+	if (wake)
+		SetLatch(wake);
+	return added;
+}
+
+bool
+pg_ha_restart_schedule_delete(void)
+{
+	Latch	   *wake = NULL;
+	bool		deleted = false;
+
+	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	if (pg_ha_shared->restart_scheduled)
+	{
+		pg_ha_shared->restart_scheduled = false;
+		wake = schedule_changed();
+		deleted = true;
+	}
+	LWLockRelease(pg_ha_shared->lock);
+	if (wake)
+		SetLatch(wake);
+	return deleted;
+}
+
+void
+pg_ha_restart_schedule_drop(uint64 gen)
+{
+	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	if (pg_ha_shared->restart_scheduled && pg_ha_shared->restart_gen == gen)
+	{
+		pg_ha_shared->restart_scheduled = false;
+		(void) schedule_changed();	/* the caller is the HA worker itself */
+	}
+	LWLockRelease(pg_ha_shared->lock);
+}
+
+bool
+pg_ha_restart_schedule_get(PatroniRestartBody *out, uint64 *gen)
+{
+	bool		scheduled;
+
+	LWLockAcquire(pg_ha_shared->lock, LW_SHARED);
+	scheduled = pg_ha_shared->restart_scheduled;
+	*out = pg_ha_shared->restart_schedule;
+	*gen = pg_ha_shared->restart_gen;
+	LWLockRelease(pg_ha_shared->lock);
+	return scheduled;
+}
+
+uint64
+pg_ha_restart_schedule_gen(void)
+{
+	uint64		gen;
+
+	LWLockAcquire(pg_ha_shared->lock, LW_SHARED);
+	gen = pg_ha_shared->restart_gen;
+	LWLockRelease(pg_ha_shared->lock);
+	return gen;
+}
+
+char *
+pg_ha_restart_schedule_json(bool with_start_time)
+{
+	PatroniRestartBody b;
+	uint64		gen;
+	int64		started = PgStartTime + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+	char	   *buf;
+
+	if (!pg_ha_restart_schedule_get(&b, &gen))
+		return NULL;
+	buf = palloc(PATRONI_SCHEDULE_JSON_LEN);
+	if (patroni_restart_schedule_json(&b, with_start_time ? &started : NULL, buf,
+									  PATRONI_SCHEDULE_JSON_LEN) < 0)
+		elog(ERROR, "pg_ha: the scheduled restart does not fit its JSON buffer");
+	return buf;
+}
+
+void
+pg_ha_restart_schedule_published(uint64 gen)
+{
+	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	if (gen > pg_ha_shared->restart_published_gen)
+		pg_ha_shared->restart_published_gen = gen;
+	LWLockRelease(pg_ha_shared->lock);
+}
+
+/*
+ * Patroni writes the member key before it answers a schedule or its
+ * deletion, so that `patronictl list` and `flush` see it at once.  The HA
+ * worker does it here, woken by the change; bounded, as the answer must
+ * not wait on an etcd outage (the key follows when etcd is back).
+ */
+bool
+pg_ha_restart_schedule_wait_published(int timeout_ms)
+{
+	for (int waited = 0;; waited += 10)
+	{
+		bool		done;
+
+		LWLockAcquire(pg_ha_shared->lock, LW_SHARED);
+		done = pg_ha_shared->restart_published_gen >= pg_ha_shared->restart_gen;
+		LWLockRelease(pg_ha_shared->lock);
+		if (done)
+			return true;
+		if (waited >= timeout_ms)
+			return false;
+		CHECK_FOR_INTERRUPTS();
+		pg_usleep(10 * 1000L);
+	}
 }

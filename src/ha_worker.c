@@ -188,6 +188,8 @@ typedef struct HaWorker
 	char		last_error[PG_HA_ERROR_LEN];
 	bool		releasing;
 	int64		next_cycle;
+	uint64		restart_gen_seen;	/* scheduled restart's generation last acted on */
+	char		restart_waits[128]; /* why it last had to wait, "" if not */
 
 	/* failsafe mode (ha_failsafe.c): the members this leader last published */
 	FailsafeMember fs_members[FAILSAFE_MAX_MEMBERS];
@@ -3212,6 +3214,102 @@ publish_replication_roles(void)
 	LWLockRelease(pg_ha_shared->lock);
 }
 
+/* ---------- scheduled restart (POST /restart with "schedule") ---------- */
+
+/*
+ * Why the scheduled restart must wait although its time has come, or
+ * NULL.  A restart is only safe in a settled state: a leader that holds
+ * its key (the restart keeps it, ha_restart.c), or a replica following
+ * one.  Not while promoting (a half-done promotion would be cut in two),
+ * not during a hand-over or while any switchover or failover is in flight
+ * in the failover key (its candidate or its old leader would vanish under
+ * it, and the request could fail or pick a worse target), not while
+ * racing or fenced.  Patroni's is the same: it runs no scheduled restart
+ * while another action runs, nor outside a cluster with a leader.
+ */
+static const char *
+restart_blocker(void)
+{
+	HaRequest	req;
+	int64		revision;
+	char		err[256];
+
+	if (worker.promoting)
+		return "this node is being promoted";
+	if (worker.ho.step != HO_NONE)
+		return "a switchover from this node is under way";
+	if (worker.state != HA_LEADER && worker.state != HA_REPLICA)
+		return psprintf("the node is in state %s", ha_state_name(worker.state));
+	if (cluster_request(&worker.view, &req, &revision, err, sizeof(err)) == CLUSTER_REQUEST_VALID &&
+		(req.phase == HA_REQ_HANDED_OVER || req.phase == HA_REQ_FINAL_CONFIRMED ||
+		 (req.phase == HA_REQ_REQUESTED &&
+		  !ha_request_pending_schedule(&req, (int64) time(NULL) * 1000000))))
+		return "a switchover or failover is in flight";
+	return NULL;
+}
+
+/*
+ * The scheduled restart, once its time has come: the restart path of
+ * pg_ha.restart() (ha_restart.c), whose safety argument holds as it is -
+ * a restart at a later time is the same restart.  Not while the cluster
+ * is paused (Patroni runs no scheduled action then: the operator has
+ * taken over; the schedule is kept, and dropped as stale if the pause
+ * outlasts it), and not while restart_blocker says no.  Patroni's rules
+ * for the rest: more than 1.5 loop_wait late it is stale and dropped;
+ * conditions (role, restart_pending, postgres_version) no longer met drop
+ * it with the reason logged.  Called at the end of a cycle that reached
+ * etcd; does not return when it restarts.
+ */
+static void
+scheduled_restart_step(const NodeSnapshot *snap)
+{
+	PatroniRestartBody b;
+	uint64		gen;
+	int64		now_us = (int64) time(NULL) * 1000000;	/* wall clock: the schedule is one */
+	const char *why;
+
+	if (!pg_ha_restart_schedule_get(&b, &gen) || worker.dyn.pause)
+		return;
+	switch (patroni_restart_timing(b.schedule_us, now_us, (int64) worker.dyn.loop_wait_ms * 1000))
+	{
+		case PATRONI_RESTART_WAIT:
+			soon(b.schedule_us - now_us);
+			return;
+		case PATRONI_RESTART_STALE:
+			ereport(WARNING,
+					(errmsg("pg_ha: found a stale scheduled restart, dropping it"),
+					 errdetail("It was due %lld s ago, more than 1.5 loop_wait.",
+							   (long long) ((now_us - b.schedule_us) / 1000000))));
+			pg_ha_restart_schedule_drop(gen);
+			soon(0);
+			return;
+		case PATRONI_RESTART_DUE:
+			break;
+	}
+	if ((why = restart_blocker()) != NULL)
+	{
+		/* once per reason: it is asked again every half second */
+		if (strcmp(why, worker.restart_waits) != 0)
+			ereport(LOG, (errmsg("pg_ha: scheduled restart waits: %s", why)));
+		strlcpy(worker.restart_waits, why, sizeof(worker.restart_waits));
+		soon(FAST_CYCLE_US * 10);
+		return;
+	}
+	worker.restart_waits[0] = '\0';
+	why = patroni_restart_unmet(&b, !snap->in_recovery, pg_ha_pending_restart(), PG_VERSION_NUM);
+	if (why != NULL)
+	{
+		ereport(LOG, (errmsg("pg_ha: not proceeding with the scheduled restart: %s", why)));
+		pg_ha_restart_schedule_drop(gen);
+		soon(0);
+		return;
+	}
+	pg_ha_restart_schedule_drop(gen);
+	(void) publish_member(snap, false);
+	pg_ha_restart_mark("scheduled restart");
+	pg_ha_restart_now();
+}
+
 /*
  * loop_wait: ha_dynconf.c checked it against the TTL it decided.  Until
  * the lease carries that TTL (move_lease retries each cycle), a third of
@@ -3232,6 +3330,7 @@ ha_cycle(void)
 {
 	NodeSnapshot snap;
 	bool		ok;
+	uint64		restart_gen = pg_ha_restart_schedule_gen();
 
 	node_take_snapshot(&snap);
 	worker.last_error[0] = '\0';
@@ -3250,6 +3349,9 @@ ha_cycle(void)
 		dyn_refresh();
 		move_lease();
 		ok = snap.in_recovery ? standby_cycle(&snap) : primary_cycle(&snap);
+		/* the member key written in this cycle shows the schedule as of its start */
+		if (ok)
+			pg_ha_restart_schedule_published(restart_gen);
 	}
 	if (!ok)
 	{
@@ -3262,6 +3364,8 @@ ha_cycle(void)
 	publish_shared(&snap, ok);
 	publish_replication_roles();
 	soon(ok ? cycle_pace_us() : ETCD_RETRY_US);
+	if (ok)
+		scheduled_restart_step(&snap);
 }
 
 /*
@@ -3525,6 +3629,12 @@ pg_ha_worker_main(Datum arg)
 			worker.next_cycle = 0;
 		}
 
+		/* the scheduled restart changed (control worker): publish it now */
+		if (pg_ha_restart_schedule_gen() != worker.restart_gen_seen)
+		{
+			worker.restart_gen_seen = pg_ha_restart_schedule_gen();
+			worker.next_cycle = 0;
+		}
 		if (pg_ha_monotonic_us() >= worker.next_cycle)
 			guarded_cycle();
 		if (ShutdownRequestPending)

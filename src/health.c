@@ -83,6 +83,8 @@ typedef struct NodeView
 	TimestampTz etcd_last_ok;
 	bool		sync_listed;	/* in the current leader's sync key */
 	bool		quorum_mode;	/* this node's synchronous_mode is quorum */
+	bool		restart_scheduled;
+	PatroniRestartBody restart_schedule;
 } NodeView;
 
 static void
@@ -116,6 +118,8 @@ take_view(NodeView *v)
 	v->sync_listed = v->sync_listed && pg_ha_shared->sync_leader[0] != '\0' &&
 		strcmp(pg_ha_shared->sync_leader, pg_ha_shared->leader) == 0;
 	v->quorum_mode = pg_ha_shared->sync_mode == 2;	/* SYNC_MODE_QUORUM */
+	v->restart_scheduled = pg_ha_shared->restart_scheduled;
+	v->restart_schedule = pg_ha_shared->restart_schedule;
 	LWLockRelease(pg_ha_shared->lock);
 
 	if (v->node[0] == '\0')
@@ -557,6 +561,7 @@ static void
 status_json(StringInfo out, const NodeView *v, bool with_replication)
 {
 	bool		unlocked = !(v->lease_valid || (v->leader_known && v->leader[0] != '\0'));
+	char		schedule[PATRONI_SCHEDULE_JSON_LEN];
 
 	appendStringInfoString(out, "{\"state\":");
 	json_string(out, v->running ? "running" : "starting");
@@ -601,6 +606,10 @@ status_json(StringInfo out, const NodeView *v, bool with_replication)
 	appendStringInfoChar(out, '}');
 	if (pending_restart)
 		appendStringInfoString(out, ",\"pending_restart\":true");
+	/* as Patroni's: without the postmaster start time the member key has */
+	if (v->restart_scheduled &&
+		patroni_restart_schedule_json(&v->restart_schedule, NULL, schedule, sizeof(schedule)) > 0)
+		appendStringInfo(out, ",\"scheduled_restart\":%s", schedule);
 	if (v->paused)
 		appendStringInfoString(out, ",\"pause\":true");
 	/* pg_ha's own view, which Patroni has no names for */

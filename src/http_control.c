@@ -22,8 +22,8 @@
  *   POST    /failover       failover request             control worker
  *   DELETE  /switchover     cancel a pending request     control worker
  *   POST    /reload         SIGHUP to the postmaster     here
- *   POST    /restart        restart (ha_restart.c)       control worker
- *   DELETE  /restart        no scheduled restarts: 404   here
+ *   POST    /restart        restart, now or scheduled    control worker (ha_restart.c)
+ *   DELETE  /restart        delete the scheduled restart control worker
  *   POST    /reinitialize   re-clone (ha_reinit.c)       control worker
  */
 #include "pg_ha.h"
@@ -43,7 +43,6 @@ typedef enum ControlAction
 	ACT_GET_CONFIG,
 	ACT_GET_HISTORY,
 	ACT_RELOAD,
-	ACT_NO_SCHEDULED_RESTART,
 	ACT_NOT_BUILT,
 	ACT_WORKER					/* handed to the control worker as kind */
 } ControlAction;
@@ -67,7 +66,7 @@ static const ControlRoute control_routes[] = {
 	{"DELETE", "/switchover", ACT_WORKER, CONTROL_CANCEL_SWITCHOVER, false},
 	{"POST", "/reload", ACT_RELOAD, 0, false},
 	{"POST", "/restart", ACT_WORKER, CONTROL_RESTART, false},
-	{"DELETE", "/restart", ACT_NO_SCHEDULED_RESTART, 0, false},
+	{"DELETE", "/restart", ACT_WORKER, CONTROL_CANCEL_RESTART, false},
 	{"POST", "/reinitialize", ACT_WORKER, CONTROL_REINITIALIZE, false},
 	{"POST", "/sigterm", ACT_NOT_BUILT, 0, false},
 	{"POST", "/citus", ACT_NOT_BUILT, 0, false},
@@ -231,10 +230,6 @@ http_control_handle(const HttpRequest *req, HttpResponse *resp)
 	{
 		case ACT_RELOAD:
 			reload(resp);
-			break;
-		case ACT_NO_SCHEDULED_RESTART:
-			/* Patroni's answer when nothing is scheduled; pg_ha never schedules */
-			answer_text(resp, 404, "no restarts are scheduled");
 			break;
 		case ACT_NOT_BUILT:
 			answer_text(resp, 501, "pg_ha does not serve this request yet; see docs/http-api.md\n");

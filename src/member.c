@@ -62,6 +62,7 @@ member_document(const NodeSnapshot *snap, bool paused)
 	cJSON	   *doc = cJSON_CreateObject();
 	char	   *text;
 	char	   *result;
+	char	   *scheduled;
 
 	if (doc == NULL)
 		elog(ERROR, "out of memory building the member document");
@@ -92,6 +93,9 @@ member_document(const NodeSnapshot *snap, bool paused)
 	 */
 	if (paused)
 		cJSON_AddBoolToObject(doc, "pause", true);
+	/* patronictl list's "Scheduled restart" column, flush restart's test */
+	if ((scheduled = pg_ha_restart_schedule_json(true)) != NULL)
+		cJSON_AddRawToObject(doc, "scheduled_restart", scheduled);
 	cJSON_AddNumberToObject(doc, "xlog_location", (double) snap->lsn);
 	cJSON_AddNumberToObject(doc, "timeline", (double) snap->timeline);
 	if (snap->in_recovery)

@@ -17,6 +17,7 @@
 #include <cjson/cJSON.h>
 
 #include "patroni_codec.h"
+#include "ha_request.h"
 
 static void
 set_err(char *err, size_t errlen, const char *msg)
@@ -411,16 +412,46 @@ version_num(const cJSON *v)
 	return major >= 10 ? major * 10000 + minor : major * 10000 + minor * 100 + patch;
 }
 
-/* One key of a POST /restart body; false, with Patroni's sentence, if bad. */
-static bool
-restart_key(const cJSON *item, PatroniRestartBody *out, char *err, size_t errlen)
+/*
+ * "schedule" of a POST /restart body: Patroni's parse_schedule.  0, or the
+ * status of its refusal with its sentence.  Parsed before the zone is
+ * looked for, as dateutil does: garbage is 422 whether or not it has one.
+ */
+static int
+restart_schedule(const cJSON *item, int64_t now_us, PatroniRestartBody *out,
+				 char *err, size_t errlen)
+{
+	char		terr[128];
+
+	if (!cJSON_IsString(item) ||
+		!ha_time_parse(item->valuestring, &out->schedule_us, terr, sizeof(terr)))
+	{
+		set_err(err, errlen, "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601");
+		return 422;
+	}
+	if (!ha_time_has_zone(item->valuestring))
+	{
+		set_err(err, errlen, "Timezone information is mandatory for the scheduled restart");
+		return 400;
+	}
+	if (out->schedule_us < now_us)
+	{
+		set_err(err, errlen, "Cannot schedule restart in the past");
+		return 422;
+	}
+	return 0;
+}
+
+/* One key of a POST /restart body: 0, or the status of Patroni's refusal. */
+static int
+restart_key(const cJSON *item, int64_t now_us, PatroniRestartBody *out, char *err, size_t errlen)
 {
 	const char *k = item->string;
 
 	if (strcmp(k, "restart_pending") == 0)
 		out->restart_pending = true;	/* Patroni: the key's presence */
 	else if (strcmp(k, "schedule") == 0)
-		out->scheduled = true;
+		return restart_schedule(item, now_us, out, err, errlen);
 	else if (strcmp(k, "role") == 0)
 	{
 		const char *r = cJSON_IsString(item) ? item->valuestring : "";
@@ -430,7 +461,7 @@ restart_key(const cJSON *item, PatroniRestartBody *out, char *err, size_t errlen
 		if (out->role < 0)
 		{
 			set_err(err, errlen, "PostgreSQL role should be either primary or replica");
-			return false;
+			return 400;
 		}
 	}
 	else if (strcmp(k, "postgres_version") == 0)
@@ -439,7 +470,7 @@ restart_key(const cJSON *item, PatroniRestartBody *out, char *err, size_t errlen
 		if (out->postgres_version == 0)
 		{
 			set_err(err, errlen, "postgres_version must be a PostgreSQL version such as \"15.4\"");
-			return false;
+			return 400;
 		}
 	}
 	else if (strcmp(k, "timeout") == 0)
@@ -448,20 +479,20 @@ restart_key(const cJSON *item, PatroniRestartBody *out, char *err, size_t errlen
 			!(cJSON_IsString(item) && atof(item->valuestring) > 0))
 		{
 			set_err(err, errlen, "Timeout should be a positive number of seconds");
-			return false;
+			return 400;
 		}
 	}
 	else
 	{
 		set_err(err, errlen, "Unknown filter for the scheduled restart");
-		return false;
+		return 400;
 	}
-	return true;
+	return 0;
 }
 
 int
-patroni_restart_body_decode(const char *text, size_t len, PatroniRestartBody *out,
-							char *err, size_t errlen)
+patroni_restart_body_decode(const char *text, size_t len, int64_t now_us,
+							PatroniRestartBody *out, char *err, size_t errlen)
 {
 	cJSON	   *doc;
 	const cJSON *item;
@@ -473,16 +504,91 @@ patroni_restart_body_decode(const char *text, size_t len, PatroniRestartBody *ou
 	doc = parse_body(text, len, err, errlen);
 	if (doc == NULL)
 		return 400;
+	out->scheduled = cJSON_GetObjectItemCaseSensitive(doc, "schedule") != NULL;
 	cJSON_ArrayForEach(item, doc)
 	{
-		if (!restart_key(item, out, err, errlen))
-		{
-			status = 400;
+		status = restart_key(item, now_us, out, err, errlen);
+		if (status != 0)
 			break;
-		}
 	}
 	cJSON_Delete(doc);
 	return status;
+}
+
+const char *
+patroni_restart_unmet(const PatroniRestartBody *b, bool is_primary, bool restart_pending,
+					  int server_version_num)
+{
+	/* Patroni checks all three and names the last that fails */
+	const char *why = NULL;
+
+	if ((b->role == 1 && !is_primary) || (b->role == 2 && is_primary))
+		why = "host role mismatch";
+	if (b->postgres_version != 0 && b->postgres_version <= server_version_num)
+		why = "postgres version mismatch";
+	if (b->restart_pending && !restart_pending)
+		why = "pending restart flag is not set";
+	return why;
+}
+
+/*
+ * Patroni acts on a schedule up to loop_wait early (then sleeps until the
+ * time) and drops one found more than 1.5 loop_wait late: a loop that
+ * late means trouble, and no time to restart.  pg_ha's worker wakes at the
+ * time itself (ha_worker.c), so it is due from the time on.
+ */
+PatroniRestartTiming
+patroni_restart_timing(int64_t at_us, int64_t now_us, int64_t loop_wait_us)
+{
+	if (now_us < at_us)
+		return PATRONI_RESTART_WAIT;
+	if (now_us - at_us > loop_wait_us + loop_wait_us / 2)
+		return PATRONI_RESTART_STALE;
+	return PATRONI_RESTART_DUE;
+}
+
+/* ISO 8601 in UTC, without the fraction when it is 0 (Python's isoformat) */
+static void
+iso_time(int64_t epoch_us, char *buf, size_t len)
+{
+	char	   *frac;
+
+	ha_time_format(epoch_us, buf, len);
+	frac = strstr(buf, ".000000+");
+	if (frac != NULL)
+		memmove(frac, frac + 7, strlen(frac + 7) + 1);
+}
+
+int
+patroni_restart_schedule_json(const PatroniRestartBody *b, const int64_t *postmaster_start_us,
+							  char *buf, size_t len)
+{
+	char		at[HA_TIME_LEN];
+	int			n;
+	int			v = b->postgres_version;
+
+	iso_time(b->schedule_us, at, sizeof(at));
+	n = snprintf(buf, len, "{\"schedule\":\"%s\"", at);
+	if (postmaster_start_us != NULL && n >= 0 && (size_t) n < len)
+	{
+		char		started[HA_TIME_LEN];
+
+		/* Patroni's: isoformat(sep=' ') of pg_postmaster_start_time() */
+		ha_time_format(*postmaster_start_us, started, sizeof(started));
+		started[10] = ' ';
+		n += snprintf(buf + n, len - n, ",\"postmaster_start_time\":\"%s\"", started);
+	}
+	if (b->role != 0 && n >= 0 && (size_t) n < len)
+		n += snprintf(buf + n, len - n, ",\"role\":\"%s\"", b->role == 1 ? "primary" : "replica");
+	if (b->restart_pending && n >= 0 && (size_t) n < len)
+		n += snprintf(buf + n, len - n, ",\"restart_pending\":true");
+	/* as patronictl list prints it: "if version < 15.4" */
+	if (v != 0 && n >= 0 && (size_t) n < len)
+		n += v >= 100000 ? snprintf(buf + n, len - n, ",\"postgres_version\":\"%d.%d\"", v / 10000, v % 10000) :
+			snprintf(buf + n, len - n, ",\"postgres_version\":\"%d.%d.%d\"", v / 10000, v / 100 % 100, v % 100);
+	if (n >= 0 && (size_t) n < len)
+		n += snprintf(buf + n, len - n, "}");
+	return n >= 0 && (size_t) n < len ? n : -1;
 }
 
 /*

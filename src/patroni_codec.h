@@ -161,24 +161,59 @@ typedef struct PatroniFailoverBody
 extern bool patroni_failover_body_decode(const char *text, size_t len, PatroniFailoverBody *out,
 										 char *err, size_t errlen);
 
-/* The body of POST /restart: Patroni's conditions for the restart. */
+/* The body of POST /restart: Patroni's conditions, and when. */
 typedef struct PatroniRestartBody
 {
 	bool		restart_pending;	/* only if a setting waits for a restart */
 	int			role;			/* 0 any, 1 primary ("master" too), 2 replica */
 	int			postgres_version;	/* only if running an older one; 0 = not given */
-	bool		scheduled;		/* "schedule" was given (not supported) */
+	bool		scheduled;		/* "schedule" was given */
+	int64_t		schedule_us;	/* its time, Unix epoch microseconds (decoded) */
 } PatroniRestartBody;
 
 /*
- * Decodes the body of POST /restart ("" or {} restarts unconditionally).
- * Returns 0, or the HTTP status of Patroni's refusal (400) with its
- * sentence in err: an unknown key, a role other than primary, master or
+ * Decodes the body of POST /restart ("" or {} restarts unconditionally
+ * and at once).  Returns 0, or the HTTP status of Patroni's refusal with
+ * its sentence in err, checked key by key in the body's order as Patroni
+ * does: 400 for an unknown key, a role other than primary, master or
  * replica, a version that is not "15", "15.4" or 150004, a timeout that
- * is not a positive number.
+ * is not a positive number, a schedule without a zone; 422 for a schedule
+ * that is not an ISO 8601 time (ha_time_parse: years 1970-9999) or is not
+ * after now_us.  out->scheduled is set whenever the body (a JSON object)
+ * has a "schedule" key, even when the answer is a refusal: Patroni's
+ * paused-state check comes before the others.
  */
-extern int	patroni_restart_body_decode(const char *text, size_t len, PatroniRestartBody *out,
-										char *err, size_t errlen);
+extern int	patroni_restart_body_decode(const char *text, size_t len, int64_t now_us,
+										PatroniRestartBody *out, char *err, size_t errlen);
+
+/*
+ * Patroni's restart_matches: why the node should not restart under b's
+ * conditions (its words: "host role mismatch", "postgres version
+ * mismatch", "pending restart flag is not set"), or NULL when it should.
+ */
+extern const char *patroni_restart_unmet(const PatroniRestartBody *b, bool is_primary,
+										 bool restart_pending, int server_version_num);
+
+/* What a scheduled restart calls for now (Patroni's should_run_scheduled_action). */
+typedef enum PatroniRestartTiming
+{
+	PATRONI_RESTART_WAIT = 0,	/* its time has not come */
+	PATRONI_RESTART_DUE,		/* now, or up to 1.5 loop_wait late */
+	PATRONI_RESTART_STALE		/* later than that: dropped unrun */
+} PatroniRestartTiming;
+
+extern PatroniRestartTiming patroni_restart_timing(int64_t at_us, int64_t now_us, int64_t loop_wait_us);
+
+/*
+ * The "scheduled_restart" object of the member key: {"schedule": ISO 8601
+ * in UTC, "postmaster_start_time": the postmaster's start (Unix epoch
+ * microseconds) in Patroni's format, and the conditions given}; GET
+ * /patroni shows it without postmaster_start_time (NULL).  Returns the
+ * length, or -1 when buf is too small.
+ */
+#define PATRONI_SCHEDULE_JSON_LEN 256
+extern int	patroni_restart_schedule_json(const PatroniRestartBody *b, const int64_t *postmaster_start_us,
+										  char *buf, size_t len);
 
 /* The body of POST /reinitialize. */
 typedef struct PatroniReinitBody

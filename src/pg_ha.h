@@ -153,6 +153,7 @@ typedef enum ControlKind
 	CONTROL_PATCH_CONFIG,
 	CONTROL_PUT_CONFIG,
 	CONTROL_RESTART,
+	CONTROL_CANCEL_RESTART,
 	CONTROL_REINITIALIZE
 } ControlKind;
 
@@ -290,6 +291,19 @@ typedef struct PgHaShared
 	 */
 	bool		named_candidate;
 
+	/*
+	 * A restart scheduled over the API (POST /restart with "schedule";
+	 * ha_restart.c): the control worker adds and deletes it, the HA worker
+	 * runs or drops it.  It lives as long as this postmaster, as Patroni's
+	 * lives as long as the postmaster it was scheduled for.  restart_gen
+	 * counts changes; restart_published_gen is the newest one a member key
+	 * written since shows.
+	 */
+	bool		restart_scheduled;
+	PatroniRestartBody restart_schedule;
+	uint64		restart_gen;
+	uint64		restart_published_gen;
+
 	ControlSlot control;		/* the control API's request (see above) */
 } PgHaShared;
 
@@ -345,6 +359,23 @@ extern bool pg_ha_restart_requested(char *reason, size_t len);
 extern void pg_ha_restart_done(void);
 extern void pg_ha_restart_mark(const char *reason);
 extern void pg_ha_restart_now(void);
+/*
+ * The scheduled restart (PgHaShared.restart_schedule).  add: false when one
+ * is scheduled already; delete: false when none is; drop: the HA worker's
+ * delete of the one it read (generation gen), never of a newer one.  Each
+ * change wakes the HA worker, which republishes the member key.
+ */
+extern bool pg_ha_restart_schedule_add(const PatroniRestartBody *b);
+extern bool pg_ha_restart_schedule_delete(void);
+extern void pg_ha_restart_schedule_drop(uint64 gen);
+extern bool pg_ha_restart_schedule_get(PatroniRestartBody *out, uint64 *gen);
+extern uint64 pg_ha_restart_schedule_gen(void);
+/* The member key's "scheduled_restart" object (palloc'd), or NULL. */
+extern char *pg_ha_restart_schedule_json(bool with_start_time);
+/* The HA worker wrote a member key showing generation gen, or newer. */
+extern void pg_ha_restart_schedule_published(uint64 gen);
+/* Waits up to timeout_ms for a member key showing the latest change. */
+extern bool pg_ha_restart_schedule_wait_published(int timeout_ms);
 /* Marker files in the data directory ("pid=" and "reason=" lines). */
 extern bool pg_ha_marker_read(const char *name, long *pid, char *reason, size_t len);
 extern void pg_ha_marker_write(const char *name, const char *text);

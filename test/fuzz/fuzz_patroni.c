@@ -1,6 +1,6 @@
 /*
  * fuzz_patroni.c - libFuzzer target for patroni_codec.c: what operators
- * send to the control API (switchover/failover bodies, PATCH and PUT
+ * send to the control API (switchover/failover/restart bodies, PATCH and PUT
  * /config bodies), what pg_ha.tags may hold, and the config key as every
  * node reads it (decoded, then merged with the GUCs by ha_dynconf.c).
  *
@@ -32,6 +32,16 @@ check_body(const char *text, size_t len)
 		PatroniReinitBody r;
 
 		(void) patroni_reinit_body_decode(text, len, &r, err, sizeof(err));
+	}
+	{
+		PatroniRestartBody r;
+		char		json[PATRONI_SCHEDULE_JSON_LEN];
+		int64_t		start = 0;
+
+		/* a decoded schedule always fits the member key's object */
+		if (patroni_restart_body_decode(text, len, 0, &r, err, sizeof(err)) == 0 && r.scheduled &&
+			patroni_restart_schedule_json(&r, &start, json, sizeof(json)) < 0)
+			abort();
 	}
 	(void) patroni_is_json_array(text, len);
 	(void) patroni_config_check_object(text, len, err, sizeof(err));

@@ -1,7 +1,9 @@
 /*
  * test_patroni.c - patroni_codec.c: user tags, the config key's merge
- * (Patroni's patch_config rules), and the switchover/failover bodies.
+ * (Patroni's patch_config rules), the switchover/failover bodies, and
+ * POST /restart's body with its schedule, conditions and member-key object.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,7 +196,11 @@ typedef struct RestartCase
 	int			role;
 	int			version;
 	bool		scheduled;
+	int64_t		schedule_us;
 } RestartCase;
+
+/* "now" of the restart cases: 2026-01-01T00:00:00Z */
+#define RESTART_NOW_US (INT64_C(1767225600) * 1000000)
 
 static const RestartCase restart_cases[] = {
 	{"", 0, false, 0, 0, false},
@@ -207,7 +213,6 @@ static const RestartCase restart_cases[] = {
 	{"{\"postgres_version\":\"15.4\"}", 0, false, 0, 150004, false},
 	{"{\"postgres_version\":\"9.6.24\"}", 0, false, 0, 90624, false},
 	{"{\"postgres_version\":150004}", 0, false, 0, 150004, false},
-	{"{\"schedule\":\"2030-01-01T00:00+00:00\"}", 0, false, 0, 0, true},
 	{"{\"timeout\":30}", 0, false, 0, 0, false},
 	{"{\"timeout\":\"30s\"}", 0, false, 0, 0, false},
 	{"{\"timeout\":0}", 400},
@@ -218,6 +223,34 @@ static const RestartCase restart_cases[] = {
 	{"{\"frobnicate\":1}", 400},
 	{"[]", 400},
 	{"not json", 400},
+	/* schedule: Patroni's parse_schedule */
+	{"{\"schedule\":\"2030-01-01T00:00+00:00\"}", 0, false, 0, 0, true, INT64_C(1893456000) * 1000000},
+	{"{\"schedule\":\"2026-01-01T01:00:00+01:00\"}", 0, false, 0, 0, true, RESTART_NOW_US},	/* now: not past */
+	{"{\"schedule\":\"2026-01-01T00:00:00.5Z\",\"role\":\"replica\",\"restart_pending\":1}",
+	0, true, 2, 0, true, RESTART_NOW_US + 500000},
+	{"{\"schedule\":\"2026-01-01 00:30:00-00:30\",\"postgres_version\":\"16\"}",
+	0, false, 0, 160000, true, RESTART_NOW_US + INT64_C(3600) * 1000000},
+	{"{\"schedule\":\"9999-12-31T23:59:59Z\"}", 0, false, 0, 0, true, INT64_C(253402300799) * 1000000},
+	{"{\"schedule\":\"2030-01-01T00:00:00\"}", 400, false, 0, 0, true},	/* no zone */
+	{"{\"schedule\":\"2030-01-01 00:00\"}", 400, false, 0, 0, true},
+	{"{\"schedule\":\"2025-12-31T23:59:59+00:00\"}", 422, false, 0, 0, true},	/* past */
+	{"{\"schedule\":\"1970-01-01T00:00:00Z\"}", 422, false, 0, 0, true},
+	{"{\"schedule\":\"tomorrow at noon\"}", 422, false, 0, 0, true},	/* garbage, 't' and ' ' */
+	{"{\"schedule\":\"10000-01-01T00:00:00+00:00\"}", 422, false, 0, 0, true},	/* beyond 9999 */
+	{"{\"schedule\":\"2030-13-45T99:00:00+00:00\"}", 422, false, 0, 0, true},
+	{"{\"schedule\":\"2030-02-30T00:00:00Z\"}", 422, false, 0, 0, true},
+	{"{\"schedule\":\"2030-01-01T00:00:00+00:00xyz\"}", 422, false, 0, 0, true},
+	{"{\"schedule\":\"\"}", 422, false, 0, 0, true},
+	{"{\"schedule\":\"2030-01-01T00:00:00.1234567890Z\"}", 422, false, 0, 0, true},
+	{"{\"schedule\":null}", 422, false, 0, 0, true},	/* Python: TypeError */
+	{"{\"schedule\":1893456000}", 422, false, 0, 0, true},
+	{"{\"schedule\":true}", 422, false, 0, 0, true},
+	{"{\"schedule\":[\"2030-01-01T00:00:00Z\"]}", 422, false, 0, 0, true},
+	{"{\"schedule\":{\"at\":\"2030-01-01T00:00:00Z\"}}", 422, false, 0, 0, true},
+	/* key order decides which refusal, as in Patroni's loop */
+	{"{\"frobnicate\":1,\"schedule\":\"garbage\"}", 400, false, 0, 0, true},
+	{"{\"schedule\":\"garbage\",\"frobnicate\":1}", 422, false, 0, 0, true},
+	{"{\"role\":\"leader\",\"schedule\":\"2030-01-01T00:00:00Z\"}", 400, false, 0, 0, true},
 };
 
 static void
@@ -228,17 +261,107 @@ unit_restart_body(void)
 		const RestartCase *c = &restart_cases[i];
 		PatroniRestartBody b;
 		char		err[256] = "";
-		int			st = patroni_restart_body_decode(c->body, strlen(c->body), &b, err, sizeof(err));
+		int			st = patroni_restart_body_decode(c->body, strlen(c->body), RESTART_NOW_US,
+													 &b, err, sizeof(err));
 
 		UNIT_CHECK(st == c->status, "restart body %s: status %d (%s)", c->body, st, err);
+		UNIT_CHECK(b.scheduled == c->scheduled, "restart body %s: scheduled=%d", c->body, b.scheduled);
 		if (st == 0 && c->status == 0)
 			UNIT_CHECK(b.restart_pending == c->pending && b.role == c->role &&
-					   b.postgres_version == c->version && b.scheduled == c->scheduled,
-					   "restart body %s: pending=%d role=%d version=%d scheduled=%d", c->body,
-					   b.restart_pending, b.role, b.postgres_version, b.scheduled);
+					   b.postgres_version == c->version && b.schedule_us == c->schedule_us,
+					   "restart body %s: pending=%d role=%d version=%d schedule=%lld", c->body,
+					   b.restart_pending, b.role, b.postgres_version, (long long) b.schedule_us);
 		if (st != 0)
 			UNIT_CHECK(err[0] != '\0', "restart body %s: refusal says why", c->body);
 	}
+}
+
+/* A schedule field of every size, and bytes of every value: never a crash. */
+static void
+unit_restart_schedule_fuzz(void)
+{
+	static char body[PATRONI_BODY_MAX + 64];
+	static const size_t sizes[] = {0, 1, 19, 63, 64, 65, 200, 4000, PATRONI_BODY_MAX};
+	PatroniRestartBody b;
+	char		err[256];
+
+	for (size_t i = 0; i < lengthof(sizes); i++)
+	{
+		size_t		n = sizes[i];
+		int			st;
+
+		memcpy(body, "{\"schedule\":\"", 13);
+		memset(body + 13, '9', n);
+		memcpy(body + 13 + n, "\"}", 3);
+		st = patroni_restart_body_decode(body, strlen(body), RESTART_NOW_US, &b, err, sizeof(err));
+		UNIT_CHECK(st == 422 || (st == 400 && strlen(body) > PATRONI_BODY_MAX),
+				   "restart body with a %zu-digit schedule: status %d", n, st);
+	}
+	for (int c = 1; c < 256; c++)
+	{
+		char		t[64];
+		int			st;
+
+		snprintf(t, sizeof(t), "{\"schedule\":\"2030-01-01T00:00:00%cZ\"}", c);
+		st = patroni_restart_body_decode(t, strlen(t), RESTART_NOW_US, &b, err, sizeof(err));
+		UNIT_CHECK(st == 400 || st == 422, "restart body with byte %d in the schedule: status %d", c, st);
+	}
+}
+
+static const char *
+or_empty(const char *s)
+{
+	return s ? s : "";
+}
+
+static void
+unit_restart_conditions(void)
+{
+	PatroniRestartBody b = {0};
+	char		buf[PATRONI_SCHEDULE_JSON_LEN];
+	int64_t		started = INT64_C(1767225600) * 1000000 + 123456;
+
+	UNIT_CHECK(patroni_restart_unmet(&b, true, false, 150004) == NULL, "no condition: restart");
+	b.role = 2;
+	UNIT_CHECK(strcmp(or_empty(patroni_restart_unmet(&b, true, false, 150004)), "host role mismatch") == 0,
+			   "role replica on a primary: host role mismatch");
+	UNIT_CHECK(patroni_restart_unmet(&b, false, false, 150004) == NULL, "role replica on a replica");
+	b.role = 1;
+	UNIT_CHECK(patroni_restart_unmet(&b, false, false, 150004) != NULL, "role primary on a replica");
+	b.role = 0;
+	b.postgres_version = 150004;
+	UNIT_CHECK(strcmp(or_empty(patroni_restart_unmet(&b, true, false, 150004)), "postgres version mismatch") == 0,
+			   "postgres_version not newer than the running one");
+	UNIT_CHECK(patroni_restart_unmet(&b, true, false, 150003) == NULL, "postgres_version newer");
+	b.postgres_version = 0;
+	b.restart_pending = true;
+	UNIT_CHECK(strcmp(or_empty(patroni_restart_unmet(&b, true, false, 150004)), "pending restart flag is not set") == 0,
+			   "restart_pending with nothing pending");
+	UNIT_CHECK(patroni_restart_unmet(&b, true, true, 150004) == NULL, "restart_pending with a restart pending");
+
+	/* timing, loop_wait 10 s */
+	UNIT_CHECK(patroni_restart_timing(100000000, 99999999, 10000000) == PATRONI_RESTART_WAIT, "before: wait");
+	UNIT_CHECK(patroni_restart_timing(100000000, 100000000, 10000000) == PATRONI_RESTART_DUE, "at: due");
+	UNIT_CHECK(patroni_restart_timing(100000000, 115000000, 10000000) == PATRONI_RESTART_DUE, "1.5 loop_wait late: due");
+	UNIT_CHECK(patroni_restart_timing(100000000, 115000001, 10000000) == PATRONI_RESTART_STALE, "later: stale");
+
+	/* the member key's object */
+	b.schedule_us = INT64_C(1893456000) * 1000000;
+	b.role = 1;
+	b.postgres_version = 150004;
+	UNIT_CHECK(patroni_restart_schedule_json(&b, &started, buf, sizeof(buf)) > 0 &&
+			   strcmp(buf, "{\"schedule\":\"2030-01-01T00:00:00+00:00\","
+					  "\"postmaster_start_time\":\"2026-01-01 00:00:00.123456+00:00\","
+					  "\"role\":\"primary\",\"restart_pending\":true,\"postgres_version\":\"15.4\"}") == 0,
+			   "schedule json: %s", buf);
+	memset(&b, 0, sizeof(b));
+	b.schedule_us = INT64_C(1893456000) * 1000000 + 250000;
+	b.postgres_version = 90624;
+	UNIT_CHECK(patroni_restart_schedule_json(&b, NULL, buf, sizeof(buf)) > 0 &&
+			   strcmp(buf, "{\"schedule\":\"2030-01-01T00:00:00.250000+00:00\","
+					  "\"postgres_version\":\"9.6.24\"}") == 0,
+			   "schedule json without the start time: %s", buf);
+	UNIT_CHECK(patroni_restart_schedule_json(&b, NULL, buf, 20) == -1, "schedule json: too small a buffer");
 }
 
 typedef struct ReinitCase
@@ -298,5 +421,7 @@ unit_patroni(void)
 	unit_config_patch();
 	unit_failover_body();
 	unit_restart_body();
+	unit_restart_schedule_fuzz();
+	unit_restart_conditions();
 	unit_reinit_body();
 }
