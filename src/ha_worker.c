@@ -3239,7 +3239,13 @@ restart_blocker(void)
 	if (worker.ho.step != HO_NONE)
 		return "a switchover from this node is under way";
 	if (worker.state != HA_LEADER && worker.state != HA_REPLICA)
-		return psprintf("the node is in state %s", ha_state_name(worker.state));
+	{
+		/* static: asked every half second, from no per-cycle memory context */
+		static char state_why[64];
+
+		snprintf(state_why, sizeof(state_why), "the node is in state %s", ha_state_name(worker.state));
+		return state_why;
+	}
 	if (cluster_request(&worker.view, &req, &revision, err, sizeof(err)) == CLUSTER_REQUEST_VALID &&
 		(req.phase == HA_REQ_HANDED_OVER || req.phase == HA_REQ_FINAL_CONFIRMED ||
 		 (req.phase == HA_REQ_REQUESTED &&
