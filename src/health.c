@@ -40,6 +40,7 @@
 #include "http_tls.h"
 #include "patroni_codec.h"
 
+#include <cjson/cJSON.h>
 #include <netdb.h>
 #include <signal.h>
 #include <time.h>
@@ -409,18 +410,31 @@ json_timestamp(StringInfo out, TimestampTz ts)
 }
 
 /*
- * Does a setting changed in the configuration files wait for a restart?
- * The listener reloads the files on SIGHUP like every process, and marks
- * such settings in its own copy of the GUC table, so no SQL is needed.  The
+ * Does a setting changed in the configuration files wait for a restart,
+ * and which (Patroni 4's pending_restart_reason, as JSON text)?  The
+ * listener reloads the files on SIGHUP like every process, and marks such
+ * settings in its own copy of the GUC table, so no SQL is needed.  The
  * answer changes only with a reload: health_config_reloaded() computes it
- * then, so health checks do not walk the GUC table.
+ * then, so health checks neither walk the GUC table nor read the files.
  */
 static bool pending_restart = false;
+static char *pending_restart_reason = NULL; /* cJSON's allocation; NULL: none */
 
 void
 health_config_reloaded(void)
 {
+	cJSON	   *reason;
+
 	pending_restart = pg_ha_pending_restart();
+	if (pending_restart_reason)
+		cJSON_free(pending_restart_reason);
+	pending_restart_reason = NULL;
+	reason = pg_ha_pending_restart_reason();
+	if (reason)
+	{
+		pending_restart_reason = cJSON_PrintUnformatted(reason);
+		cJSON_Delete(reason);
+	}
 }
 
 /* name of a WAL sender's role, as the HA worker last resolved it; false if not yet */
@@ -601,6 +615,8 @@ status_json(StringInfo out, const NodeView *v, bool with_replication)
 	appendStringInfoChar(out, '}');
 	if (pending_restart)
 		appendStringInfoString(out, ",\"pending_restart\":true");
+	if (pending_restart_reason)
+		appendStringInfo(out, ",\"pending_restart_reason\":%s", pending_restart_reason);
 	if (v->paused)
 		appendStringInfoString(out, ",\"pause\":true");
 	/* pg_ha's own view, which Patroni has no names for */

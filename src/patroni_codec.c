@@ -179,6 +179,27 @@ patroni_tags_members(const char *json)
 	return text;
 }
 
+/* what a name says about its value: compared case-insensitively, anywhere in it */
+static const char *const secret_words[] = {
+	"password", "passwd", "passphrase", "conninfo", "secret", "token", "credential",
+};
+
+bool
+patroni_param_is_secret(const char *name)
+{
+	size_t		len = strlen(name);
+
+	for (size_t i = 0; i < sizeof(secret_words) / sizeof(secret_words[0]); i++)
+	{
+		size_t		wlen = strlen(secret_words[i]);
+
+		for (size_t at = 0; at + wlen <= len; at++)
+			if (strncasecmp(name + at, secret_words[i], wlen) == 0)
+				return true;
+	}
+	return false;
+}
+
 char *
 patroni_config_initial(const PatroniConfigInit *init)
 {

@@ -43,6 +43,13 @@ extern bool patroni_tag_text(const char *json, const char *name, char *out, size
  */
 extern char *patroni_tags_members(const char *json);
 
+/*
+ * May a setting of this name hold a secret (a password, a connection
+ * string with one, a passphrase, a token)?  Such values never leave the
+ * node: pending_restart_reason shows "[hidden]" for them.  Case-insensitive.
+ */
+extern bool patroni_param_is_secret(const char *name);
+
 /* What the config key says at initialization (the node's settings). */
 typedef struct PatroniConfigInit
 {

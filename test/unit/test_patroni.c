@@ -291,9 +291,34 @@ unit_reinit_body(void)
 	}
 }
 
+static void
+unit_param_secret(void)
+{
+	static const struct
+	{
+		const char *name;
+		bool		secret;
+	}			cases[] = {
+		{"primary_conninfo", true},
+		{"pg_ha.replication_conninfo", true},
+		{"ssl_passphrase_command", true},
+		{"myext.Password", true},
+		{"myext.api_token", true},
+		{"max_connections", false},
+		{"shared_buffers", false},
+		{"ssl_key_file", false},
+		{"", false},
+	};
+
+	for (size_t i = 0; i < lengthof(cases); i++)
+		UNIT_CHECK(patroni_param_is_secret(cases[i].name) == cases[i].secret,
+				   "secret parameter %s: %d", cases[i].name, !cases[i].secret);
+}
+
 void
 unit_patroni(void)
 {
+	unit_param_secret();
 	unit_tags();
 	unit_config_patch();
 	unit_failover_body();
