@@ -200,16 +200,28 @@ patroni_param_is_secret(const char *name)
 	return false;
 }
 
+/*
+ * The synchronous mode is written only when it is on: patronictl (3.3.2
+ * and later) lists a synchronous standby as such only when the key sets
+ * synchronous_mode, and a mode left out keeps following the GUC.
+ */
 char *
 patroni_config_initial(const PatroniConfigInit *init)
 {
 	char		buf[512];
+	char		sync[160] = "";
 
+	if (init->synchronous_mode != PATRONI_SYNC_OFF)
+		snprintf(sync, sizeof(sync), ",\"synchronous_mode\":%s%s,\"synchronous_node_count\":%d",
+				 init->synchronous_mode == PATRONI_SYNC_QUORUM ? "\"quorum\"" : "true",
+				 init->synchronous_mode == PATRONI_SYNC_ON && init->synchronous_mode_strict ?
+				 ",\"synchronous_mode_strict\":true" : "",
+				 init->synchronous_node_count);
 	snprintf(buf, sizeof(buf),
-			 "{\"ttl\":%d,\"loop_wait\":%d,\"retry_timeout\":%d,\"maximum_lag_on_failover\":%lld,"
+			 "{\"ttl\":%d,\"loop_wait\":%d,\"retry_timeout\":%d,\"maximum_lag_on_failover\":%lld%s,"
 			 "\"postgresql\":{\"parameters\":{},\"use_pg_rewind\":true}}",
 			 init->ttl, init->loop_wait, init->retry_timeout,
-			 (long long) init->maximum_lag_on_failover);
+			 (long long) init->maximum_lag_on_failover, sync);
 	return strdup(buf);
 }
 

@@ -57,12 +57,16 @@ typedef struct PatroniConfigInit
 	int			loop_wait;		/* seconds */
 	int			retry_timeout;	/* seconds */
 	int64_t		maximum_lag_on_failover;	/* bytes */
+	int			synchronous_mode;	/* PATRONI_SYNC_*; OFF leaves the three out */
+	bool		synchronous_mode_strict;
+	int			synchronous_node_count;
 } PatroniConfigInit;
 
 /*
  * Patroni's layout: {"ttl":..,"loop_wait":..,"retry_timeout":..,
- * "maximum_lag_on_failover":..,"postgresql":{"parameters":{},
- * "use_pg_rewind":true}}; malloc'ed.
+ * "maximum_lag_on_failover":..[,"synchronous_mode":true|"quorum"
+ * [,"synchronous_mode_strict":true],"synchronous_node_count":..],
+ * "postgresql":{"parameters":{},"use_pg_rewind":true}}; malloc'ed.
  */
 extern char *patroni_config_initial(const PatroniConfigInit *init);
 
