@@ -1038,20 +1038,32 @@ move_lease(void)
  * layout, created only when absent (an operator's edits, or a pause set
  * before, stay).  Every node honours it from then on (dyn_refresh).  A
  * failure is retried on the next cycle; nothing waits for it.
+ *
+ * pg_ha.synchronous_mode goes in when it is not off, as Patroni's
+ * bootstrap.dcs would put it: patronictl 3.3.2 and later show the
+ * synchronous standbys only when the key sets the mode.  Off stays out,
+ * so that a cluster started asynchronous can still turn the mode on with
+ * the GUC.
  */
 static void
 ensure_config_key(void)
 {
 	PatroniConfigInit init;
+	DynLocal	local;
 	char	   *value;
 	EtcdStatus	st;
 
 	if (worker.config_checked)
 		return;
+	pg_ha_dyn_local(&local);
 	init.ttl = pg_ha_ttl;
 	init.loop_wait = Max(1, pg_ha_ttl / 3);
 	init.retry_timeout = Max(1, (pg_ha_etcd_timeout_ms + 999) / 1000);
 	init.maximum_lag_on_failover = (int64) pg_ha_maximum_lag_on_failover * 1024;
+	init.synchronous_mode = local.sync_mode == DYN_SYNC_QUORUM ? PATRONI_SYNC_QUORUM :
+		local.sync_mode == DYN_SYNC_OFF ? PATRONI_SYNC_OFF : PATRONI_SYNC_ON;
+	init.synchronous_mode_strict = local.sync_mode == DYN_SYNC_STRICT;
+	init.synchronous_node_count = local.sync_node_count;
 	value = patroni_config_initial(&init);
 	if (value == NULL)
 		return;

@@ -40,6 +40,7 @@
 #include "http_tls.h"
 #include "patroni_codec.h"
 
+#include <cjson/cJSON.h>
 #include <netdb.h>
 #include <signal.h>
 #include <time.h>
@@ -50,6 +51,7 @@
 #include "access/xlogrecovery.h"
 #include "common/ip.h"
 #include "miscadmin.h"
+#include "replication/syncrep.h"
 #include "replication/walsender.h"
 #include "replication/walsender_private.h"
 #include "storage/spin.h"
@@ -413,18 +415,31 @@ json_timestamp(StringInfo out, TimestampTz ts)
 }
 
 /*
- * Does a setting changed in the configuration files wait for a restart?
- * The listener reloads the files on SIGHUP like every process, and marks
- * such settings in its own copy of the GUC table, so no SQL is needed.  The
+ * Does a setting changed in the configuration files wait for a restart,
+ * and which (Patroni 4's pending_restart_reason, as JSON text)?  The
+ * listener reloads the files on SIGHUP like every process, and marks such
+ * settings in its own copy of the GUC table, so no SQL is needed.  The
  * answer changes only with a reload: health_config_reloaded() computes it
- * then, so health checks do not walk the GUC table.
+ * then, so health checks neither walk the GUC table nor read the files.
  */
 static bool pending_restart = false;
+static char *pending_restart_reason = NULL; /* cJSON's allocation; NULL: none */
 
 void
 health_config_reloaded(void)
 {
+	cJSON	   *reason;
+
 	pending_restart = pg_ha_pending_restart();
+	if (pending_restart_reason)
+		cJSON_free(pending_restart_reason);
+	pending_restart_reason = NULL;
+	reason = pg_ha_pending_restart_reason();
+	if (reason)
+	{
+		pending_restart_reason = cJSON_PrintUnformatted(reason);
+		cJSON_Delete(reason);
+	}
 }
 
 /* name of a WAL sender's role, as the HA worker last resolved it; false if not yet */
@@ -447,20 +462,38 @@ replication_role_name(Oid roleid, char *name)
 }
 
 /*
+ * pg_stat_replication's sync_state of WAL sender i (pid), as
+ * pg_stat_get_wal_senders decides it: "async" outside
+ * synchronous_standby_names, "sync" or "quorum" for the standbys
+ * SyncRepGetCandidateStandbys returns (it reads only the WAL sender slots
+ * and this process's parsed synchronous_standby_names, current as of the
+ * listener's last reload), "potential" for the others.
+ */
+static const char *
+walsender_sync_state(int i, pid_t pid, int priority, const SyncRepStandbyData *sync, int nsync)
+{
+	if (priority == 0)
+		return "async";
+	for (int j = 0; j < nsync; j++)
+		if (sync[j].walsnd_index == i && sync[j].pid == pid)
+			return SyncRepConfig->syncrep_method == SYNC_REP_PRIORITY ? "sync" : "quorum";
+	return "potential";
+}
+
+/*
  * Patroni's "replication": one entry per WAL sender, from the walsender
  * slots and the backend status array, both in shared memory.  "usename"
  * needs the catalog, which the listener cannot read: the HA worker resolves
- * the role names each cycle (null until it has).  sync_state is "async",
- * or "potential" for a standby named in synchronous_standby_names; the
- * listener does not work out postgres's "sync"/"quorum" (that needs the
- * WAL senders' positions ranked as SyncRepGetCandidateStandbys does): who
- * is synchronous is what the sync key, /sync and pg_ha.status() say.
+ * the role names each cycle (null until it has).  sync_state is
+ * pg_stat_replication's (walsender_sync_state).
  */
 static void
 replication_json(StringInfo out)
 {
 	int			nbackends = -1;
 	bool		first = true;
+	SyncRepStandbyData *sync;
+	int			nsync = SyncRepGetCandidateStandbys(&sync);
 
 	for (int i = 0; i < max_wal_senders; i++)
 	{
@@ -520,8 +553,9 @@ replication_json(StringInfo out)
 					state == WALSNDSTATE_BACKUP ? "backup" :
 					state == WALSNDSTATE_STOPPING ? "stopping" : "startup");
 		appendStringInfo(out, ",\"sync_state\":\"%s\",\"sync_priority\":%d}",
-						 priority > 0 ? "potential" : "async", priority);
+						 walsender_sync_state(i, pid, priority, sync, nsync), priority);
 	}
+	pfree(sync);
 	if (!first)
 		appendStringInfoChar(out, ']');
 	if (nbackends >= 0)
@@ -606,6 +640,8 @@ status_json(StringInfo out, const NodeView *v, bool with_replication)
 	appendStringInfoChar(out, '}');
 	if (pending_restart)
 		appendStringInfoString(out, ",\"pending_restart\":true");
+	if (pending_restart_reason)
+		appendStringInfo(out, ",\"pending_restart_reason\":%s", pending_restart_reason);
 	/* as Patroni's: without the postmaster start time the member key has */
 	if (v->restart_scheduled &&
 		patroni_restart_schedule_json(&v->restart_schedule, NULL, schedule, sizeof(schedule)) > 0)

@@ -60,6 +60,7 @@ member_document(const NodeSnapshot *snap, bool paused)
 	char		port[16];
 	char		url[600];
 	cJSON	   *doc = cJSON_CreateObject();
+	cJSON	   *reason;
 	char	   *text;
 	char	   *result;
 	char	   *scheduled;
@@ -87,6 +88,10 @@ member_document(const NodeSnapshot *snap, bool paused)
 	/* Patroni's field: patronictl list marks such members, restart --pending acts on them */
 	if (pg_ha_pending_restart())
 		cJSON_AddBoolToObject(doc, "pending_restart", true);
+	/* Patroni 4's: which settings, from what to what (patronictl list -e) */
+	reason = pg_ha_pending_restart_reason();
+	if (reason)
+		cJSON_AddItemToObject(doc, "pending_restart_reason", reason);
 	/*
 	 * Patroni's field while the cluster is paused: "patronictl pause --wait"
 	 * polls the member keys for it (and gives up after loop_wait + 1 s)

@@ -180,16 +180,49 @@ patroni_tags_members(const char *json)
 	return text;
 }
 
+/* what a name says about its value: compared case-insensitively, anywhere in it */
+static const char *const secret_words[] = {
+	"password", "passwd", "passphrase", "conninfo", "secret", "token", "credential",
+};
+
+bool
+patroni_param_is_secret(const char *name)
+{
+	size_t		len = strlen(name);
+
+	for (size_t i = 0; i < sizeof(secret_words) / sizeof(secret_words[0]); i++)
+	{
+		size_t		wlen = strlen(secret_words[i]);
+
+		for (size_t at = 0; at + wlen <= len; at++)
+			if (strncasecmp(name + at, secret_words[i], wlen) == 0)
+				return true;
+	}
+	return false;
+}
+
+/*
+ * The synchronous mode is written only when it is on: patronictl (3.3.2
+ * and later) lists a synchronous standby as such only when the key sets
+ * synchronous_mode, and a mode left out keeps following the GUC.
+ */
 char *
 patroni_config_initial(const PatroniConfigInit *init)
 {
 	char		buf[512];
+	char		sync[160] = "";
 
+	if (init->synchronous_mode != PATRONI_SYNC_OFF)
+		snprintf(sync, sizeof(sync), ",\"synchronous_mode\":%s%s,\"synchronous_node_count\":%d",
+				 init->synchronous_mode == PATRONI_SYNC_QUORUM ? "\"quorum\"" : "true",
+				 init->synchronous_mode == PATRONI_SYNC_ON && init->synchronous_mode_strict ?
+				 ",\"synchronous_mode_strict\":true" : "",
+				 init->synchronous_node_count);
 	snprintf(buf, sizeof(buf),
-			 "{\"ttl\":%d,\"loop_wait\":%d,\"retry_timeout\":%d,\"maximum_lag_on_failover\":%lld,"
+			 "{\"ttl\":%d,\"loop_wait\":%d,\"retry_timeout\":%d,\"maximum_lag_on_failover\":%lld%s,"
 			 "\"postgresql\":{\"parameters\":{},\"use_pg_rewind\":true}}",
 			 init->ttl, init->loop_wait, init->retry_timeout,
-			 (long long) init->maximum_lag_on_failover);
+			 (long long) init->maximum_lag_on_failover, sync);
 	return strdup(buf);
 }
 

@@ -43,6 +43,13 @@ extern bool patroni_tag_text(const char *json, const char *name, char *out, size
  */
 extern char *patroni_tags_members(const char *json);
 
+/*
+ * May a setting of this name hold a secret (a password, a connection
+ * string with one, a passphrase, a token)?  Such values never leave the
+ * node: pending_restart_reason shows "[hidden]" for them.  Case-insensitive.
+ */
+extern bool patroni_param_is_secret(const char *name);
+
 /* What the config key says at initialization (the node's settings). */
 typedef struct PatroniConfigInit
 {
@@ -50,12 +57,16 @@ typedef struct PatroniConfigInit
 	int			loop_wait;		/* seconds */
 	int			retry_timeout;	/* seconds */
 	int64_t		maximum_lag_on_failover;	/* bytes */
+	int			synchronous_mode;	/* PATRONI_SYNC_*; OFF leaves the three out */
+	bool		synchronous_mode_strict;
+	int			synchronous_node_count;
 } PatroniConfigInit;
 
 /*
  * Patroni's layout: {"ttl":..,"loop_wait":..,"retry_timeout":..,
- * "maximum_lag_on_failover":..,"postgresql":{"parameters":{},
- * "use_pg_rewind":true}}; malloc'ed.
+ * "maximum_lag_on_failover":..[,"synchronous_mode":true|"quorum"
+ * [,"synchronous_mode_strict":true],"synchronous_node_count":..],
+ * "postgresql":{"parameters":{},"use_pg_rewind":true}}; malloc'ed.
  */
 extern char *patroni_config_initial(const PatroniConfigInit *init);
 

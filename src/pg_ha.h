@@ -352,6 +352,15 @@ extern void pg_ha_install_fence(void);
 /* Why writes are refused on this node now, or NULL when they are allowed. */
 extern const char *pg_ha_fence_reason(void);
 
+/* ---------- what a restart would change (pending_restart.c) ---------- */
+
+/*
+ * Patroni 4's pending_restart_reason: {"name": {"old_value": .., "new_value":
+ * ..}} for each restart-only setting changed in the files, a cJSON object
+ * the caller deletes; NULL when no restart is pending.
+ */
+extern struct cJSON *pg_ha_pending_restart_reason(void);
+
 /* ---------- restart through the service manager (ha_restart.c) ---------- */
 
 extern bool pg_ha_pending_restart(void);

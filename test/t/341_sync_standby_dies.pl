@@ -18,6 +18,7 @@ use File::Temp ();
 use PgHa::Etcd;
 use PgHa::Cluster;
 use PgHa::Failover;
+use PgHa::Patroni qw(config_set);
 use PgHa::Test;
 use PostgreSQL::Test::Utils qw(slurp_file);
 
@@ -60,8 +61,9 @@ is($n3->safe_psql('postgres', "SELECT pg_last_wal_receive_lsn() >= '$lsn'"), 't'
 	'on: node3 holds every acknowledged commit');
 
 # ---- strict: the last replica dies ----
-$_->safe_psql('postgres', "ALTER SYSTEM SET pg_ha.synchronous_mode = strict") for ($n1, $n3);
-$_->reload for ($n1, $n3);
+# in the config key: the one written at initialization carries
+# pg_ha.synchronous_mode, and takes precedence over the GUC from then on
+config_set($etcd, synchronous_mode_strict => JSON::PP::true);
 wait_for(sub { $n1->safe_psql('postgres', 'SELECT sync_mode FROM pg_ha.status()') eq 'strict' },
 	timeout => 15, what => 'strict mode on node1', fatal => 1);
 $n3->kill9;

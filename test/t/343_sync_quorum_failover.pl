@@ -17,6 +17,7 @@ use warnings;
 
 use Test::More;
 use JSON::PP ();
+use HTTP::Tiny ();
 use PgHa::Etcd;
 use PgHa::Cluster;
 use PgHa::Node;
@@ -40,6 +41,13 @@ is($n1->safe_psql('postgres', 'SHOW synchronous_standby_names'), 'ANY 1 ("node2"
 is($n1->safe_psql('postgres',
 		"SELECT string_agg(sync_state, ',' ORDER BY application_name) FROM pg_stat_replication"),
 	'quorum,quorum', 'postgres counts both in the quorum');
+my $doc1 = JSON::PP::decode_json(
+	HTTP::Tiny->new->get('http://127.0.0.1:' . $n1->api_port . '/patroni')->{content});
+is_deeply({ map { $_->{application_name} => $_->{sync_state} } @{ $doc1->{replication} // [] } },
+	{ node2 => 'quorum', node3 => 'quorum' }, 'leader /patroni: both "quorum", as pg_stat_replication')
+  or diag explain $doc1->{replication};
+my $cfg = JSON::PP::decode_json($etcd->get(ha_key('config')) // '{}');
+is($cfg->{synchronous_mode}, 'quorum', 'the config key written at initialization: synchronous_mode "quorum"');
 wait_for(sub { health_status($n2, '/quorum') == 200 }, timeout => 15, what => 'node2 /quorum 200');
 is(health_status($n2, '/quorum'), 200, 'node2 /quorum 200');
 is(health_status($n2, '/sync'),   503, 'node2 /sync 503 in quorum mode (as Patroni 4)');

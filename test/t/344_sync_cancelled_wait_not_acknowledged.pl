@@ -27,6 +27,7 @@ use IPC::Run ();
 use PgHa::Etcd;
 use PgHa::Cluster;
 use PgHa::Failover;
+use PgHa::Patroni qw(config_set);
 use PgHa::Test;
 
 my $ttl  = 5;
@@ -40,8 +41,9 @@ my ($n1, $n2) = ha_cluster(
 wait_for(sub { sync_standby($etcd) eq 'node2' }, timeout => 30, what => 'node2 synchronous', fatal => 1);
 # strict once node2 is synchronous (a lone strict primary could not even
 # create the extension): the leader never goes asynchronous meanwhile
-$_->safe_psql('postgres', 'ALTER SYSTEM SET pg_ha.synchronous_mode = strict') for ($n1, $n2);
-$_->reload for ($n1, $n2);
+# (in the config key, which carries pg_ha.synchronous_mode since the
+# initialization and takes precedence over the GUC)
+config_set($etcd, synchronous_mode_strict => JSON::PP::true);
 wait_for(sub { $n1->safe_psql('postgres', 'SELECT sync_mode FROM pg_ha.status()') eq 'strict' },
 	timeout => 30, what => 'strict mode on node1', fatal => 1);
 $n1->safe_psql('postgres', 'CREATE TABLE t (id int PRIMARY KEY)');

@@ -27,6 +27,7 @@ use PostgreSQL::Test::Utils ();
 use PgHa::Etcd;
 use PgHa::Cluster;
 use PgHa::Failover;
+use PgHa::Patroni qw(config_set);
 use PgHa::SyncSample;
 use PgHa::Test;
 
@@ -148,11 +149,11 @@ key_is('node3', 'on: node2 tagged nosync');
 writes_go_on('on: node2 tagged nosync');
 
 set_all('pg_ha.nosync', 'off', $n2);
-set_all('pg_ha.synchronous_node_count', '2');
+config_set($etcd, synchronous_node_count => 2);
 key_is('node2,node3', 'on: synchronous_node_count 2');
 writes_go_on('on: synchronous_node_count 2');
 
-set_all('pg_ha.synchronous_node_count', '1');
+config_set($etcd, synchronous_node_count => 1);
 my $one = wait_for(sub { my $s = sync_standby($etcd); $s =~ /^node[23]$/ ? $s : undef },
 	timeout => 30, what => 'one synchronous standby');
 ok($one, "on: synchronous_node_count 1: sync key $one");
@@ -171,7 +172,7 @@ thaw();
 wait_streaming($etcd, $other);
 
 # ---- quorum mode ----
-set_all('pg_ha.synchronous_mode', 'quorum');
+config_set($etcd, synchronous_mode => 'quorum');
 key_is('node2,node3 q1', 'quorum mode');
 writes_go_on('quorum mode');
 
@@ -187,10 +188,10 @@ writes_go_on("quorum: node2's WAL receiver stopped");
 thaw();
 key_is('node2,node3 q1', "quorum: node2's WAL receiver back");
 
-set_all('pg_ha.synchronous_node_count', '2');
+config_set($etcd, synchronous_node_count => 2);
 key_is('node2,node3 q0', 'quorum: synchronous_node_count 2');
 writes_go_on('quorum: synchronous_node_count 2');
-set_all('pg_ha.synchronous_node_count', '1');
+config_set($etcd, synchronous_node_count => 1);
 key_is('node2,node3 q1', 'quorum: synchronous_node_count 1');
 
 # ---- the verdict ----

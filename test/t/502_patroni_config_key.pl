@@ -31,6 +31,8 @@ is($cfg->{maximum_lag_on_failover}, 2 * 1024 * 1024, 'maximum_lag_on_failover in
 ok(defined $cfg->{loop_wait} && defined $cfg->{retry_timeout}, 'loop_wait and retry_timeout');
 is_deeply($cfg->{postgresql}, { parameters => {}, use_pg_rewind => JSON::PP::true },
 	'postgresql: empty parameters, use_pg_rewind');
+ok(!grep({ exists $cfg->{$_} } qw(synchronous_mode synchronous_mode_strict synchronous_node_count)),
+	'pg_ha.synchronous_mode off: no synchronous fields (the GUC keeps deciding)');
 
 my $r = api_request($n2, 'GET', '/config');
 is($r->{code}, '200', 'GET /config: 200');

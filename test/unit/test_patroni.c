@@ -111,6 +111,53 @@ static const PatchCase patch_cases[] = {
 	{"{}", "null", false, NULL, false},
 };
 
+static const struct
+{
+	PatroniConfigInit init;
+	const char *doc;
+}			initial_cases[] = {
+	{{10, 3, 2, 1048576, PATRONI_SYNC_OFF, false, 1},
+	"{\"ttl\":10,\"loop_wait\":3,\"retry_timeout\":2,\"maximum_lag_on_failover\":1048576,"
+	"\"postgresql\":{\"parameters\":{},\"use_pg_rewind\":true}}"},
+	{{10, 3, 2, 1048576, PATRONI_SYNC_ON, false, 1},
+	"{\"ttl\":10,\"loop_wait\":3,\"retry_timeout\":2,\"maximum_lag_on_failover\":1048576,"
+	"\"synchronous_mode\":true,\"synchronous_node_count\":1,"
+	"\"postgresql\":{\"parameters\":{},\"use_pg_rewind\":true}}"},
+	{{30, 10, 10, 0, PATRONI_SYNC_ON, true, 2},
+	"{\"ttl\":30,\"loop_wait\":10,\"retry_timeout\":10,\"maximum_lag_on_failover\":0,"
+	"\"synchronous_mode\":true,\"synchronous_mode_strict\":true,\"synchronous_node_count\":2,"
+	"\"postgresql\":{\"parameters\":{},\"use_pg_rewind\":true}}"},
+	{{5, 1, 1, 1, PATRONI_SYNC_QUORUM, true, 16},
+	"{\"ttl\":5,\"loop_wait\":1,\"retry_timeout\":1,\"maximum_lag_on_failover\":1,"
+	"\"synchronous_mode\":\"quorum\",\"synchronous_node_count\":16,"
+	"\"postgresql\":{\"parameters\":{},\"use_pg_rewind\":true}}"},
+};
+
+/* the key at initialization, and that every node reads back what it says */
+static void
+unit_config_initial(void)
+{
+	for (size_t i = 0; i < lengthof(initial_cases); i++)
+	{
+		const PatroniConfigInit *init = &initial_cases[i].init;
+		char	   *doc = patroni_config_initial(init);
+		PatroniDynConfig dyn;
+
+		UNIT_CHECK(doc && strcmp(doc, initial_cases[i].doc) == 0, "initial config %zu: %s", i,
+				   doc ? doc : "(null)");
+		UNIT_CHECK(doc && patroni_config_check_object(doc, strlen(doc), NULL, 0),
+				   "initial config %zu is an object", i);
+		UNIT_CHECK(doc && patroni_config_decode(doc, strlen(doc), &dyn) &&
+				   dyn.synchronous_mode.state ==
+				   (init->synchronous_mode == PATRONI_SYNC_OFF ? PATRONI_FIELD_ABSENT : PATRONI_FIELD_SET) &&
+				   (init->synchronous_mode == PATRONI_SYNC_OFF ||
+					(dyn.synchronous_mode.value == init->synchronous_mode &&
+					 dyn.synchronous_node_count.value == init->synchronous_node_count)),
+				   "initial config %zu decodes to its synchronous mode", i);
+		free(doc);
+	}
+}
+
 static void
 unit_config_patch(void)
 {
@@ -129,17 +176,7 @@ unit_config_patch(void)
 					   "patch %s with %s: got %s changed=%d", c->current, c->patch, out, changed);
 		free(out);
 	}
-	{
-		PatroniConfigInit init = {10, 3, 2, 1048576};
-		char	   *doc = patroni_config_initial(&init);
-
-		UNIT_CHECK(doc && strcmp(doc, "{\"ttl\":10,\"loop_wait\":3,\"retry_timeout\":2,"
-								 "\"maximum_lag_on_failover\":1048576,"
-								 "\"postgresql\":{\"parameters\":{},\"use_pg_rewind\":true}}") == 0,
-				   "initial config: %s", doc ? doc : "(null)");
-		UNIT_CHECK(doc && patroni_config_check_object(doc, strlen(doc), NULL, 0), "initial config is an object");
-		free(doc);
-	}
+	unit_config_initial();
 }
 
 typedef struct BodyCase
@@ -414,9 +451,34 @@ unit_reinit_body(void)
 	}
 }
 
+static void
+unit_param_secret(void)
+{
+	static const struct
+	{
+		const char *name;
+		bool		secret;
+	}			cases[] = {
+		{"primary_conninfo", true},
+		{"pg_ha.replication_conninfo", true},
+		{"ssl_passphrase_command", true},
+		{"myext.Password", true},
+		{"myext.api_token", true},
+		{"max_connections", false},
+		{"shared_buffers", false},
+		{"ssl_key_file", false},
+		{"", false},
+	};
+
+	for (size_t i = 0; i < lengthof(cases); i++)
+		UNIT_CHECK(patroni_param_is_secret(cases[i].name) == cases[i].secret,
+				   "secret parameter %s: %d", cases[i].name, !cases[i].secret);
+}
+
 void
 unit_patroni(void)
 {
+	unit_param_secret();
 	unit_tags();
 	unit_config_patch();
 	unit_failover_body();

@@ -26,7 +26,7 @@ use PostgreSQL::Test::Utils ();
 
 our @EXPORT =
   qw(api_auth_conf api_request patronictl patronictl_input patronictl_available patronictl_version
-  patronictl_at_least config_key);
+  patronictl_at_least config_key config_set);
 
 our $USER     = 'patroni_ops';
 our $PASSWORD = 'ops:"secret';
@@ -141,6 +141,23 @@ sub config_key
 	my $raw = eval { $etcd->get('/service/pgtest/config') };
 	return (undef, undef) unless defined $raw && length $raw;
 	return (eval { JSON::PP->new->allow_bignum->decode($raw) }, $raw);
+}
+
+# Sets top-level fields of the config key as an operator's edit would
+# (undef removes one): the key written at initialization takes precedence
+# over the GUCs it carries, so a test changes those here.
+sub config_set
+{
+	my ($etcd, %fields) = @_;
+	my ($cfg) = config_key($etcd);
+	die 'no config key' unless ref $cfg eq 'HASH';
+	while (my ($k, $v) = each %fields)
+	{
+		if (defined $v) { $cfg->{$k} = $v; }
+		else            { delete $cfg->{$k}; }
+	}
+	$etcd->put('/service/pgtest/config', JSON::PP->new->canonical->allow_bignum->encode($cfg));
+	return $cfg;
 }
 
 1;
