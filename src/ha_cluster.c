@@ -198,6 +198,13 @@ parse_member(const EtcdKV *kv, const char *name, MemberInfo *m)
 			m->sync_priority = 0;
 		json_string(tags, "replicatefrom", m->replicatefrom, sizeof(m->replicatefrom));
 	}
+	m->pending_restart = json_flag(doc, "pending_restart");
+	{
+		const cJSON *sr = cJSON_GetObjectItemCaseSensitive(doc, "scheduled_restart");
+
+		if (cJSON_IsObject(sr))
+			json_string(sr, "schedule", m->restart_schedule, sizeof(m->restart_schedule));
+	}
 	m->valid = m->lsn != InvalidXLogRecPtr && m->conn_url[0] != '\0';
 	cJSON_Delete(doc);
 	return m->valid;
@@ -389,6 +396,12 @@ cluster_members_json(const ClusterView *view, char *buf, size_t len)
 		cJSON_AddNumberToObject(o, "timeline", m->timeline);
 		if (!is_leader && leader_lsn != InvalidXLogRecPtr && m->lsn != InvalidXLogRecPtr)
 			cJSON_AddNumberToObject(o, "lag", (double) (leader_lsn > m->lsn ? leader_lsn - m->lsn : 0));
+		/* Patroni's optional attributes, from the member key */
+		if (m->pending_restart)
+			cJSON_AddBoolToObject(o, "pending_restart", true);
+		if (m->restart_schedule[0])
+			cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "scheduled_restart"), "schedule",
+									m->restart_schedule);
 		if (m->nofailover || m->noloadbalance || m->failover_priority != 1 ||
 			m->nosync || m->sync_priority != 1 || m->replicatefrom[0])
 		{

@@ -34,6 +34,8 @@ typedef struct MemberInfo
 	char		replicatefrom[PG_HA_NAME_LEN];	/* tag replicatefrom, "" if none */
 	char		conn_url[256];
 	char		api_url[256];
+	bool		pending_restart;	/* "pending_restart": true */
+	char		restart_schedule[64];	/* scheduled_restart.schedule, "" if none */
 	int64		mod_revision;
 } MemberInfo;
 

@@ -93,6 +93,12 @@ ok($sr->{postmaster_start_time}, 'and the postmaster start time, as Patroni keep
 my $st = (api_request($n2, 'GET', '/patroni')->{json} // {})->{scheduled_restart} // {};
 like($st->{schedule} // '', qr/^\Q${\ substr($at, 0, 19)}\E/, 'GET /patroni shows scheduled_restart');
 ok(!exists $st->{postmaster_start_time}, 'without the postmaster start time');
+# GET /cluster on another node, from the member keys as its HA worker read them
+my $cm = wait_for(sub { my ($c) = grep { $_->{name} eq 'node2' }
+			@{ (api_request($n1, 'GET', '/cluster')->{json} // {})->{members} // [] };
+		$c && $c->{scheduled_restart} ? $c : undef }, timeout => 20, what => 'scheduled_restart in GET /cluster');
+like(($cm // {})->{scheduled_restart}{schedule} // '', qr/^\Q${\ substr($at, 0, 19)}\E/,
+	'GET /cluster shows node2\'s scheduled_restart');
 $r = schedule($n2, schedule => iso_in(3600));
 is($r->{code}, '409', 'a second schedule: 409');
 like($r->{body}, qr/Another restart is already scheduled/, "in Patroni's words");

@@ -47,6 +47,11 @@ ok($doc && $doc->{pending_restart}, 'GET /patroni: pending_restart');
 is_deeply($doc && $doc->{pending_restart_reason}, \%want, 'GET /patroni: the same reason')
   or diag explain $doc;
 
+my $cm = wait_for(sub { my ($c) = grep { $_->{name} eq 'node2' }
+			@{ (api_request($n1, 'GET', '/cluster')->{json} // {})->{members} // [] };
+		$c && $c->{pending_restart} ? $c : undef }, timeout => 20, what => 'pending_restart in GET /cluster');
+ok($cm, "GET /cluster on node1 shows node2's pending_restart");
+
 my $m1 = member_json($etcd, 'node1');
 ok(!exists $m1->{pending_restart_reason}, 'node1, nothing pending: no reason in its member key');
 ok(!exists patroni_doc($n1)->{pending_restart_reason}, 'node1: no reason in GET /patroni');
