@@ -370,6 +370,28 @@ publish_key_locked(const EtcdKV *kv, char *buf, size_t len)
  * Does the failover key name this node as the candidate of a switchover or
  * failover that is not over?  (A reinitialize is refused then: ha_reinit.c.)
  */
+static void
+view_scheduled_switchover(char *buf, size_t len)
+{
+	HaRequest	req;
+	int64		rev;
+	char		at[HA_TIME_LEN];
+
+	buf[0] = '\0';
+	if (!worker.view.loaded ||
+		cluster_request(&worker.view, &req, &rev, NULL, 0) != CLUSTER_REQUEST_VALID ||
+		req.phase != HA_REQ_REQUESTED || !req.scheduled)
+		return;
+	/* names are [A-Za-z0-9_.-] (the codec checked them): no JSON escaping needed */
+	ha_time_format(req.scheduled_at_us, at, sizeof(at));
+	snprintf(buf, len, "{\"at\":\"%s\"", at);
+	if (req.leader[0])
+		snprintf(buf + strlen(buf), len - strlen(buf), ",\"from\":\"%s\"", req.leader);
+	if (req.member[0])
+		snprintf(buf + strlen(buf), len - strlen(buf), ",\"to\":\"%s\"", req.member);
+	snprintf(buf + strlen(buf), len - strlen(buf), "}");
+}
+
 static bool
 view_names_candidate(void)
 {
@@ -391,9 +413,13 @@ publish_shared(const NodeSnapshot *snap, bool etcd_ok)
 	const char *leader = worker.is_leader ? worker.node :
 		worker.view.loaded ? cluster_leader(&worker.view) : "";
 	bool		candidate = view_names_candidate();
+	char		scheduled[sizeof(pg_ha_shared->scheduled_switchover_json)];
 
+	view_scheduled_switchover(scheduled, sizeof(scheduled));
 	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
 	pg_ha_shared->named_candidate = candidate;
+	strlcpy(pg_ha_shared->scheduled_switchover_json, scheduled,
+			sizeof(pg_ha_shared->scheduled_switchover_json));
 	if (snap)
 	{
 		pg_ha_shared->role = snap->in_recovery ? PG_HA_ROLE_REPLICA : PG_HA_ROLE_PRIMARY;

@@ -672,10 +672,12 @@ cluster_json(StringInfo out, const NodeView *v)
 {
 	bool		self_leader = v->lease_valid && !v->fenced;
 	char	   *members = palloc(PG_HA_MEMBERS_JSON_LEN);
+	char		scheduled[sizeof(pg_ha_shared->scheduled_switchover_json)];
 
 	/* the HA worker's copy of the member keys, when it has one */
 	LWLockAcquire(pg_ha_shared->lock, LW_SHARED);
 	memcpy(members, pg_ha_shared->members_json, PG_HA_MEMBERS_JSON_LEN);
+	strlcpy(scheduled, pg_ha_shared->scheduled_switchover_json, sizeof(scheduled));
 	LWLockRelease(pg_ha_shared->lock);
 	members[PG_HA_MEMBERS_JSON_LEN - 1] = '\0';
 	if (members[0] == '[')
@@ -686,6 +688,8 @@ cluster_json(StringInfo out, const NodeView *v)
 		json_string(out, v->cluster);
 		if (v->paused)
 			appendStringInfoString(out, ",\"pause\":true");
+		if (scheduled[0])
+			appendStringInfo(out, ",\"scheduled_switchover\":%s", scheduled);
 		appendStringInfoChar(out, '}');
 		pfree(members);
 		return;

@@ -292,6 +292,12 @@ typedef struct PgHaShared
 	bool		named_candidate;
 
 	/*
+	 * GET /cluster's "scheduled_switchover" ({"at", "from", "to"}, as
+	 * Patroni), from a scheduled request in the failover key; "" if none.
+	 */
+	char		scheduled_switchover_json[256];
+
+	/*
 	 * A restart scheduled over the API (POST /restart with "schedule";
 	 * ha_restart.c): the control worker adds and deletes it, the HA worker
 	 * runs or drops it.  It lives as long as this postmaster, as Patroni's

@@ -56,9 +56,15 @@ like($r->{body}, qr/Switchover scheduled/, 'answered as Patroni does');
 my $key = eval { JSON::PP::decode_json($etcd->get(ha_key('failover')) // '') } // {};
 is($key->{member}, 'node2', 'the failover key names the candidate');
 ok($key->{scheduled_at}, 'and the time');
+my $ss = wait_for(sub { my $c = api_request($n3, 'GET', '/cluster')->{json} // {};
+		$c->{scheduled_switchover} }, timeout => 20, what => 'scheduled_switchover in GET /cluster');
+is_deeply([ @{ $ss // {} }{qw(from to)} ], [ 'node1', 'node2' ], 'GET /cluster shows the scheduled switchover, from and to');
+like(($ss // {})->{at} // '', qr/^\Q${\ substr($at, 0, 16)}\E/, 'and when');
 $r = api_request($n1, 'DELETE', '/switchover', auth => 1);
 is($r->{code}, '200', 'DELETE /switchover: 200');
 is($etcd->get(ha_key('failover')), undef, 'the scheduled switchover is gone');
+ok(wait_for(sub { !exists((api_request($n3, 'GET', '/cluster')->{json} // {})->{scheduled_switchover}) },
+		timeout => 20, what => 'GET /cluster without scheduled_switchover'), 'and gone from GET /cluster');
 is(api_request($n1, 'DELETE', '/switchover', auth => 1)->{code}, '404', 'nothing left to cancel: 404');
 sleep 1;
 is(leader_of($etcd), 'node1', 'node1 still leads');
