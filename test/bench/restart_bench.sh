@@ -97,7 +97,8 @@ supervisor_loop() {
 	trap - EXIT
 	while [ ! -e "$SUP_STOP" ]; do
 		for i in 1 2 3; do
-			alive "$(pm_pid "${HA_DATA[$i]}")" && continue
+			# (postmaster.pid may go between pm_pid's test and its read)
+			alive "$(pm_pid "${HA_DATA[$i]}" 2>/dev/null)" && continue
 			sup_log "node$i gone"
 			sleep 2                                  # RestartSec=2
 			[ -e "$SUP_STOP" ] && return 0
