@@ -26,7 +26,7 @@
 # manager starts postgres again.  This script runs the part of
 # contrib/systemd/pg_ha@.service that matters here as a background loop:
 # every 0.1 s it looks for pg_ha nodes whose postmaster is gone; for such a
-# node it waits 2 s (RestartSec=2), runs `pg_hactl rejoin --if-needed`
+# node it waits 2 s (RestartSec=2; BENCH_RESTART_SEC), runs `pg_hactl rejoin --if-needed`
 # (ExecStartPre; a failure skips the start, and the loop tries again as
 # Restart=always does) and starts postgres.  Patroni restarts postgres
 # itself.
@@ -40,7 +40,8 @@
 #
 # Environment: BENCH_RUNS (3), BENCH_ROWS ("leader replica"), BENCH_ONLY
 # (pg_ha|patroni), BENCH_DIR (/var/tmp/pg_ha_restart_bench), BENCH_KEEP=1
-# (keep the directory and its logs), BENCH_LOCK (/tmp/pg_ha_test.lock),
+# (keep the directory and its logs), BENCH_RESTART_SEC (2: the unit's
+# RestartSec; another value shows what it costs), BENCH_LOCK (/tmp/pg_ha_test.lock),
 # BENCH_NO_LOCK=1 (run without holding it; the figures are then suspect).
 # Root only; everything started here is stopped at exit (trap), every wait
 # is bounded.  Not part of `make installcheck`.
@@ -51,6 +52,7 @@ ROWS=${BENCH_ROWS:-leader replica}
 ONLY=${BENCH_ONLY:-}
 DIR=${BENCH_DIR:-/var/tmp/pg_ha_restart_bench}
 LOCK=${BENCH_LOCK:-/tmp/pg_ha_test.lock}
+RESTART_SEC=${BENCH_RESTART_SEC:-2}     # the unit's RestartSec
 TTL=10
 ETCD_MEMBERS=3
 HA_EXTRA_CONF="pg_ha.api_auth_file = '$DIR/api.auth'"
@@ -100,7 +102,7 @@ supervisor_loop() {
 			# (postmaster.pid may go between pm_pid's test and its read)
 			alive "$(pm_pid "${HA_DATA[$i]}" 2>/dev/null)" && continue
 			sup_log "node$i gone"
-			sleep 2                                  # RestartSec=2
+			sleep "$RESTART_SEC"                     # RestartSec=
 			[ -e "$SUP_STOP" ] && return 0
 			sup_log "node$i rejoin"
 			if ! as_pg timeout 120 "$PGBIN/pg_hactl" rejoin --pgdata "${HA_DATA[$i]}" --if-needed \
@@ -121,7 +123,7 @@ supervisor_start() {
 	supervisor_loop &
 	SUP_PID=$!
 	PIDS+=("$SUP_PID")
-	log "pg_ha: service manager loop running (pid $SUP_PID, log $DIR/logs/supervisor.log)"
+	log "pg_ha: service manager loop running (RestartSec=$RESTART_SEC; pid $SUP_PID, log $DIR/logs/supervisor.log)"
 }
 # asked to stop between two steps, so that it starts no postgres after
 # cleanup stopped them; killed if a step hangs
@@ -352,6 +354,7 @@ rowline() { # label key
 }
 echo
 echo "=== restart_bench: medians of $RUNS runs; load average at start $LOAD_START, at end $LOAD_END ==="
+want ha && echo "pg_ha's service manager: RestartSec=$RESTART_SEC (contrib/systemd/pg_ha@.service has 2)"
 line "measurement" "pg_ha" "Patroni" "pg_ha/Patroni"
 if row leader; then
 	rowline "leader restart: longest write gap, s" l_gap
