@@ -377,6 +377,7 @@ serve_put_config(const char *body, ControlAnswer *a)
 
 /* set by serve_restart: shut down once the answer is posted */
 static bool restart_after_answer = false;
+static bool checkpoint_before_restart = false;	/* a restart, not a reinitialize */
 
 /* how long an answer about a schedule waits for the member key to show it */
 #define SCHEDULE_PUBLISH_WAIT_MS 2000
@@ -449,6 +450,7 @@ serve_restart(const char *body, ControlAnswer *a)
 		pg_ha_restart_mark("requested over the API");
 		reply(a, 200, "restart initiated");
 		restart_after_answer = true;
+		checkpoint_before_restart = true;
 	}
 	PG_CATCH();
 	{
@@ -666,6 +668,14 @@ pg_ha_control_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+		/* a scheduled restart the HA worker found due (ha_worker.c) */
+		if (pg_ha_restart_take_hand_off())
+		{
+			pg_ha_restart_checkpoint(true);
+			pg_ha_restart_mark("scheduled restart");
+			pg_ha_restart_now();
+			continue;
+		}
 		if (!take_request(&kind, body))
 			continue;
 		old = MemoryContextSwitchTo(job_ctx);
@@ -679,6 +689,10 @@ pg_ha_control_main(Datum arg)
 		{
 			/* the listener polls every few ms: let it send the answer */
 			pg_usleep(500 * 1000L);
+			/* a reinitialize replaces the data: no checkpoint is worth it */
+			if (checkpoint_before_restart)
+				pg_ha_restart_checkpoint(true);
+			checkpoint_before_restart = false;
 			pg_ha_restart_now();
 			restart_after_answer = false;
 		}

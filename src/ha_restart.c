@@ -44,7 +44,9 @@
 #include <unistd.h>
 
 #include "fmgr.h"
+#include "access/xlog.h"
 #include "miscadmin.h"
+#include "postmaster/bgwriter.h"
 #include "storage/fd.h"
 #include "utils/builtins.h"
 #include "utils/guc_tables.h"
@@ -192,6 +194,7 @@ pg_ha_restart(PG_FUNCTION_ARGS)
 		strlcpy(reason, "requested", sizeof(reason));
 	if (pending_only && !pg_ha_pending_restart())
 		PG_RETURN_TEXT_P(cstring_to_text("no restart pending"));
+	pg_ha_restart_checkpoint(false);
 	pg_ha_restart_mark(reason);
 	pg_ha_restart_now();
 	PG_RETURN_TEXT_P(cstring_to_text("restarting"));
@@ -209,6 +212,73 @@ pg_ha_restart_mark(const char *reason)
 	ereport(LOG,
 			(errmsg("pg_ha: restarting postgres: %s", clean[0] ? clean : "requested"),
 			 errdetail("The service manager starts postgres again (pg_ha@.service: Restart=always).")));
+}
+
+/*
+ * A checkpoint (on a standby, a restartpoint) just before the fast
+ * shutdown, as Patroni takes one before it stops postgres.  A leader still
+ * takes writes while it runs; the shutdown checkpoint, during which nobody
+ * can write, then has only what came after it to flush, so the write gap
+ * of a restart does not grow with the dirty buffers.  It blocks the
+ * caller: never called from the HA worker, whose lease renewals must go
+ * on (the scheduled restart is handed to the control worker).  caught:
+ * a failure is logged and the shutdown goes on (the control worker has
+ * already answered); otherwise the ERROR propagates and nothing happens.
+ */
+void
+pg_ha_restart_checkpoint(bool caught)
+{
+	MemoryContext ctx = CurrentMemoryContext;
+
+	if (!caught)
+	{
+		RequestCheckpoint(CHECKPOINT_IMMEDIATE | CHECKPOINT_FORCE | CHECKPOINT_WAIT);
+		return;
+	}
+	PG_TRY();
+	{
+		RequestCheckpoint(CHECKPOINT_IMMEDIATE | CHECKPOINT_FORCE | CHECKPOINT_WAIT);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(ctx);
+		e = CopyErrorData();
+		FlushErrorState();
+		ereport(WARNING,
+				(errmsg("pg_ha: the checkpoint before the restart failed: %s", e->message),
+				 errdetail("The restart goes on; its shutdown checkpoint does the work.")));
+		FreeErrorData(e);
+	}
+	PG_END_TRY();
+}
+
+/* The HA worker: the control worker is to checkpoint and shut down. */
+void
+pg_ha_restart_hand_off(void)
+{
+	Latch	   *wake;
+
+	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	pg_ha_shared->restart_handed_off = true;
+	wake = pg_ha_shared->control.worker_latch;
+	LWLockRelease(pg_ha_shared->lock);
+	if (wake)
+		SetLatch(wake);
+}
+
+/* The control worker: was a restart handed to it?  Clears the request. */
+bool
+pg_ha_restart_take_hand_off(void)
+{
+	bool		handed;
+
+	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
+	handed = pg_ha_shared->restart_handed_off;
+	pg_ha_shared->restart_handed_off = false;
+	LWLockRelease(pg_ha_shared->lock);
+	return handed;
 }
 
 /* A fast shutdown, as pg_ctl stop -m fast; the service manager restarts. */

@@ -100,7 +100,7 @@ static const HaTransition ha_transitions[] = {
 	/* everywhere */
 	{ANY_STATE, HA_EV_BAD_CONFIG, HA_MISCONFIGURED, HA_ACT_FENCE, "cannot manage this node"},
 	{ANY_STATE, HA_EV_SHUTDOWN, HA_STOPPING, HA_ACT_NONE, "shutting down"},
-	{ANY_STATE, HA_EV_RESTART, HA_STOPPING, HA_ACT_NONE, "restarting: a leader keeps its key for the TTL"},
+	{ANY_STATE, HA_EV_RESTART, HA_STOPPING, HA_ACT_NONE, "restarting through the service manager"},
 };
 
 static const char *const ha_state_names[HA_NUM_STATES] = {

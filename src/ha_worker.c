@@ -3350,8 +3350,13 @@ scheduled_restart_step(const NodeSnapshot *snap)
 	}
 	pg_ha_restart_schedule_drop(gen);
 	(void) publish_member(snap, false);
-	pg_ha_restart_mark("scheduled restart");
-	pg_ha_restart_now();
+	/*
+	 * The control worker checkpoints, marks and shuts down: the checkpoint
+	 * may take a while, and this worker must keep renewing the lease
+	 * until the shutdown (a scheduled restart exists only with the API,
+	 * so the control worker runs).
+	 */
+	pg_ha_restart_hand_off();
 }
 
 /*

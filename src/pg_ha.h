@@ -310,6 +310,13 @@ typedef struct PgHaShared
 	uint64		restart_gen;
 	uint64		restart_published_gen;
 
+	/*
+	 * The HA worker hands a due scheduled restart to the control worker,
+	 * which may block on the checkpoint before the shutdown (ha_restart.c);
+	 * the HA worker must keep renewing the lease meanwhile.
+	 */
+	bool		restart_handed_off;
+
 	ControlSlot control;		/* the control API's request (see above) */
 } PgHaShared;
 
@@ -374,6 +381,9 @@ extern bool pg_ha_restart_requested(char *reason, size_t len);
 extern void pg_ha_restart_done(void);
 extern void pg_ha_restart_mark(const char *reason);
 extern void pg_ha_restart_now(void);
+extern void pg_ha_restart_checkpoint(bool caught);
+extern void pg_ha_restart_hand_off(void);
+extern bool pg_ha_restart_take_hand_off(void);
 /*
  * The scheduled restart (PgHaShared.restart_schedule).  add: false when one
  * is scheduled already; delete: false when none is; drop: the HA worker's

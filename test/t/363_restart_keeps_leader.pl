@@ -57,6 +57,10 @@ like(restart_via_sql($n1, "'shared_buffers change'", 'true'), qr/restarting|term
 	'pg_ha.restart() on the leader starts the restart');
 ok(wait_down($n1), 'node1 shut down');
 like(log_since($n1, $off), qr/restarting: keeping leader key \S+ for up to \d+ s/, 'node1 kept its leader key on the way down');
+# as Patroni: a checkpoint while the leader still takes writes, so that the
+# shutdown checkpoint, during which nobody can write, has little left to do
+like(log_since($n1, $off), qr/(?:checkpoint|restartpoint) starting: immediate force wait.*received fast shutdown request/s,
+	'a checkpoint ran before the fast shutdown');
 ok(-e $n1->data_dir . '/pg_ha.restart', 'the restart marker is in the data directory');
 my $svc = supervise($n1);
 ok($svc && $svc->{started}, 'the service manager started node1 again');
@@ -85,6 +89,8 @@ ok($svc && $svc->{started}, 'node2 started again');
 ok(wait_for(sub { my $r = wal_receiver($n2); $r && $r->{status} eq 'streaming' ? 1 : undef }, timeout => 30,
 		what => 'node2 streaming'), 'node2 streams again');
 like(log_since($n2, $off), qr/postgres was restarted on request: replica restart/, 'node2 logs the reason');
+like(log_since($n2, $off), qr/(?:checkpoint|restartpoint) starting: immediate force wait.*received fast shutdown request/s,
+	'on the replica, a restartpoint ran before the fast shutdown');
 is(leader_of($etcd), 'node1', 'node1 still leads');
 
 # --- the leader stays down past the TTL: a replica takes over

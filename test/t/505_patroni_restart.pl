@@ -48,7 +48,7 @@ my $watch = key_watch($etcd, PgHa::Cluster::ha_key('leader'));
 my $off = -s $n1->logfile;
 SKIP:
 {
-	skip 'patronictl not installed', 15 unless patronictl_available();
+	skip 'patronictl not installed', 16 unless patronictl_available();
 	my ($rc, $out) = patronictl($etcd, 'restart', 'pgtest', 'node1', '--force');
 	note $out;
 	like($out, qr/Success: restart on member node1/, 'patronictl restart node1: success');
@@ -59,6 +59,8 @@ SKIP:
 		'node1 holds the leader lease again');
 	like(log_since($n1, $off), qr/postgres was restarted on request: requested over the API/,
 		'node1 logs why it restarted');
+	like(log_since($n1, $off), qr/(?:checkpoint|restartpoint) starting: immediate force wait.*received fast shutdown request/s,
+		'a checkpoint ran before the fast shutdown');
 	my @ev = $watch->events;
 	is_deeply([ grep { $_->{type} eq 'DELETE' } @ev ], [], 'the leader key was never deleted');
 	is_deeply([ grep { $_ ne 'node1' } $watch->values ], [], 'no other node took it');

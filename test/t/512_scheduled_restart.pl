@@ -154,6 +154,8 @@ ok(wait_for(sub { ($n1->ha_status->{lease_held} // 0) ? 1 : undef }, timeout => 
 isnt(started_at($n1), $start{node1}, 'node1 runs a new postmaster');
 like(log_since($n1, $off1), qr/postgres was restarted on request: scheduled restart/,
 	'node1 logs why it restarted');
+like(log_since($n1, $off1), qr/checkpoint starting: immediate force wait.*received fast shutdown request/s,
+	'a checkpoint ran before the fast shutdown (taken by the control worker; the HA worker kept renewing)');
 wait_ok(sub { my $m = member_json($etcd, 'node1'); $m && !$m->{scheduled_restart} },
 	'the member key of node1 no longer shows a schedule', timeout => 20);
 is_deeply([ grep { $_->{type} eq 'DELETE' } $watch->events ], [], 'the leader key was never deleted');
