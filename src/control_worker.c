@@ -405,6 +405,101 @@ schedule_restart(const PatroniRestartBody *b, ControlAnswer *a)
 }
 
 /*
+ * One member down at a time.  `patronictl restart <cluster>` restarts the
+ * members one after another, and Patroni answers POST /restart only once
+ * postgres is back, so its members go down one at a time.  pg_ha's API
+ * lives in postgres and answers before the shutdown, so patronictl would
+ * move to the next member at once and take them all down together.
+ * Instead, a node about to restart over the API writes restarting/<name>
+ * (on a lease of RESTARTING_KEY_TTL s, so that a node that never comes back
+ * holds nobody up for longer), its HA worker deletes the key once it is
+ * back (ha_worker.c), and a node asked for a restart first waits, up to
+ * RESTARTING_WAIT_US, while another member's key is there; then it refuses
+ * (503) rather than go down too.  Availability only: nothing here decides
+ * who may lead or write, and without etcd the restart just goes ahead.
+ */
+#define RESTARTING_KEY_TTL 60
+#define RESTARTING_WAIT_US (INT64CONST(60) * 1000000)
+
+static char *
+restarting_key(const char *node)
+{
+	return pg_ha_key(psprintf("restarting/%s", node));
+}
+
+/* Another member restarting, named in who; false when none (or etcd failed). */
+static bool
+other_restarting(EtcdClient *client, char *who, size_t len)
+{
+	char	   *prefix = pg_ha_key("restarting/");
+	EtcdKVList	kvs;
+	bool		found = false;
+
+	memset(&kvs, 0, sizeof(kvs));
+	if (etcd_get(client, prefix, true, &kvs) == ETCD_OK)
+		for (int i = 0; i < kvs.count && !found; i++)
+		{
+			const char *name = kvs.kvs[i].key + strlen(prefix);
+
+			if (strcmp(name, pg_ha_effective_node_name()) != 0)
+			{
+				strlcpy(who, name, len);
+				found = true;
+			}
+		}
+	etcd_kvlist_free(&kvs);
+	return found;
+}
+
+/* Waits while another member restarts; false if one still does at the end. */
+static bool
+wait_for_other_restarts(EtcdClient *client, char *who, size_t len)
+{
+	int64		give_up = pg_ha_monotonic_us() + RESTARTING_WAIT_US;
+	bool		logged = false;
+
+	while (other_restarting(client, who, len))
+	{
+		if (pg_ha_monotonic_us() > give_up)
+			return false;
+		if (!logged)
+			ereport(LOG, (errmsg("pg_ha: restart waits for member \"%s\" to come back from its restart", who)));
+		logged = true;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 500,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return true;
+}
+
+/* restarting/<this node>, on its own lease; a failure is only logged. */
+static void
+announce_restart(EtcdClient *client)
+{
+	int64		lease = 0;
+	int64		ttl = 0;
+
+	if (client == NULL ||
+		etcd_lease_grant(client, RESTARTING_KEY_TTL, &lease, &ttl) != ETCD_OK ||
+		etcd_put(client, restarting_key(pg_ha_effective_node_name()), "{}", lease) != ETCD_OK)
+		ereport(LOG, (errmsg("pg_ha: could not record this restart in etcd; other members will not wait for it: %s",
+							 client ? etcd_last_error(client) : "no etcd client")));
+}
+
+/* The etcd client for the above, or NULL (then nobody waits). */
+static EtcdClient *
+restart_client(void)
+{
+	EtcdConfig	config;
+	char		err[ETCD_ERRMSG_LEN];
+
+	if (!pg_ha_etcd_config(&config, err, sizeof(err)))
+		return NULL;
+	return etcd_client_new(&config, err, sizeof(err));
+}
+
+/*
  * POST /restart: Patroni's conditions (role, restart_pending,
  * postgres_version), then pg_ha.restart()'s path (ha_restart.c): the
  * marker, and a fast shutdown the service manager turns into a restart.
@@ -421,6 +516,8 @@ serve_restart(const char *body, ControlAnswer *a)
 												 &b, err, sizeof(err));
 	bool		paused;
 	MemoryContext ctx = CurrentMemoryContext;
+	EtcdClient *client;
+	char		who[PG_HA_NAME_LEN] = "";
 
 	LWLockAcquire(pg_ha_shared->lock, LW_SHARED);
 	paused = pg_ha_shared->paused;
@@ -445,6 +542,16 @@ serve_restart(const char *body, ControlAnswer *a)
 		reply(a, 503, "restart conditions are not satisfied");
 		return;
 	}
+	client = restart_client();
+	if (client && !wait_for_other_restarts(client, who, sizeof(who)))
+	{
+		reply(a, 503, psprintf("member %s is still restarting; restart refused, try again once it is back", who));
+		etcd_client_free(client);
+		return;
+	}
+	announce_restart(client);
+	if (client)
+		etcd_client_free(client);
 	PG_TRY();
 	{
 		pg_ha_restart_mark("requested over the API");
@@ -671,6 +778,12 @@ pg_ha_control_main(Datum arg)
 		/* a scheduled restart the HA worker found due (ha_worker.c) */
 		if (pg_ha_restart_take_hand_off())
 		{
+			/* scheduled: the operator chose the time; others wait for it, it waits for none */
+			EtcdClient *client = restart_client();
+
+			announce_restart(client);
+			if (client)
+				etcd_client_free(client);
 			pg_ha_restart_checkpoint(true);
 			pg_ha_restart_mark("scheduled restart");
 			pg_ha_restart_now();

@@ -189,6 +189,7 @@ typedef struct HaWorker
 	bool		releasing;
 	int64		next_cycle;
 	uint64		restart_gen_seen;	/* scheduled restart's generation last acted on */
+	bool		restarting_key_cleared; /* restarting/<node> deleted since start */
 	char		restart_waits[128]; /* why it last had to wait, "" if not */
 
 	/* failsafe mode (ha_failsafe.c): the members this leader last published */
@@ -3255,6 +3256,18 @@ publish_replication_roles(void)
 /* ---------- scheduled restart (POST /restart with "schedule") ---------- */
 
 /*
+ * Back from a restart, with the member key published again: the others
+ * stop waiting for this node (restarting/<node>, control_worker.c).  Once
+ * per start; a key that is not there costs one request.
+ */
+static void
+clear_restarting_key(void)
+{
+	if (etcd_delete(worker.etcd, pg_ha_key(psprintf("restarting/%s", worker.node)), false) == ETCD_OK)
+		worker.restarting_key_cleared = true;
+}
+
+/*
  * Why the scheduled restart must wait although its time has come, or
  * NULL.  A restart is only safe in a settled state: a leader that holds
  * its key (the restart keeps it, ha_restart.c), or a replica following
@@ -3401,6 +3414,8 @@ ha_cycle(void)
 		/* the member key written in this cycle shows the schedule as of its start */
 		if (ok)
 			pg_ha_restart_schedule_published(restart_gen);
+		if (ok && !worker.restarting_key_cleared)
+			clear_restarting_key();
 	}
 	if (!ok)
 	{

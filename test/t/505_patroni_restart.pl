@@ -80,4 +80,54 @@ SKIP:
 }
 $watch->stop;
 
+# --- patronictl restart of the whole cluster: as on Patroni, one member at
+# a time.  Patroni answers each POST /restart once postgres is back; pg_ha
+# answers before its shutdown, so the next member waits (restarting/<name>
+# in etcd) until the previous one is back before it goes down itself.
+# Evidence from the logs: the second member's shutdown comes after the
+# first member's restart was complete.
+sub log_time
+{
+	my ($text, $re) = @_;
+	return undef unless $text =~ /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) \S+ \[\d+\] (?:\S+ )?LOG:  $re/m;
+	return $1;
+}
+SKIP:
+{
+	skip 'patronictl not installed', 7 unless patronictl_available();
+	my %off = map { $_->name => -s $_->logfile } ($n1, $n2);
+	my $h = patronictl_start($etcd, 'restart', 'pgtest', '--force');
+	my %restarted;
+	my $t0 = time;
+	while (time - $t0 < 120 &&
+		(patronictl_running($h) || keys %restarted < 2 || grep { !postmaster_running($_) } ($n1, $n2)))
+	{
+		for my $n (grep { !postmaster_running($_) } ($n1, $n2))
+		{
+			my $svc = supervise($n);    # the service manager starts it again
+			$restarted{ $n->name }++ if $svc && $svc->{started};
+		}
+		select(undef, undef, undef, 0.1);
+	}
+	my ($rc, $out) = patronictl_finish($h);
+	note $out;
+	like($out, qr/Success: restart on member node1.*Success: restart on member node2/s,
+		'patronictl restart pgtest: success on both members, in turn');
+	is_deeply([ sort keys %restarted ], [ 'node1', 'node2' ], 'both members were restarted');
+	my %log = map { $_->name => log_since($_, $off{ $_->name }) } ($n1, $n2);
+	my %down = map { $_ => log_time($log{$_}, qr/received fast shutdown request/) } keys %log;
+	my ($first, $second) = sort { $down{$a} cmp $down{$b} } grep { defined $down{$_} } keys %down;
+	ok($first && $second, 'both shut down') or diag explain \%down;
+	$first //= 'node1';
+	$second //= 'node2';
+	my ($after) = $log{$first} =~ /received fast shutdown request(.*)$/s;
+	my $back = log_time($after // '', qr/database system is ready to accept (?:read-only )?connections/);
+	ok($back, "$first came back") or diag $log{$first};
+	cmp_ok($down{$second} // '', 'gt', $back // '9999', "$second went down only after $first was back");
+	like($log{$second}, qr/restart waits for member "\Q$first\E" to come back from its restart/,
+		"$second says it waited for $first");
+	ok(wait_for(sub { my $l = leader_of($etcd); $l && !in_recovery($n1) || !in_recovery($n2) },
+			timeout => 60, what => 'a primary'), 'the cluster has its primary again');
+}
+
 done_testing();

@@ -26,7 +26,7 @@ use PostgreSQL::Test::Utils ();
 
 our @EXPORT =
   qw(api_auth_conf api_request patronictl patronictl_input patronictl_available patronictl_version
-  patronictl_at_least config_key config_set);
+  patronictl_at_least config_key config_set patronictl_start patronictl_running patronictl_finish);
 
 our $USER     = 'patroni_ops';
 our $PASSWORD = 'ops:"secret';
@@ -120,6 +120,18 @@ sub patronictl { my ($etcd, @args) = @_; return patronictl_input($etcd, undef, @
 sub patronictl_input
 {
 	my ($etcd, $input, @args) = @_;
+	my ($cfg, $path) = _ctl_config($etcd);
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ patronictl_command(), '-c', $path, @args ],
+		'>', \$out, '2>', \$err, '<', \$input);
+	return ($? >> 8, $out . $err);
+}
+
+# patronictl's configuration for the test cluster: the temporary file (it
+# is removed when the object goes) and its path as patronictl sees it.
+sub _ctl_config
+{
+	my ($etcd) = @_;
 	my $root = patronictl_root();
 	my $cfg = File::Temp->new(SUFFIX => '.yml', $root eq '' ? () : (DIR => "$root/tmp"));
 	my ($host) = ($etcd->endpoints =~ m{^https?://([^,]+)});
@@ -127,11 +139,34 @@ sub patronictl_input
 	print $cfg "scope: pgtest\nnamespace: /service/\netcd3:\n  hosts: $host\n"
 	  . "restapi:\n  authentication:\n    username: $USER\n    password: '$pw'\n";
 	close $cfg;
-	my $path = substr("$cfg", length $root);
-	my ($out, $err) = ('', '');
-	IPC::Run::run([ patronictl_command(), '-c', $path, @args ],
-		'>', \$out, '2>', \$err, '<', \$input);
-	return ($? >> 8, $out . $err);
+	return ($cfg, substr("$cfg", length $root));
+}
+
+# patronictl in the background, for a test that acts meanwhile (as the
+# service manager, say): a handle for patronictl_finish.
+sub patronictl_start
+{
+	my ($etcd, @args) = @_;
+	my ($cfg, $path) = _ctl_config($etcd);
+	my %h = (cfg => $cfg, out => '');
+	$h{run} = IPC::Run::start([ patronictl_command(), '-c', $path, @args ],
+		'>', \$h{out}, '2>&1', IPC::Run::timeout(300));
+	return \%h;
+}
+
+sub patronictl_running
+{
+	my ($h) = @_;
+	$h->{run}->pump_nb if $h->{run}->pumpable;    # collects output, notices the exit
+	return $h->{run}->pumpable;
+}
+
+# Waits for it: (exit status, output).
+sub patronictl_finish
+{
+	my ($h) = @_;
+	eval { $h->{run}->finish; };
+	return ($h->{run}->result // -1, $h->{out});
 }
 
 # The config key decoded (undef when absent), and its raw value.
