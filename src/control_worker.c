@@ -273,19 +273,25 @@ serve_cancel(ControlAnswer *a)
 /* ---------- the config key ---------- */
 
 /* A client, or NULL with a 503 answered. */
+/* A client on this node's etcd settings, or NULL with the reason in err. */
+static EtcdClient *
+new_client(char *err, size_t errlen)
+{
+	EtcdConfig	config;
+
+	if (!pg_ha_etcd_config(&config, err, errlen))
+		return NULL;
+	return etcd_client_new(&config, err, errlen);
+}
+
 static EtcdClient *
 client_or_answer(ControlAnswer *a)
 {
-	EtcdConfig	config;
 	char		err[ETCD_ERRMSG_LEN];
-	EtcdClient *client;
+	EtcdClient *client = new_client(err, sizeof(err));
 
-	if (!pg_ha_etcd_config(&config, err, sizeof(err)) ||
-		(client = etcd_client_new(&config, err, sizeof(err))) == NULL)
-	{
+	if (client == NULL)
 		reply(a, 503, err);
-		return NULL;
-	}
 	return client;
 }
 
@@ -491,12 +497,9 @@ announce_restart(EtcdClient *client)
 static EtcdClient *
 restart_client(void)
 {
-	EtcdConfig	config;
 	char		err[ETCD_ERRMSG_LEN];
 
-	if (!pg_ha_etcd_config(&config, err, sizeof(err)))
-		return NULL;
-	return etcd_client_new(&config, err, sizeof(err));
+	return new_client(err, sizeof(err));
 }
 
 /*

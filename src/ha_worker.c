@@ -368,43 +368,36 @@ publish_key_locked(const EtcdKV *kv, char *buf, size_t len)
 }
 
 /*
- * Does the failover key name this node as the candidate of a switchover or
- * failover that is not over?  (A reinitialize is refused then: ha_reinit.c.)
+ * What the failover key means for the listener and the control API, from
+ * one decode: whether it names this node as the candidate of a switchover
+ * or failover that is not over (a reinitialize is refused then:
+ * ha_reinit.c), and GET /cluster's "scheduled_switchover" ("" if none).
  */
 static void
-view_scheduled_switchover(char *buf, size_t len)
+view_request_facts(bool *candidate, char *scheduled, size_t len)
 {
 	HaRequest	req;
 	int64		rev;
 	char		at[HA_TIME_LEN];
 
-	buf[0] = '\0';
+	*candidate = false;
+	scheduled[0] = '\0';
 	if (!worker.view.loaded ||
-		cluster_request(&worker.view, &req, &rev, NULL, 0) != CLUSTER_REQUEST_VALID ||
-		req.phase != HA_REQ_REQUESTED || !req.scheduled)
+		cluster_request(&worker.view, &req, &rev, NULL, 0) != CLUSTER_REQUEST_VALID)
+		return;
+	*candidate = strcmp(req.member, worker.node) == 0 &&
+		(req.phase == HA_REQ_REQUESTED || req.phase == HA_REQ_HANDED_OVER ||
+		 req.phase == HA_REQ_FINAL_CONFIRMED);
+	if (req.phase != HA_REQ_REQUESTED || !req.scheduled)
 		return;
 	/* names are [A-Za-z0-9_.-] (the codec checked them): no JSON escaping needed */
 	ha_time_format(req.scheduled_at_us, at, sizeof(at));
-	snprintf(buf, len, "{\"at\":\"%s\"", at);
+	snprintf(scheduled, len, "{\"at\":\"%s\"", at);
 	if (req.leader[0])
-		snprintf(buf + strlen(buf), len - strlen(buf), ",\"from\":\"%s\"", req.leader);
+		snprintf(scheduled + strlen(scheduled), len - strlen(scheduled), ",\"from\":\"%s\"", req.leader);
 	if (req.member[0])
-		snprintf(buf + strlen(buf), len - strlen(buf), ",\"to\":\"%s\"", req.member);
-	snprintf(buf + strlen(buf), len - strlen(buf), "}");
-}
-
-static bool
-view_names_candidate(void)
-{
-	HaRequest	req;
-	int64		rev;
-
-	if (!worker.view.loaded ||
-		cluster_request(&worker.view, &req, &rev, NULL, 0) != CLUSTER_REQUEST_VALID)
-		return false;
-	return strcmp(req.member, worker.node) == 0 &&
-		(req.phase == HA_REQ_REQUESTED || req.phase == HA_REQ_HANDED_OVER ||
-		 req.phase == HA_REQ_FINAL_CONFIRMED);
+		snprintf(scheduled + strlen(scheduled), len - strlen(scheduled), ",\"to\":\"%s\"", req.member);
+	snprintf(scheduled + strlen(scheduled), len - strlen(scheduled), "}");
 }
 
 static void
@@ -413,10 +406,10 @@ publish_shared(const NodeSnapshot *snap, bool etcd_ok)
 	/* our own key may not be back through the watch yet */
 	const char *leader = worker.is_leader ? worker.node :
 		worker.view.loaded ? cluster_leader(&worker.view) : "";
-	bool		candidate = view_names_candidate();
+	bool		candidate;
 	char		scheduled[sizeof(pg_ha_shared->scheduled_switchover_json)];
 
-	view_scheduled_switchover(scheduled, sizeof(scheduled));
+	view_request_facts(&candidate, scheduled, sizeof(scheduled));
 	LWLockAcquire(pg_ha_shared->lock, LW_EXCLUSIVE);
 	pg_ha_shared->named_candidate = candidate;
 	strlcpy(pg_ha_shared->scheduled_switchover_json, scheduled,
@@ -3688,6 +3681,7 @@ pg_ha_worker_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			pg_ha_pending_restart_reason_refresh();
 			reset_client();
 			dyn_refresh();
 			worker.next_cycle = 0;

@@ -40,7 +40,6 @@
 #include "http_tls.h"
 #include "patroni_codec.h"
 
-#include <cjson/cJSON.h>
 #include <netdb.h>
 #include <signal.h>
 #include <time.h>
@@ -423,23 +422,12 @@ json_timestamp(StringInfo out, TimestampTz ts)
  * then, so health checks neither walk the GUC table nor read the files.
  */
 static bool pending_restart = false;
-static char *pending_restart_reason = NULL; /* cJSON's allocation; NULL: none */
 
 void
 health_config_reloaded(void)
 {
-	cJSON	   *reason;
-
 	pending_restart = pg_ha_pending_restart();
-	if (pending_restart_reason)
-		cJSON_free(pending_restart_reason);
-	pending_restart_reason = NULL;
-	reason = pg_ha_pending_restart_reason();
-	if (reason)
-	{
-		pending_restart_reason = cJSON_PrintUnformatted(reason);
-		cJSON_Delete(reason);
-	}
+	pg_ha_pending_restart_reason_refresh();
 }
 
 /* name of a WAL sender's role, as the HA worker last resolved it; false if not yet */
@@ -640,8 +628,8 @@ status_json(StringInfo out, const NodeView *v, bool with_replication)
 	appendStringInfoChar(out, '}');
 	if (pending_restart)
 		appendStringInfoString(out, ",\"pending_restart\":true");
-	if (pending_restart_reason)
-		appendStringInfo(out, ",\"pending_restart_reason\":%s", pending_restart_reason);
+	if (pending_restart && pg_ha_pending_restart_reason_text())
+		appendStringInfo(out, ",\"pending_restart_reason\":%s", pg_ha_pending_restart_reason_text());
 	/* as Patroni's: without the postmaster start time the member key has */
 	if (v->restart_scheduled &&
 		patroni_restart_schedule_json(&v->restart_schedule, NULL, schedule, sizeof(schedule)) > 0)

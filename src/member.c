@@ -60,7 +60,7 @@ member_document(const NodeSnapshot *snap, bool paused)
 	char		port[16];
 	char		url[600];
 	cJSON	   *doc = cJSON_CreateObject();
-	cJSON	   *reason;
+	const char *reason;
 	char	   *text;
 	char	   *result;
 	char	   *scheduled;
@@ -89,9 +89,8 @@ member_document(const NodeSnapshot *snap, bool paused)
 	if (pg_ha_pending_restart())
 		cJSON_AddBoolToObject(doc, "pending_restart", true);
 	/* Patroni 4's: which settings, from what to what (patronictl list -e) */
-	reason = pg_ha_pending_restart_reason();
-	if (reason)
-		cJSON_AddItemToObject(doc, "pending_restart_reason", reason);
+	if ((reason = pg_ha_pending_restart_reason_text()) != NULL)
+		cJSON_AddRawToObject(doc, "pending_restart_reason", reason);
 	/*
 	 * Patroni's field while the cluster is paused: "patronictl pause --wait"
 	 * polls the member keys for it (and gives up after loop_wait + 1 s)

@@ -245,6 +245,35 @@ add_reason(cJSON *reason, struct config_generic *gen, const ConfigVariable *file
 		elog(ERROR, "out of memory building pending_restart_reason");
 }
 
+static char *reason_text = NULL;	/* cJSON's allocation; NULL: none */
+static bool reason_known = false;
+
+void
+pg_ha_pending_restart_reason_refresh(void)
+{
+	cJSON	   *reason;
+
+	if (reason_text)
+		cJSON_free(reason_text);
+	reason_text = NULL;
+	reason_known = false;
+	reason = pg_ha_pending_restart_reason();
+	if (reason)
+	{
+		reason_text = cJSON_PrintUnformatted(reason);
+		cJSON_Delete(reason);
+	}
+	reason_known = true;
+}
+
+const char *
+pg_ha_pending_restart_reason_text(void)
+{
+	if (!reason_known)
+		pg_ha_pending_restart_reason_refresh();
+	return reason_text;
+}
+
 cJSON *
 pg_ha_pending_restart_reason(void)
 {

@@ -374,6 +374,15 @@ extern const char *pg_ha_fence_reason(void);
  */
 extern struct cJSON *pg_ha_pending_restart_reason(void);
 
+/*
+ * The same as JSON text, NULL when nothing is pending.  It changes only
+ * when this process reloads its configuration: computed on first use and
+ * again after pg_ha_pending_restart_reason_refresh(), which a process
+ * calls after each reload, so the files are not read again per use.
+ */
+extern const char *pg_ha_pending_restart_reason_text(void);
+extern void pg_ha_pending_restart_reason_refresh(void);
+
 /* ---------- restart through the service manager (ha_restart.c) ---------- */
 
 extern bool pg_ha_pending_restart(void);
