@@ -56,6 +56,7 @@
 #include "replication/walreceiver.h"
 #include "storage/spin.h"
 #include "storage/fd.h"
+#include "storage/pmsignal.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
@@ -210,8 +211,43 @@ static HaWorker worker;
 static int
 abort_etcd_call(void *arg)
 {
-	/* a shutdown cuts a call short, except the final release itself */
-	return (ShutdownRequestPending && !worker.releasing) ? 1 : 0;
+	/*
+	 * A shutdown cuts a call short, except the final release itself; so
+	 * does the postmaster's death (exit_if_orphaned, right after the call,
+	 * then ends the worker).
+	 */
+	if (worker.releasing)
+		return 0;
+	return (ShutdownRequestPending || !PostmasterIsAlive()) ? 1 : 0;
+}
+
+/*
+ * A worker whose postmaster died must not act on the cluster.  It notices
+ * the death only when it next waits on its latch, and a cycle may run for
+ * seconds before that (blocked on etcd, say).  Meanwhile what it reads of
+ * this server is no longer true: the WAL senders exit at once, so
+ * pg_stat_replication shows no standby, and a leader would write a sync key
+ * naming none, which forbids the one standby holding every acknowledged
+ * commit to take over (test 347); a replica's WAL receiver exits too, and a
+ * replica could take the leader key for a server that is gone.
+ *
+ * The argument: the postmaster's death is final, so a postmaster alive at
+ * this check was alive at every moment before it, and whatever was read
+ * before a check that passes was read from a running server.  The worker
+ * checks at the start of a cycle, after its etcd calls, after reading
+ * pg_stat_replication and before taking the leader key.  The leader key is
+ * left to expire: backends of a dead postmaster may still be running, so
+ * only the lease's deadline (fence.c) ends this node's write authority.
+ */
+static void
+exit_if_orphaned(void)
+{
+	if (PostmasterIsAlive())
+		return;
+	ereport(LOG,
+			(errmsg("pg_ha: the postmaster died: the worker exits without acting on what it read"),
+			 errdetail("The leader key, if this node holds it, expires with its lease.")));
+	proc_exit(1);
 }
 
 static void remember_error(const char *fmt,...) pg_attribute_printf(1, 2);
@@ -1208,6 +1244,7 @@ acquire_leader_key(void)
 	worker.fs_held_back = !failsafe_may_take_key();
 	if (worker.fs_held_back)
 		return true;
+	exit_if_orphaned();
 	st = etcd_create(worker.etcd, worker.leader_key, worker.node, worker.lease_id, &current);
 	if (st == ETCD_OK)
 	{
@@ -1532,6 +1569,8 @@ sync_leader_step(void)
 		return;
 	}
 	n = sync_local_standbys(standbys, lengthof(standbys));
+	/* no WAL sender left may mean a dead postmaster, not lost standbys */
+	exit_if_orphaned();
 	sync_fill_members(standbys, n);
 	if (worker.sync.asked_set)
 	{
@@ -3388,6 +3427,7 @@ ha_cycle(void)
 	uint64		restart_gen = pg_ha_restart_schedule_gen();
 
 	node_take_snapshot(&snap);
+	exit_if_orphaned();
 	worker.last_error[0] = '\0';
 	worker.next_cycle = INT64_MAX;
 
@@ -3395,6 +3435,7 @@ ha_cycle(void)
 	if (worker.etcd && worker.client_timeout_ms != worker.dyn.retry_timeout_ms)
 		reset_client();
 	ok = ensure_client() && renew_lease() && confirm_leader_key() && load_view();
+	exit_if_orphaned();
 	if (ok)
 	{
 		/* etcd answers again: a later outage earns its own cover */
