@@ -233,7 +233,11 @@ abort_etcd_call(void *arg)
  *
  * The argument: the postmaster's death is final, so a postmaster alive at
  * this check was alive at every moment before it, and whatever was read
- * before a check that passes was read from a running server.  The worker
+ * before a check that passes was read from a running server.  The check
+ * reads the postmaster's pipe itself rather than trusting the death
+ * signal's flag: the kernel closes the pipe, which is what wakes the WAL
+ * senders, before it sends that signal, so a WAL sender could be gone
+ * while the flag still says alive.  The worker
  * checks at the start of a cycle, after its etcd calls, after reading
  * pg_stat_replication and before taking the leader key.  The leader key is
  * left to expire: backends of a dead postmaster may still be running, so
@@ -242,7 +246,7 @@ abort_etcd_call(void *arg)
 static void
 exit_if_orphaned(void)
 {
-	if (PostmasterIsAlive())
+	if (PostmasterIsAliveInternal())
 		return;
 	ereport(LOG,
 			(errmsg("pg_ha: the postmaster died: the worker exits without acting on what it read"),

@@ -92,8 +92,9 @@ unlike(substr(slurp_file($n1->logfile), $log1), qr/sync key: no synchronous stan
 	'node1\'s worker did not empty the sync key');
 is(sync_standby($etcd), 'node2', 'the sync key still names node2');
 
-my ($leader) = wait_leader_not($etcd, 'node1', timeout => 4 * $ttl);
+my ($leader, $secs) = wait_leader_not($etcd, 'node1', timeout => 4 * $ttl);
 is($leader, 'node2', 'node2, the synchronous standby, takes over');
+note sprintf('node2 took the leader key %.1f s after etcd was thawed', $secs);
 wait_for(sub { !in_recovery($n2) }, timeout => 30, what => 'node2 promoted');
 is($n2->safe_psql('postgres', 'SELECT count(*) FROM acked'), $acked, 'no acknowledged commit lost');
 
