@@ -237,11 +237,14 @@ abort_etcd_call(void *arg)
  * reads the postmaster's pipe itself rather than trusting the death
  * signal's flag: the kernel closes the pipe, which is what wakes the WAL
  * senders, before it sends that signal, so a WAL sender could be gone
- * while the flag still says alive.  The worker
- * checks at the start of a cycle, after its etcd calls, after reading
- * pg_stat_replication and before taking the leader key.  The leader key is
- * left to expire: backends of a dead postmaster may still be running, so
- * only the lease's deadline (fence.c) ends this node's write authority.
+ * while the flag still says alive.
+ *
+ * The worker checks at the start of a cycle, after its etcd calls (and
+ * before a failsafe round when one failed), after reading
+ * pg_stat_replication or the WAL receiver's state for a decision, and
+ * before taking the leader key.  The leader key is left to expire: backends
+ * of a dead postmaster may still be running, so only the lease's deadline
+ * (fence.c) ends this node's write authority.
  */
 static void
 exit_if_orphaned(void)
@@ -2496,6 +2499,8 @@ old_leader_stream_ended(const NodeSnapshot *snap, XLogRecPtr final_lsn)
 	SpinLockAcquire(&WalRcv->mutex);
 	state = WalRcv->walRcvState;
 	SpinLockRelease(&WalRcv->mutex);
+	/* our own postmaster's death ends the stream too */
+	exit_if_orphaned();
 	return state != WALRCV_STREAMING && snap->receive_lsn >= final_lsn;
 }
 
@@ -3457,6 +3462,8 @@ ha_cycle(void)
 	}
 	if (!ok)
 	{
+		/* a call cut short by the postmaster's death: no failsafe round for it */
+		exit_if_orphaned();
 		if (worker.state != HA_MISCONFIGURED)
 			fire(HA_EV_ETCD_FAILED, worker.last_error);
 		failsafe_round();

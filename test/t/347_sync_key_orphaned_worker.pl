@@ -50,7 +50,7 @@ my $log1 = length(slurp_file($n1->logfile));
 
 # The worker waits for its next cycle in epoll_wait (WaitLatch, which
 # notices the postmaster's death); an etcd request waits in poll (libcurl),
-# which does not.
+# which does not.  Kernels name the epoll wait do_epoll_wait or ep_poll.
 sub wchan
 {
 	my ($pid) = @_;
@@ -66,26 +66,34 @@ END { kill 'CONT', $etcd_pid if $paused && $etcd_pid; }
 kill 'STOP', $etcd_pid;
 $paused = 1;
 
-# blocked on etcd: seen in poll, not epoll, for 0.3 s running
+# Blocked on etcd: seen in poll, not epoll, for 0.3 s running.  The
+# worker starts a cycle every second (loop_wait 1) and, with etcd frozen,
+# stays blocked in it for pg_ha.etcd_timeout (2 s).
 my $in_poll = 0;
 my $t0      = now();
-while (now() - $t0 < 1.5 && $in_poll < 6)
+while (now() - $t0 < 3 && $in_poll < 6)
 {
 	my $w = wchan($worker);
-	$in_poll = ($w ne '' && $w !~ /epoll/) ? $in_poll + 1 : 0;
+	$in_poll = ($w ne '' && $w !~ /epoll|ep_poll/) ? $in_poll + 1 : 0;
 	usleep(50_000);
 }
 cmp_ok($in_poll, '>=', 6, 'node1\'s worker is blocked on etcd, inside a cycle')
   or diag 'wchan: ' . wchan($worker);
 
+# the WAL senders exit on the postmaster's death
+my @senders = grep { (PgHa::Node::process_title($_) // '') =~ /walsender/ }
+  PgHa::Node::children_of($n1->postmaster_pid);
+ok(@senders, 'node1 has WAL senders');
 $n1->kill9;
-usleep(300_000);    # the WAL senders exit on the postmaster's death
+wait_for(sub { !grep { PgHa::Node::_alive($_) } @senders }, timeout => 1, interval => 0.01,
+	what => 'node1\'s WAL senders to exit');
+ok(!grep({ PgHa::Node::_alive($_) } @senders), 'node1\'s WAL senders exited');
 kill 'CONT', $etcd_pid;
 $paused = 0;
 
 # the orphaned worker finishes its etcd request, then must stop there
-wait_for(sub { !kill(0, $worker) }, timeout => 15, what => 'node1\'s worker to exit');
-ok(!kill(0, $worker), 'node1\'s orphaned worker exited');
+wait_for(sub { !PgHa::Node::_alive($worker) }, timeout => 15, what => 'node1\'s worker to exit');
+ok(!PgHa::Node::_alive($worker), 'node1\'s orphaned worker exited');
 like(substr(slurp_file($n1->logfile), $log1), qr/pg_ha: the postmaster died: the worker exits without acting on what it read/,
 	'node1\'s worker says it stopped because the postmaster died');
 unlike(substr(slurp_file($n1->logfile), $log1), qr/sync key: no synchronous standby/,
